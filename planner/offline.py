@@ -1,0 +1,241 @@
+"""Offline stage: data -> model -> solve -> decode, returning a ``Plan``."""
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from models import ClusterSpec, ProfileTable, WorkloadSpec
+from models.plan import Assignment, ConfigChoice, Plan, SolverReport, Unserved
+
+from .candidates import Candidates, PlanOptions, build_candidates, check_inputs
+from .milp import MilpArrays, build_milp
+from .queueing import LatencyDist, response_quantile
+from .solvers import SolveResult, get_solver
+
+EPS = 1e-6
+
+
+def pack_ffd(items: list[tuple[float, float, float]], node_cap: tuple[float, float, float], nodes: int) -> list[list[int]] | None:
+    """First-fit decreasing of replica footprints onto identical nodes; None when they do not fit."""
+    order = sorted(range(len(items)), key=lambda i: -max(a / b if b > 0 else (0 if a == 0 else math.inf)
+                                                         for a, b in zip(items[i], node_cap)))
+    free = [list(node_cap) for _ in range(nodes)]
+    placed: list[list[int]] = [[] for _ in range(nodes)]
+    for i in order:
+        need = items[i]
+        for n in range(nodes):
+            if all(need[r] <= free[n][r] + 1e-9 for r in range(3)):
+                for r in range(3):
+                    free[n][r] -= need[r]
+                placed[n].append(i)
+                break
+        else:
+            return None
+    return placed
+
+
+def plan_offline(profiles: ProfileTable, cluster: ClusterSpec, workload: WorkloadSpec, *, solver: str = "highs",
+                 time_limit: float = 30.0, gap: float = 1e-4, options: PlanOptions | None = None,
+                 cluster_file: str | None = None, workload_file: str | None = None) -> Plan:
+    """Choose configurations, replicas and routing for every (model, pool).
+
+    Raises ``InputError`` for inconsistent inputs; unserveable demand is reported in the plan.
+    """
+    opts = options or PlanOptions()
+    check_inputs(profiles, cluster, workload, cluster_file, workload_file)
+    cands = build_candidates(profiles, cluster, workload, opts)
+    demands = [(d.rate_rps, d.priority) for d in workload.models]
+    pool_caps = [(p.cpu, p.memory_mb, float(p.accelerators), p.nodes) for p in cluster.pools]
+    fn = get_solver(solver)
+
+    scale = np.ones((len(cluster.pools), 3))
+    phases: list[dict] = []
+    t_start = time.perf_counter()
+    notes: list[str] = []
+    for attempt in range(4):
+        milp = build_milp(cands, demands, pool_caps, opts, cap_scale=scale)
+        remaining = max(0.5, time_limit - (time.perf_counter() - t_start))
+        res, phases_run = _solve_phases(fn, milp, opts, remaining, gap)
+        phases.extend(phases_run)
+        if res.x is None:
+            break
+        n = np.rint(res.x[milp.in_]).astype(int)
+        bad = _unpackable_pools(cands, n, cluster)
+        if not bad:
+            break
+        for p in bad:
+            scale[p] *= 0.9
+            notes.append(f"pool {cluster.pools[p].name}: aggregate solution did not pack onto nodes; "
+                         f"re-solved with capacity x{scale[p][0]:.2f}")
+    secs = time.perf_counter() - t_start
+
+    report = SolverReport(backend=solver, status="trivial" if len(cands) == 0 else res.status,
+                          objective=res.objective, best_bound=res.best_bound, gap=res.gap, seconds=round(secs, 4),
+                          phases=phases, variables=milp.n_cols, constraints=milp.n_rows, message=res.message)
+    if res.status == "time_limit":
+        report.message = (f"time limit {time_limit:g} s reached: returning the best plan found "
+                          f"(gap {res.gap if res.gap is not None else 'unknown'}). " + res.message).strip()
+    plan = decode(cands, milp, res, cluster, workload, opts, report)
+    plan.notes.extend(notes)
+    for new, old in profiles.replaced:
+        plan.notes.append(f"profile {new.model}/{new.device}/{new.config_id}: newer measurement "
+                          f"({new.source}) replaced {old.source}")
+    plan.plan_id = plan.compute_id()
+    return plan
+
+
+def _solve_phases(fn, milp: MilpArrays, opts: PlanOptions, time_limit: float, gap: float) -> tuple[SolveResult, list[dict]]:
+    if milp.n_cols == 0 or len(milp.ix) == 0:
+        x = np.zeros(milp.n_cols)
+        x[milp.iu] = milp.ub[milp.iu]
+        obj = float(milp.c @ x)
+        return SolveResult("optimal", x, obj, obj, 0.0, 0.0), []
+    if opts.objective != "lexicographic":
+        r = fn(milp, time_limit, gap)
+        return r, [_phase("weighted", r)]
+    t0 = time.perf_counter()
+    r1 = fn(milp, time_limit * 0.5, gap)
+    phases = [_phase("unserved", r1)]
+    if r1.x is None:
+        return r1, phases
+    z1 = float(milp.unserved_cost @ r1.x[milp.iu])
+    coefs = np.zeros(milp.n_cols)
+    coefs[milp.iu] = milp.unserved_cost
+    m2 = milp.with_objective(milp.phase2_cost).with_row(coefs, -np.inf, z1 * (1 + 1e-7) + 1e-7, "lex")
+    r2 = fn(m2, max(0.5, time_limit - (time.perf_counter() - t0)), gap)
+    phases.append(_phase("energy", r2))
+    if r2.x is None:
+        return r1, phases
+    status = r2.status if r1.status == "optimal" else r1.status
+    return SolveResult(status, r2.x, r2.objective, r2.best_bound, r2.gap, r1.seconds + r2.seconds,
+                       "; ".join(m for m in (r1.message, r2.message) if m)), phases
+
+
+def _phase(name: str, r: SolveResult) -> dict:
+    return {"phase": name, "status": r.status, "objective": r.objective, "best_bound": r.best_bound, "gap": r.gap,
+            "seconds": round(r.seconds, 4)}
+
+
+def _unpackable_pools(c: Candidates, n: np.ndarray, cluster: ClusterSpec) -> list[int]:
+    items: dict[int, list] = defaultdict(list)
+    for k in range(len(c)):
+        if n[k] > 0:
+            items[c.p[k]].extend([c.res[k]] * int(n[k]))
+    bad = []
+    for p, its in items.items():
+        pool = cluster.pools[p]
+        if pack_ffd(its, (pool.cpu, pool.memory_mb, float(pool.accelerators)), pool.nodes) is None:
+            bad.append(p)
+    return bad
+
+
+def _choice(rec) -> ConfigChoice:
+    return ConfigChoice(config_id=rec.config_id, engine=rec.engine, precision=rec.precision, batch_size=rec.batch_size,
+                        threads=rec.threads, power_mode=rec.power_mode, accelerator=rec.accelerator,
+                        latency_p50_ms=rec.latency_p50_ms, latency_p90_ms=rec.latency_p90_ms,
+                        latency_p99_ms=rec.latency_p99_ms, throughput_rps=rec.throughput_rps, power_w=rec.power_w,
+                        cpu_cores=rec.cpu_cores, memory_request_mb=rec.memory_request_mb,
+                        accelerators=rec.accelerators, source=rec.source)
+
+
+def decode(c: Candidates, milp: MilpArrays, res: SolveResult, cluster: ClusterSpec, workload: WorkloadSpec,
+           opts: PlanOptions, report: SolverReport) -> Plan:
+    """Turn the solver's column values into a Plan (assignments, unserved with reasons, candidate fates)."""
+    K = len(c)
+    if res.x is None:
+        n = np.zeros(K, dtype=int)
+        x = np.zeros(K)
+        u = np.array([d.rate_rps for d in workload.models])
+    else:
+        n = np.rint(res.x[milp.in_]).astype(int)
+        x = np.clip(res.x[milp.ix], 0, None)
+        u = np.clip(res.x[milp.iu], 0, None)
+        x[n == 0] = 0.0
+
+    if opts.use_spare_capacity and res.x is not None:
+        n = _fill_spare(c, n, x, cluster)
+
+    assignments: list[Assignment] = []
+    for k in range(K):
+        if n[k] <= 0:
+            continue
+        rec = c.records[k]
+        pool = cluster.pools[c.p[k]]
+        util = x[k] / (n[k] * rec.throughput_rps)
+        dist = LatencyDist(rec.latency_p50_ms, rec.latency_p90_ms, rec.latency_p99_ms)
+        pred = response_quantile(util, dist, opts.quantile, 1000.0 / rec.throughput_rps) + pool.rtt_ms + c.batch_wait_ms[k]
+        assignments.append(Assignment(model=c.models[c.m[k]], pool=pool.name, config=_choice(rec), replicas=int(n[k]),
+                                      routed_rate_rps=round(float(x[k]), 6), utilisation=round(float(util), 6),
+                                      max_utilisation=round(c.rho[k], 6), predicted_latency_ms=round(pred, 4),
+                                      energy_w=round(float(x[k] * c.energy_j[k]), 6)))
+        rep = c.reports[c.report_index[k]]
+        rep.status, rep.detail = "chosen", f"{n[k]} replicas, {x[k]:.4g} req/s routed"
+    chosen_mp = {(a.model, a.pool) for a in assignments}
+    for k in range(K):
+        rep = c.reports[c.report_index[k]]
+        if rep.status == "not_chosen" and not rep.detail:
+            key = (c.models[c.m[k]], c.pools[c.p[k]])
+            rep.detail = ("another configuration was chosen for this pool" if key in chosen_mp
+                          else "pool capacity went to other models or was not needed")
+
+    unserved: list[Unserved] = []
+    feasible_models = {c.m[k] for k in range(K)}
+    for mi, d in enumerate(workload.models):
+        rate = float(u[mi]) if mi < len(u) else d.rate_rps
+        if rate <= EPS * max(1.0, d.rate_rps):
+            continue
+        if mi not in feasible_models:
+            reps = [r for r in c.reports if r.model == d.model]
+            if not reps:
+                reason = "no pool has a profile for this model"
+            else:
+                best = min(reps, key=lambda r: r.response_p99_ms)
+                reason = (f"no configuration meets the {d.deadline_ms:g} ms deadline on any pool "
+                          f"(best: {best.config_id} on {best.pool}: {best.status.replace('_', ' ')}, {best.detail})")
+        else:
+            reason = "capacity exhausted: every deadline-feasible pool is full"
+        unserved.append(Unserved(model=d.model, rate_rps=round(rate, 6), reason=reason))
+
+    return Plan(objective=opts.objective, pools=list(cluster.pools), demands=list(workload.models),
+                assignments=assignments, unserved=unserved, candidates=c.reports, solver=report)
+
+
+def _fill_spare(c: Candidates, n: np.ndarray, x: np.ndarray, cluster: ClusterSpec) -> np.ndarray:
+    """Give idle capacity to the busiest chosen assignments, one replica at a time, while it still packs."""
+    n = n.copy()
+    by_pool: dict[int, list[int]] = defaultdict(list)
+    for k in range(len(c)):
+        if n[k] > 0 and x[k] > 0:
+            by_pool[c.p[k]].append(k)
+    for p, ks in by_pool.items():
+        pool = cluster.pools[p]
+        cap = (pool.cpu, pool.memory_mb, float(pool.accelerators))
+        items = [c.res[k] for k in range(len(c)) if c.p[k] == p for _ in range(int(n[k]))]
+        placed = pack_ffd(items, cap, pool.nodes)
+        if placed is None:
+            continue
+        free = [list(cap) for _ in range(pool.nodes)]
+        for node, idxs in enumerate(placed):
+            for i in idxs:
+                for r in range(3):
+                    free[node][r] -= items[i][r]
+        while True:
+            ks.sort(key=lambda k: -(x[k] / (n[k] * c.records[k].throughput_rps)))
+            added = False
+            for k in ks:
+                need = c.res[k]
+                for node in range(pool.nodes):
+                    if all(need[r] <= free[node][r] + 1e-9 for r in range(3)):
+                        for r in range(3):
+                            free[node][r] -= need[r]
+                        n[k] += 1
+                        added = True
+                        break
+                if added:
+                    break
+            if not added:
+                break
+    return n

@@ -1,0 +1,288 @@
+"""Solve step: MILP back-ends by name (a small registry, like PuLP's ``getSolver``).
+
+Every back-end takes the same ``MilpArrays`` and returns a ``SolveResult``; statuses are
+normalised and never taken on a wrapper's word alone (a time-limited CBC run reports
+"Optimal" through ``LpStatus``; we read PuLP's ``sol_status`` instead).
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from .milp import MilpArrays
+
+
+@dataclass
+class SolveResult:
+    status: str              # optimal | time_limit | gap_limit | infeasible | error
+    x: Optional[np.ndarray]  # column values, None when no incumbent
+    objective: Optional[float]
+    best_bound: Optional[float]
+    gap: Optional[float]
+    seconds: float
+    message: str = ""
+
+
+SolverFn = Callable[[MilpArrays, float, float], SolveResult]
+_REGISTRY: dict[str, tuple[SolverFn, Callable[[], bool], str]] = {}
+
+
+def register(name: str, available: Callable[[], bool], doc: str):
+    def deco(fn: SolverFn) -> SolverFn:
+        _REGISTRY[name] = (fn, available, doc)
+        return fn
+    return deco
+
+
+def solver_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def available_solvers() -> list[str]:
+    return [n for n, (_, ok, _) in _REGISTRY.items() if ok()]
+
+
+def get_solver(name: str) -> SolverFn:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown solver {name!r}; choose one of {', '.join(_REGISTRY)}")
+    fn, ok, _ = _REGISTRY[name]
+    if not ok():
+        raise RuntimeError(f"solver {name!r} is not installed here ({_REGISTRY[name][2]})")
+    return fn
+
+
+def _gap(obj: Optional[float], bound: Optional[float]) -> Optional[float]:
+    if obj is None or bound is None or not np.isfinite(bound):
+        return None
+    return abs(obj - bound) / max(1e-9, abs(obj)) if abs(obj) > 1e-9 else abs(obj - bound)
+
+
+# --- HiGHS (in process, default) -------------------------------------------------------------
+
+def _has(mod: str) -> Callable[[], bool]:
+    def ok() -> bool:
+        try:
+            __import__(mod)
+            return True
+        except Exception:
+            return False
+    return ok
+
+
+_BANNER_DONE = False
+
+
+def _new_highs():
+    """A silent Highs instance; the licence banner printed by the first construction goes to /dev/null."""
+    import os
+    import sys
+
+    import highspy
+    global _BANNER_DONE
+    if _BANNER_DONE:
+        h = highspy.Highs()
+    else:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 1)
+            h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(devnull)
+        _BANNER_DONE = True
+    h.silent()
+    return h
+
+
+@register("highs", _has("highspy"), "pip install highspy")
+def solve_highs(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
+    import highspy
+
+    h = _new_highs()
+    h.setOptionValue("time_limit", float(time_limit))
+    h.setOptionValue("mip_rel_gap", float(gap))
+    h.setOptionValue("threads", 1)
+    lp = highspy.HighsLp()
+    inf = highspy.kHighsInf
+    lp.num_col_ = m.n_cols
+    lp.num_row_ = m.n_rows
+    lp.col_cost_ = m.c.astype(float)
+    lp.col_lower_ = m.lb.astype(float)
+    lp.col_upper_ = np.where(np.isfinite(m.ub), m.ub, inf).astype(float)
+    lp.row_lower_ = np.where(np.isfinite(m.row_lo), m.row_lo, -inf).astype(float)
+    lp.row_upper_ = np.where(np.isfinite(m.row_hi), m.row_hi, inf).astype(float)
+    lp.offset_ = float(m.offset)
+    A = m.A.tocsc()
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = A.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = A.indices.astype(np.int32)
+    lp.a_matrix_.value_ = A.data.astype(float)
+    lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous for i in m.integer]
+    t0 = time.perf_counter()
+    h.passModel(lp)
+    h.run()
+    secs = time.perf_counter() - t0
+    ms = h.getModelStatus()
+    info = h.getInfo()
+    has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    x = np.array(h.getSolution().col_value) if has_sol else None
+    obj = info.objective_function_value if has_sol else None
+    bound = info.mip_dual_bound if m.integer.any() else obj
+    g = info.mip_gap if (m.integer.any() and has_sol) else 0.0
+    if ms == highspy.HighsModelStatus.kOptimal:
+        status = "optimal"
+    elif ms == highspy.HighsModelStatus.kInfeasible:
+        status = "infeasible"
+    elif ms in (highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kIterationLimit,
+                highspy.HighsModelStatus.kSolutionLimit, highspy.HighsModelStatus.kInterrupt):
+        status = "time_limit" if has_sol else "error"
+    else:
+        status = "error"
+    if g is not None and not np.isfinite(g):
+        g = None
+    return SolveResult(status, x, obj, bound if bound is not None and np.isfinite(bound) else None, g, secs,
+                       "" if status == "optimal" else f"HiGHS: {h.modelStatusToString(ms)}")
+
+
+# --- CBC through PuLP (optional) ----------------------------------------------------------------
+
+def _cbc_available() -> bool:
+    try:
+        import pulp
+        return pulp.PULP_CBC_CMD(msg=False).available() or shutil.which("cbc") is not None
+    except Exception:
+        return False
+
+
+@register("cbc", _cbc_available, "pip install 'pulp[cbc]' or put a cbc binary on PATH")
+def solve_cbc(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
+    import pulp
+
+    prob = pulp.LpProblem("synergai", pulp.LpMinimize)
+    vs = []
+    for j, name in enumerate(m.col_names):
+        ub = m.ub[j] if np.isfinite(m.ub[j]) else None
+        vs.append(pulp.LpVariable(f"c{j}", lowBound=m.lb[j], upBound=ub,
+                                  cat=pulp.LpInteger if m.integer[j] else pulp.LpContinuous))
+    prob += pulp.lpSum(float(v) * vs[j] for j, v in enumerate(m.c) if v != 0) + m.offset
+    A = m.A.tocsr()
+    for i in range(m.n_rows):
+        s, e = A.indptr[i], A.indptr[i + 1]
+        expr = pulp.lpSum(float(v) * vs[j] for j, v in zip(A.indices[s:e], A.data[s:e]))
+        lo, hi = m.row_lo[i], m.row_hi[i]
+        if lo == hi:
+            prob += expr == float(hi), f"r{i}"
+        else:
+            if np.isfinite(hi):
+                prob += expr <= float(hi), f"r{i}"
+            if np.isfinite(lo):
+                prob += expr >= float(lo), f"r{i}_lo"
+    cmd = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(1, int(np.ceil(time_limit))), gapRel=gap)
+    if not cmd.available() and shutil.which("cbc"):
+        cmd = pulp.COIN_CMD(path=shutil.which("cbc"), msg=False, timeLimit=max(1, int(np.ceil(time_limit))), gapRel=gap)
+    t0 = time.perf_counter()
+    prob.solve(cmd)
+    secs = time.perf_counter() - t0
+    sol = prob.sol_status
+    if sol == pulp.LpSolutionOptimal:
+        status = "optimal"
+    elif sol == pulp.LpSolutionIntegerFeasible:
+        status = "time_limit"
+    elif sol == pulp.LpSolutionInfeasible:
+        status = "infeasible"
+    else:
+        status = "error"
+    if status in ("optimal", "time_limit"):
+        x = np.array([v.varValue or 0.0 for v in vs])
+        obj = float(m.c @ x + m.offset)
+    else:
+        x, obj = None, None
+    return SolveResult(status, x, obj, obj if status == "optimal" else None, 0.0 if status == "optimal" else None,
+                       secs, f"CBC: LpStatus={pulp.LpStatus[prob.status]}, sol_status={sol}")
+
+
+# --- OR-Tools (SCIP and CP-SAT through the linear solver wrapper) -------------------------------
+
+def _ortools(backend: str, m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
+    from ortools.linear_solver import pywraplp
+
+    s = pywraplp.Solver.CreateSolver(backend)
+    if s is None:
+        return SolveResult("error", None, None, None, None, 0.0, f"OR-Tools has no {backend} here")
+    inf = s.infinity()
+    vs = [(s.IntVar if m.integer[j] else s.NumVar)(float(m.lb[j]), float(m.ub[j]) if np.isfinite(m.ub[j]) else inf,
+                                                  m.col_names[j]) for j in range(m.n_cols)]
+    A = m.A.tocsr()
+    for i in range(m.n_rows):
+        lo = float(m.row_lo[i]) if np.isfinite(m.row_lo[i]) else -inf
+        hi = float(m.row_hi[i]) if np.isfinite(m.row_hi[i]) else inf
+        ct = s.Constraint(lo, hi, m.row_names[i])
+        for j, v in zip(A.indices[A.indptr[i]:A.indptr[i + 1]], A.data[A.indptr[i]:A.indptr[i + 1]]):
+            ct.SetCoefficient(vs[j], float(v))
+    obj = s.Objective()
+    for j, v in enumerate(m.c):
+        if v != 0:
+            obj.SetCoefficient(vs[j], float(v))
+    obj.SetOffset(float(m.offset))
+    obj.SetMinimization()
+    s.SetTimeLimit(int(time_limit * 1000))
+    params = pywraplp.MPSolverParameters()
+    params.SetDoubleParam(pywraplp.MPSolverParameters.RELATIVE_MIP_GAP, float(gap))
+    if backend == "CP-SAT":
+        s.SetSolverSpecificParametersAsString("num_workers: 2")
+    t0 = time.perf_counter()
+    rc = s.Solve(params)
+    secs = time.perf_counter() - t0
+    if rc in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+        x = np.array([v.solution_value() for v in vs])
+        o = float(m.c @ x + m.offset)
+        try:
+            bound = obj.BestBound()
+        except Exception:
+            bound = None
+        status = "optimal" if rc == pywraplp.Solver.OPTIMAL else "time_limit"
+        return SolveResult(status, x, o, bound, 0.0 if status == "optimal" else _gap(o, bound), secs, f"OR-Tools {backend}")
+    if rc == pywraplp.Solver.INFEASIBLE:
+        return SolveResult("infeasible", None, None, None, None, secs, f"OR-Tools {backend}: infeasible")
+    return SolveResult("error", None, None, None, None, secs, f"OR-Tools {backend}: result code {rc}")
+
+
+def _ortools_has(backend: str) -> Callable[[], bool]:
+    def ok() -> bool:
+        try:
+            from ortools.linear_solver import pywraplp
+            return pywraplp.Solver.CreateSolver(backend) is not None
+        except Exception:
+            return False
+    return ok
+
+
+@register("cpsat", _ortools_has("CP-SAT"), "pip install ortools")
+def solve_cpsat(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
+    """CP-SAT is integer-only: continuous columns are scaled by 1000 and made integer (resolution 1e-3)."""
+    S = 1000.0
+    cont = ~m.integer
+    scale = np.where(cont, S, 1.0)
+    A = m.A.tocsc() @ __import__("scipy.sparse", fromlist=["diags"]).diags(1.0 / scale)
+    ms = MilpArrays(**{**m.__dict__, "c": m.c / scale, "A": A.tocsr(), "lb": np.ceil(m.lb * scale - 1e-9),
+                       "ub": np.where(np.isfinite(m.ub), np.floor(m.ub * scale + 1e-9), m.ub),
+                       "integer": np.ones_like(m.integer),
+                       # equalities over scaled columns get a +-1/S band so the integer grid can meet them
+                       "row_lo": np.where(m.row_lo == m.row_hi, m.row_lo - 1.0 / S, m.row_lo),
+                       "row_hi": np.where(m.row_lo == m.row_hi, m.row_hi + 1.0 / S, m.row_hi)})
+    r = _ortools("CP-SAT", ms, time_limit, gap)
+    if r.x is not None:
+        r.x = r.x / scale
+    return r
+
+
+@register("scip", _ortools_has("SCIP"), "pip install ortools (bundles SCIP)")
+def solve_scip(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
+    return _ortools("SCIP", m, time_limit, gap)
