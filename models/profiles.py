@@ -59,6 +59,8 @@ class ProfileRecord(BaseModel):
             v = getattr(self, name)
             if not math.isfinite(v):
                 raise ValueError(f"{name} must be finite")
+        if self.latency_p99_ms > 1e6:
+            raise ValueError("latency over 1000 s is implausible: latencies must be in milliseconds (ns or us given?)")
         if not (self.latency_p50_ms <= self.latency_p90_ms <= self.latency_p99_ms):
             raise ValueError("latency percentiles must be ordered p50 <= p90 <= p99")
         return self

@@ -63,9 +63,14 @@ class Candidates:
         return len(self.m)
 
 
+BATCH_WAIT_FRACTION = 0.5
+
+
 def batch_wait_ms(rec: ProfileRecord) -> float:
-    """Longest a request waits for its batch to fill: one median service time (0 for batch 1)."""
-    return 0.0 if rec.batch_size <= 1 else rec.latency_p50_ms
+    """Longest a request waits for its batch to fill (the runtime's max queue delay): half a median
+    batch call, so a partly filled batch starts rather than idling (0 for batch 1).  The simulator
+    and the executor (env MAX_BATCH_DELAY_MS) use the same bound."""
+    return 0.0 if rec.batch_size <= 1 else BATCH_WAIT_FRACTION * rec.latency_p50_ms
 
 
 def _power(rec: ProfileRecord, device_median: dict[str, float]) -> tuple[float, bool]:

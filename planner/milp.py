@@ -33,6 +33,7 @@ Constraints
 - C4 ``one[m,p]``:    ``sum_{k in (m,p)} y_k <= 1``                one configuration per (model, pool)
 - C5 ``cap[p,r]``:    ``sum_{k: p(k)=p} a_kr n_k <= C_pr``          pool capacity
 - C6 ``mode[k]``:     ``y_k - z_{p(k),h(k)} <= 0`` and ``onemode[p]: sum_h z_ph <= 1``  one power mode per pool
+  (profiles with power mode ``default``, i.e. not declared, are compatible with any mode)
 - C7 ``lex``:         ``sum_m w_m u_m <= OPT_1 (1 + eps) + eps``     (phase 2 only)
 """
 from __future__ import annotations
@@ -46,6 +47,8 @@ import scipy.sparse as sp
 from .candidates import Candidates, PlanOptions
 
 RES = ("cpu", "mem", "acc")
+#: A profile measured without a declared power mode runs under whatever mode the pool is in.
+UNSPECIFIED_MODE = "default"
 
 
 @dataclass
@@ -149,6 +152,8 @@ def build_milp(c: Candidates, demands: list[tuple[float, float]], pool_caps: lis
     modes_by_pool: dict[int, list[str]] = {}
     for k in range(K):
         pm = c.records[k].power_mode
+        if pm == UNSPECIFIED_MODE:
+            continue
         lst = modes_by_pool.setdefault(int(pk[k]), [])
         if pm not in lst:
             lst.append(pm)

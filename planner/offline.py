@@ -154,6 +154,16 @@ def decode(c: Candidates, milp: MilpArrays, res: SolveResult, cluster: ClusterSp
         x = np.clip(res.x[milp.ix], 0, None)
         u = np.clip(res.x[milp.iu], 0, None)
         x[n == 0] = 0.0
+        # restore exact conservation (integer-grid back-ends and tolerances leave crumbs)
+        lam = np.array([d.rate_rps for d in workload.models])
+        mk = np.asarray(c.m, dtype=int)
+        routed = np.bincount(mk, weights=x, minlength=len(lam)) if K else np.zeros(len(lam))
+        over = routed > lam
+        if over.any():
+            f = np.where(over, lam / np.maximum(routed, 1e-12), 1.0)
+            x = x * f[mk]
+            routed = np.bincount(mk, weights=x, minlength=len(lam))
+        u = np.clip(lam - routed, 0, None)
 
     if opts.use_spare_capacity and res.x is not None:
         n = _fill_spare(c, n, x, cluster)

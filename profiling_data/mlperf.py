@@ -61,8 +61,11 @@ Naming
   non-MaxQ Jetson submissions = MaxP = MAXN), else ``default`` (= not declared by the submitter; e.g. Krai's
   and cTuning's Orin runs).
 * **threads**: parsed from ``system_id``/``sw_notes`` (``threads.N``/``tN``) where present, else empty.
-* **power_w**: ``power_avg_W`` (mean wall power of the whole system under test). For Server rows it is
-  divided by ``accelerators_per_node`` (per-replica share of the node's power, host included).
+* **power_w**: ``power_avg_W`` (mean wall power of the whole system under test; for a SingleStream run on a
+  GPU server that is the whole server, e.g. ~640 W for Dell's 1x L4 box). For Server rows it is divided by
+  ``accelerators_per_node`` (per-replica share of the node's power, host included).
+* Open-division rows filed under a closed benchmark name (e.g. cTuning's DeepSparse ``bert-99``) are kept:
+  same task and accuracy target, though the submitter may have modified the model.
 * **source**: ``mlperf-<round>:<division>/<submitter>/<system_id>/<Scenario>`` (+ ``#batch-assumed``);
   **measured_at**: the round's publication date where known (``ROUND_PUBLISHED``; v3.0 = 2023-04-05).
 
@@ -90,6 +93,7 @@ latency is kept (ties: higher throughput, then source name) and the others are c
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from collections import Counter
@@ -161,7 +165,7 @@ def normalize_model(name: str) -> tuple[Optional[str], Optional[str], str]:
         want = ZOO_CANONICAL.get(model)
         if want is not None:
             for k, v in want.items():
-                if g.get(k) != v:
+                if k in g and g[k] != v:
                     return None, None, "non-canonical zoo variant"
         return model, _Q_PRECISION.get(g.get("q") or ""), ""
     return None, None, "unknown model"
@@ -416,10 +420,10 @@ def _read_csv(path: Path, required: Iterable[str]) -> list[dict[str, str]]:
     name = str(path)
     if not path.exists():
         raise InputError("file not found", file=name)
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
     if not text.strip():
         raise InputError("file is empty", file=name)
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [h.strip() for h in (reader.fieldnames or [])]
     for col in required:
         if col not in header:
