@@ -20,8 +20,10 @@ EPS = 1e-6
 
 def pack_ffd(items: list[tuple[float, float, float]], node_cap: tuple[float, float, float], nodes: int) -> list[list[int]] | None:
     """First-fit decreasing of replica footprints onto identical nodes; None when they do not fit."""
-    order = sorted(range(len(items)), key=lambda i: -max(a / b if b > 0 else (0 if a == 0 else math.inf)
-                                                         for a, b in zip(items[i], node_cap)))
+    def size(i):
+        r = [a / b if b > 0 else (0.0 if a == 0 else math.inf) for a, b in zip(items[i], node_cap)]
+        return (-max(r), -sum(r), tuple(-a for a in items[i]))
+    order = sorted(range(len(items)), key=size)  # a total order: the result depends only on the multiset
     free = [list(node_cap) for _ in range(nodes)]
     placed: list[list[int]] = [[] for _ in range(nodes)]
     for i in order:
@@ -132,6 +134,22 @@ def _unpackable_pools(c: Candidates, n: np.ndarray, cluster: ClusterSpec) -> lis
     return bad
 
 
+def _repair_packing(c: Candidates, n: np.ndarray, cluster: ClusterSpec) -> np.ndarray:
+    """Last resort when re-solving did not yield a packable plan: drop the replicas FFD cannot place."""
+    bad = _unpackable_pools(c, n, cluster)
+    if not bad:
+        return n
+    n = n.copy()
+    for p in bad:
+        pool = cluster.pools[p]
+        cap = (pool.cpu, pool.memory_mb, float(pool.accelerators))
+        ks = [k for k in range(len(c)) if c.p[k] == p and n[k] > 0]
+        while pack_ffd([c.res[k] for k in ks for _ in range(int(n[k]))], cap, pool.nodes) is None:
+            k = max(ks, key=lambda j: n[j])
+            n[k] -= 1
+    return n
+
+
 def _choice(rec) -> ConfigChoice:
     return ConfigChoice(config_id=rec.config_id, engine=rec.engine, precision=rec.precision, batch_size=rec.batch_size,
                         threads=rec.threads, power_mode=rec.power_mode, accelerator=rec.accelerator,
@@ -153,6 +171,8 @@ def decode(c: Candidates, milp: MilpArrays, res: SolveResult, cluster: ClusterSp
         n = np.rint(res.x[milp.in_]).astype(int)
         x = np.clip(res.x[milp.ix], 0, None)
         u = np.clip(res.x[milp.iu], 0, None)
+        n = _repair_packing(c, n, cluster)
+        x = np.minimum(x, n * np.asarray(c.cap_rps, dtype=float)) if K else x
         x[n == 0] = 0.0
         # restore exact conservation (integer-grid back-ends and tolerances leave crumbs)
         lam = np.array([d.rate_rps for d in workload.models])
@@ -182,7 +202,9 @@ def decode(c: Candidates, milp: MilpArrays, res: SolveResult, cluster: ClusterSp
                                       max_utilisation=round(c.rho[k], 6), predicted_latency_ms=round(pred, 4),
                                       energy_w=round(float(x[k] * c.energy_j[k]), 6)))
         rep = c.reports[c.report_index[k]]
-        rep.status, rep.detail = "chosen", f"{n[k]} replicas, {x[k]:.4g} req/s routed"
+        rep.status = "chosen"
+        rep.detail = (f"{n[k]} replicas, {x[k]:.4g} req/s routed" if x[k] > 0
+                      else f"{n[k]} standby replica(s) in idle capacity, for bursts (no planned traffic)")
     chosen_mp = {(a.model, a.pool) for a in assignments}
     for k in range(K):
         rep = c.reports[c.report_index[k]]
@@ -214,38 +236,58 @@ def decode(c: Candidates, milp: MilpArrays, res: SolveResult, cluster: ClusterSp
 
 
 def _fill_spare(c: Candidates, n: np.ndarray, x: np.ndarray, cluster: ClusterSpec) -> np.ndarray:
-    """Give idle capacity to the busiest chosen assignments, one replica at a time, while it still packs."""
+    """Put idle capacity to work as burst headroom, while it still packs onto the nodes.
+
+    First one standby replica (routed rate 0) for each model that has a deadline-feasible
+    candidate on a pool but no assignment there (its best-capacity candidate, in the pool's
+    power mode), so the online stage can spill bursts to it; then extra replicas for the
+    busiest chosen assignments, one at a time.
+    """
     n = n.copy()
+    from .milp import UNSPECIFIED_MODE
+
     by_pool: dict[int, list[int]] = defaultdict(list)
     for k in range(len(c)):
         if n[k] > 0 and x[k] > 0:
             by_pool[c.p[k]].append(k)
+    # standby replicas for (model, pool) pairs the plan left empty
+    has = {(c.m[k], c.p[k]) for k in range(len(c)) if n[k] > 0}
+    mode = {}
+    for k in range(len(c)):
+        if n[k] > 0 and c.records[k].power_mode != UNSPECIFIED_MODE:
+            mode[c.p[k]] = c.records[k].power_mode
+    best: dict[tuple[int, int], int] = {}
+    for k in range(len(c)):
+        key = (c.m[k], c.p[k])
+        pm = c.records[k].power_mode
+        if key in has or (pm != UNSPECIFIED_MODE and mode.get(c.p[k], pm) != pm):
+            continue
+        if key not in best or c.cap_rps[k] > c.cap_rps[best[key]]:
+            best[key] = k
+    for (mi, p), k in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        pool = cluster.pools[p]
+        pm = c.records[k].power_mode
+        if pm != UNSPECIFIED_MODE and mode.get(p, pm) != pm:
+            continue
+        items = [c.res[j] for j in range(len(c)) if c.p[j] == p for _ in range(int(n[j]))] + [c.res[k]]
+        if pack_ffd(items, (pool.cpu, pool.memory_mb, float(pool.accelerators)), pool.nodes) is not None:
+            n[k] = 1
+            if pm != UNSPECIFIED_MODE:
+                mode[p] = pm
+            by_pool[p].append(k)
     for p, ks in by_pool.items():
         pool = cluster.pools[p]
         cap = (pool.cpu, pool.memory_mb, float(pool.accelerators))
         items = [c.res[k] for k in range(len(c)) if c.p[k] == p for _ in range(int(n[k]))]
-        placed = pack_ffd(items, cap, pool.nodes)
-        if placed is None:
+        if pack_ffd(items, cap, pool.nodes) is None:
             continue
-        free = [list(cap) for _ in range(pool.nodes)]
-        for node, idxs in enumerate(placed):
-            for i in idxs:
-                for r in range(3):
-                    free[node][r] -= items[i][r]
-        while True:
-            ks.sort(key=lambda k: -(x[k] / (n[k] * c.records[k].throughput_rps)))
-            added = False
-            for k in ks:
-                need = c.res[k]
-                for node in range(pool.nodes):
-                    if all(need[r] <= free[node][r] + 1e-9 for r in range(3)):
-                        for r in range(3):
-                            free[node][r] -= need[r]
-                        n[k] += 1
-                        added = True
-                        break
-                if added:
-                    break
-            if not added:
-                break
+        full: set[int] = set()
+        while len(full) < len(ks):
+            # the same packing test as the invariant (FFD from scratch), so what we add stays packable
+            k = max((j for j in ks if j not in full), key=lambda j: x[j] / (n[j] * c.records[j].throughput_rps))
+            if pack_ffd(items + [c.res[k]], cap, pool.nodes) is None:
+                full.add(k)
+                continue
+            items.append(c.res[k])
+            n[k] += 1
     return n
