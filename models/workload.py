@@ -63,6 +63,35 @@ class WorkloadSpec(BaseModel):
                                                   for d in self.models]})
 
     @classmethod
+    def from_trace(cls, trace: "Trace", defaults: Optional["WorkloadSpec"] = None, name: str = "trace") -> "WorkloadSpec":
+        """Expected load from an arrival trace: rate = arrivals / trace span; deadline = the trace's
+        tightest deadline for the model, else the default workload's; priority from the defaults."""
+        if len(trace) == 0:
+            raise InputError("trace has no arrivals")
+        span = float(trace.time_s[-1] - trace.time_s[0]) if len(trace) > 1 else 1.0
+        span = span if span > 0 else 1.0
+        out = []
+        for m in sorted(set(trace.model.tolist())):
+            sel = trace.model == m
+            dls = trace.deadline_ms[sel]
+            dls = dls[~np.isnan(dls)]
+            d0 = None
+            if defaults is not None:
+                try:
+                    d0 = defaults.demand(m)
+                except KeyError:
+                    d0 = None
+            if len(dls):
+                dl = float(dls.min())
+            elif d0 is not None:
+                dl = d0.deadline_ms
+            else:
+                raise InputError(f"model {m!r} has no deadline in the trace or the workload", field="deadline_ms")
+            out.append(ModelDemand(model=m, rate_rps=float(sel.sum()) / span, deadline_ms=dl,
+                                   priority=d0.priority if d0 else 1.0))
+        return cls(name=name, models=out)
+
+    @classmethod
     def load(cls, path: str | Path) -> "WorkloadSpec":
         data = load_structured(path)
         try:

@@ -67,6 +67,7 @@ def print_plan(plan: Plan, out: Console = console) -> None:
 def plan(profiles: Optional[list[Path]] = typer.Option(None, "--profiles", "-p", help="Profile CSV/Parquet (repeatable; merged, newer wins). Default: embedded MLPerf table."),
          cluster: Optional[Path] = typer.Option(None, "--cluster", "-c", help="ClusterSpec YAML/JSON. Default: embedded."),
          workload: Optional[Path] = typer.Option(None, "--workload", "-w", help="WorkloadSpec YAML/JSON. Default: embedded."),
+         trace: Optional[Path] = typer.Option(None, "--trace", "-t", help="Plan for the load of an arrival trace CSV (rates from it; deadlines from it or the workload)."),
          solver: str = typer.Option("highs", "--solver", help=f"MILP back-end: {', '.join(solver_names())}."),
          time_limit: float = typer.Option(30.0, "--time-limit", help="Solver wall-time limit, s."),
          gap: float = typer.Option(1e-4, "--gap", help="Relative MIP gap at which to stop."),
@@ -82,6 +83,12 @@ def plan(profiles: Optional[list[Path]] = typer.Option(None, "--profiles", "-p",
     if load <= 0:
         raise InputError("must be > 0", field="--load")
     table, cl, wl = load_inputs(profiles, cluster, workload)
+    if trace is not None:
+        tr = Trace.load(trace, known_models=set(table.models))
+        try:
+            wl = WorkloadSpec.from_trace(tr, wl, name=trace.stem)
+        except InputError as e:
+            raise InputError(e.message, file=str(trace), field=e.field) from None
     if load != 1.0:
         wl = wl.scaled(load)
     opts = PlanOptions(objective=objective)

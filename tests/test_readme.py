@@ -53,3 +53,15 @@ def test_assign_command(tmp_path):
     import pandas as pd
     d = pd.read_csv(tmp_path / "d.csv")
     assert len(d) == 3 and (d["replica"] >= 0).all()
+
+
+def test_plan_from_trace(tmp_path):
+    (tmp_path / "t.csv").write_text("time_s,model,deadline_ms\n0,resnet50,15\n0.5,resnet50,\n1,bert,100\n2,resnet50,\n")
+    r = subprocess.run([sys.executable, "-c", "from synergai.cli import main; main()", "plan", "--trace", "t.csv"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    from models import Plan
+    plan = Plan.load(tmp_path / "plan.json")
+    dem = {d.model: d for d in plan.demands}
+    assert set(dem) == {"resnet50", "bert"}
+    assert dem["resnet50"].rate_rps == 1.5 and dem["bert"].deadline_ms == 100
