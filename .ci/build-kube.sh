@@ -12,6 +12,7 @@ set -euo pipefail
 log() { echo "[build-kube] $(date +%H:%M:%S) $*"; }
 die() { echo "[build-kube] ERROR: $*" >&2; exit 1; }
 
+HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
 CACHE_DIR="${SYNERGAI_KUBE_CACHE:-$HOME/.cache/synergai-kube}"
 BIN_DIR="$CACHE_DIR/bin"
 REQUIRED_BINS=(kube-apiserver kube-controller-manager)

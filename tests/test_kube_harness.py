@@ -214,6 +214,7 @@ def test_rbac_role_is_namespace_scoped(kube_cluster):
         assert err.value.status == 403
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_kubeconfig_for_token(kube_cluster, tmp_path):
     from kubernetes import client, config
 
