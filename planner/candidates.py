@@ -34,6 +34,9 @@ class PlanOptions:
     """Weight of 1 req/s unserved (times priority) in the weighted objective (W-equivalents)."""
     resource_weight: float = 1e-2
     """Weight of one pool-capacity-normalised replica footprint in phase 2 (W-equivalents)."""
+    headroom: float = 1.5
+    """Phase H: after the unserved optimum, grow deadline-feasible capacity for every served model up to
+    this factor of its served load before minimising energy (1 = off: pure energy after unserved)."""
     use_spare_capacity: bool = True
     """After solving, add replicas of the chosen configurations into idle capacity (lowers queueing)."""
     prune_dominated: bool = True

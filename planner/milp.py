@@ -18,11 +18,14 @@ Variables
 ``u_m >= 0`` unserved rate (req/s); ``z_ph`` in {0,1} pool ``p`` runs power mode ``h`` (only
 for pools whose candidates span several power modes).
 
-Objective (lexicographic, two solves; or weighted, one solve)
--------------------------------------------------------------
+Objective (lexicographic, up to three solves; or weighted, one solve)
+--------------------------------------------------------------------
 1. ``min sum_m w_m u_m``                                   (priority-weighted unserved rate)
+H. ``max alpha``, ``1 <= alpha <= alpha_max``               (headroom: the served load could grow by
+   ``alpha`` for every model, so bursts and profile error meet deadline-feasible capacity), with
+   C8 ``hdr[m]: sum_{k: m(k)=m} c_k n_k - alpha s*_m >= 0`` (``s*_m`` the rate phase 1 routes for m) and C7.
 2. ``min sum_k e_k x_k + beta * sum_k n_k sum_r a_kr / C_p(k)r``  (serving power in W, then resources)
-   subject to ``sum_m w_m u_m <= OPT_1 (1 + eps)`` (family C7).
+   subject to C7 and ``alpha >= alpha* (1 - eps)`` (phase H skipped when ``alpha_max = 1``).
 Weighted mode minimises ``W_u * (1) + (2)`` in one solve.
 
 Constraints
@@ -34,7 +37,8 @@ Constraints
 - C5 ``cap[p,r]``:    ``sum_{k: p(k)=p} a_kr n_k <= C_pr``          pool capacity
 - C6 ``mode[k]``:     ``y_k - z_{p(k),h(k)} <= 0`` and ``onemode[p]: sum_h z_ph <= 1``  one power mode per pool
   (profiles with power mode ``default``, i.e. not declared, are compatible with any mode)
-- C7 ``lex``:         ``sum_m w_m u_m <= OPT_1 (1 + eps) + eps``     (phase 2 only)
+- C7 ``lex``:         ``sum_m w_m u_m <= OPT_1 (1 + eps) + eps``     (phases H and 2)
+- C8 ``hdr[m]``:      headroom, see phase H (phases H and 2)
 """
 from __future__ import annotations
 
@@ -89,6 +93,19 @@ class MilpArrays:
         return MilpArrays(**{**self.__dict__, "A": sp.vstack([self.A, row], format="csr"),
                              "row_lo": np.append(self.row_lo, lo), "row_hi": np.append(self.row_hi, hi),
                              "row_names": self.row_names + [name]})
+
+    def with_column(self, name: str, lb: float, ub: float, cost: float = 0.0, integer: bool = False) -> "MilpArrays":
+        """Append one column (all-zero in existing rows); returns the new model."""
+        A = sp.hstack([self.A, sp.csr_matrix((self.n_rows, 1))], format="csr")
+        return MilpArrays(**{**self.__dict__, "A": A, "c": np.append(self.c, cost), "lb": np.append(self.lb, lb),
+                             "ub": np.append(self.ub, ub), "integer": np.append(self.integer, integer),
+                             "col_names": self.col_names + [name],
+                             "phase2_cost": np.append(self.phase2_cost, 0.0)})
+
+    def with_rows(self, A_new: sp.spmatrix, lo: np.ndarray, hi: np.ndarray, names: list[str]) -> "MilpArrays":
+        return MilpArrays(**{**self.__dict__, "A": sp.vstack([self.A, sp.csr_matrix(A_new)], format="csr"),
+                             "row_lo": np.concatenate([self.row_lo, lo]), "row_hi": np.concatenate([self.row_hi, hi]),
+                             "row_names": self.row_names + names})
 
     def to_lp(self) -> str:
         """CPLEX-LP text with the model's names (for `synergai plan --dump-lp`)."""

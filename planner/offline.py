@@ -106,14 +106,69 @@ def _solve_phases(fn, milp: MilpArrays, opts: PlanOptions, time_limit: float, ga
     z1 = float(milp.unserved_cost @ r1.x[milp.iu])
     coefs = np.zeros(milp.n_cols)
     coefs[milp.iu] = milp.unserved_cost
-    m2 = milp.with_objective(milp.phase2_cost).with_row(coefs, -np.inf, z1 * (1 + 1e-7) + 1e-7, "lex")
+    base = milp.with_row(coefs, -np.inf, z1 * (1 + 1e-7) + 1e-7, "lex")
+    rH = None
+    if opts.headroom > 1.0:
+        base, rH = _headroom_phase(fn, base, milp, r1.x, opts, max(0.5, (time_limit - (time.perf_counter() - t0)) * 0.5), gap)
+        phases.append(_phase("headroom", rH))
+    m2 = base.with_objective(np.append(milp.phase2_cost, np.zeros(base.n_cols - milp.n_cols)))
     r2 = fn(m2, max(0.5, time_limit - (time.perf_counter() - t0)), gap)
     phases.append(_phase("energy", r2))
-    if r2.x is None:
-        return r1, phases
-    status = r2.status if r1.status == "optimal" else r1.status
-    return SolveResult(status, r2.x, r2.objective, r2.best_bound, r2.gap, r1.seconds + r2.seconds,
-                       "; ".join(m for m in (r1.message, r2.message) if m)), phases
+    if r2.x is None:  # keep the best earlier incumbent rather than nothing
+        prev = rH if rH is not None and rH.x is not None else r1
+        return SolveResult(prev.status if prev.status != "optimal" else r2.status, prev.x[:milp.n_cols],
+                           prev.objective, prev.best_bound, prev.gap, prev.seconds,
+                           f"energy phase failed ({r2.message}); returning the {'headroom' if prev is rH else 'unserved'}-phase plan"), phases
+    if rH is not None and rH.x is None:
+        rH.message = f"headroom phase skipped: {rH.status} ({rH.message})"
+        rH.status = "optimal"
+    worst = [r.status for r in (r1, rH, r2) if r is not None and r.status != "optimal"]
+    status = worst[0] if worst else "optimal"
+    secs = sum(r.seconds for r in (r1, rH, r2) if r is not None)
+    return SolveResult(status, r2.x[:milp.n_cols], r2.objective, r2.best_bound, r2.gap, secs,
+                       "; ".join(r.message for r in (r1, rH, r2) if r is not None and r.message)), phases
+
+
+def _headroom_phase(fn, base: MilpArrays, milp: MilpArrays, x1: np.ndarray, opts: PlanOptions, time_limit: float,
+                    gap: float):
+    """Phase H: maximise the common growth factor alpha of served load (C8), then pin it for phase 2."""
+    import scipy.sparse as sp
+
+    mk_of_x = milp.A[:len(milp.iu)].tocsc()[:, milp.ix].tocoo()
+    served = np.bincount(mk_of_x.row, weights=x1[milp.ix][mk_of_x.col], minlength=len(milp.iu))  # phase-1 routed
+
+    with_a = base.with_column("alpha", 1.0, opts.headroom)
+    ia = with_a.n_cols - 1
+    lam = milp.ub[milp.iu]
+    ms = [m for m in range(len(milp.iu)) if served[m] > 1e-6 * max(1.0, lam[m])]
+    if not ms:
+        r = SolveResult("optimal", None, None, None, None, 0.0)
+        return base, r
+    rows, cols, vals = [], [], []
+    row_of = {m: i for i, m in enumerate(ms)}
+    cap = -milp.A[len(milp.iu):len(milp.iu) + len(milp.ix)].tocsr()[:, milp.in_].diagonal()  # c_k from util rows
+    mk = milp.A[:len(milp.iu)].tocsc()[:, milp.ix].tocoo()
+    for r_m, k in zip(mk.row, mk.col):
+        if r_m in row_of:
+            rows.append(row_of[r_m])
+            cols.append(milp.in_[k])
+            vals.append(cap[k])
+    for m in ms:
+        rows.append(row_of[m])
+        cols.append(ia)
+        vals.append(-served[m] * (1 - 1e-6))  # slack for the phase-1 solution's own tolerances
+    A_new = sp.csr_matrix((vals, (rows, cols)), shape=(len(ms), with_a.n_cols))
+    names = [f"hdr({milp.col_names[milp.iu[m]][2:-1]})" for m in ms]
+    mh = with_a.with_rows(A_new, np.zeros(len(ms)), np.full(len(ms), np.inf), names)
+    obj = np.zeros(mh.n_cols)
+    obj[ia] = -1.0
+    r = fn(mh.with_objective(obj), time_limit, gap)
+    if r.x is None:
+        return base, r
+    a_star = float(r.x[ia])
+    lb = mh.lb.copy()
+    lb[ia] = max(1.0, a_star * (1 - 1e-4))
+    return MilpArrays(**{**mh.__dict__, "lb": lb}), r
 
 
 def _phase(name: str, r: SolveResult) -> dict:

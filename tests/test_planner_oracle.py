@@ -87,7 +87,7 @@ def small_instance(seed):
 @given(seed=st.integers(0, 10_000))
 def test_milp_matches_brute_force(seed):
     t, c, w = small_instance(seed)
-    opts = PlanOptions(use_spare_capacity=False)
+    opts = PlanOptions(use_spare_capacity=False, headroom=1.0)
     cands = build_candidates(t, c, w, opts)
     if sum(cands.nmax) > 40:  # keep enumeration small
         return
@@ -96,7 +96,7 @@ def test_milp_matches_brute_force(seed):
     u = sum(x.rate_rps * w.demand(x.model).priority for x in plan.unserved)
     assert u == pytest.approx(u_opt, abs=1e-5, rel=1e-6)
     phase2 = plan.solver.phases[-1]["objective"] if len(plan.solver.phases) > 1 else 0.0
-    assert phase2 == pytest.approx(e_opt, abs=1e-5, rel=1e-6)
+    assert phase2 == pytest.approx(e_opt, abs=1e-5, rel=1e-5)  # C7 allows 1e-7 slack on phase 1
 
 
 def check_invariants(plan, profiles, cluster, workload):
@@ -176,6 +176,24 @@ def test_solver_conformance(solver, seed):
     for a, b in zip(ref.solver.phases, got.solver.phases):
         assert b["objective"] == pytest.approx(a["objective"], **tol), (a, b)
     check_invariants(got, t, c, w)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000))
+def test_headroom_phase_keeps_unserved_optimum_and_grows_capacity(seed):
+    t, c, w = random_instance(seed, n_pools=3, n_models=2, n_configs=3, load=1.0)
+    off = plan_offline(t, c, w, gap=0, options=PlanOptions(headroom=1.0, use_spare_capacity=False))
+    on = plan_offline(t, c, w, gap=0, options=PlanOptions(headroom=2.0, use_spare_capacity=False))
+    assert on.unserved_rate() == pytest.approx(off.unserved_rate(), abs=1e-5)
+    for d in w.models:
+        served = sum(a.routed_rate_rps for a in on.assignments if a.model == d.model)
+        if served <= 1e-6:
+            continue
+        cap = lambda p: sum(a.replicas * a.config.throughput_rps * a.max_utilisation for a in p.assignments
+                            if a.model == d.model)
+        alpha = -on.solver.phases[1]["objective"]
+        assert cap(on) >= alpha * served * (1 - 1e-4) - 1e-6
+    check_invariants(on, t, c, w)
 
 
 def test_weighted_objective_agrees_on_unserved():
