@@ -127,12 +127,12 @@ def deployment_from_scheduler(ctx: RunContext, sched: OnlineScheduler, plan: Pla
     return Deployment(reps, name=name, notes=notes)
 
 
-def plan_deployment(ctx: RunContext, tier: Optional[str] = None) -> tuple[Deployment, OnlineScheduler, Plan]:
+def plan_deployment(ctx: RunContext, tier: Optional[str] = None,
+                    overload: str = "sacrifice") -> tuple[Deployment, OnlineScheduler, Plan]:
     plan = ctx.plan(tier)
-    sched = OnlineScheduler(plan, clock=lambda: 0.0)
+    sched = OnlineScheduler(plan, clock=lambda: 0.0, overload=overload)
     for d in ctx.workload.models:
-        if d.model not in sched.by_model:
-            sched._fallback(d.model)  # materialise the scheduler's virtual replicas up front
+        sched.ensure_model(d.model)  # materialise fallback replicas up front, so the deployment is fixed
     dep = deployment_from_scheduler(ctx, sched, plan, name=f"plan{'-' + tier if tier else ''}")
     return dep, sched, plan
 
@@ -186,26 +186,26 @@ def slo_mael_deployment(ctx: RunContext) -> Deployment:
 class SynergAI(Policy):
     needs_feedback = True
     tier: Optional[str] = None
+    overload = "sacrifice"
 
     def deploy(self) -> Deployment:
-        dep, self.sched, self.plan = plan_deployment(self.ctx, self.tier)
-        self.occ = [self.sched.groups[g].occupancy_s for g in self.sched.replica_group]
-        self.offset = [0.0] * len(dep)
-        self.est: dict[int, tuple[float, float]] = {}
+        dep, self.sched, self.plan = plan_deployment(self.ctx, self.tier, self.overload)
+        self.pending: dict[int, object] = {}
         return dep
 
     def choose(self, req, state) -> int:
         d = self.sched.assign(req.model, req.deadline_s * 1e3, now=req.time_s)
-        r = d.replica
-        if r >= 0:
-            self.est[req.i] = (d.start_s + self.occ[r], self.offset[r])
-        return r
+        if d.replica >= 0:
+            self.pending[req.i] = d
+        return d.replica
 
     def on_complete(self, i, replica, start_s, finish_s):
-        e, off0 = self.est.pop(i)
-        believed = e + (self.offset[replica] - off0)
-        self.sched.observe(replica, believed, finish_s)
-        self.offset[replica] += finish_s - believed
+        self.sched.complete(self.pending.pop(i), finish_s)
+
+
+@register_policy("synergai-ll", "SynergAI with the least-lateness overload rule instead of sacrifice (ablation)")
+class SynergAILeastLateness(SynergAI):
+    overload = "least-lateness"
 
 
 @register_policy("edge-only", "SynergAI restricted to the edge pools (plan and online stage)")

@@ -8,7 +8,12 @@ a group being one (model, pool, configuration) assignment of the plan).  For eac
 
 Rule: among groups whose earliest-free replica meets the deadline, take the one furthest
 behind the plan's routing share (smooth weighted round-robin over the offline routed rates,
-ties to lower energy per request); if none meets, take the least lateness.  A model absent
+ties to lower energy per request).  If none meets, the request will be late wherever it goes;
+``overload="least-lateness"`` sends it where it is least late, ``overload="sacrifice"`` (default)
+sends it to the most backlogged replica, which is already of no use to on-time requests, so
+the other replicas stay able to meet deadlines once a burst passes (fewer violations, at the
+price of more lateness for the requests that were going to be late anyway).  The victim's
+lateness is capped at ``sacrifice_cap`` deadlines; past that, least lateness.  A model absent
 from the plan falls back to any pool whose candidates list it (one virtual replica each).
 Pure and deterministic given the times it is handed; the clock is injectable.
 """
@@ -57,12 +62,19 @@ class Decision:
     lateness_ms: float
     reason: str = ""
     candidates: list[dict] = field(default_factory=list)
+    est_free_s: float = 0.0  # when the scheduler believes the replica is free again after this request
+    corr: float = 0.0        # the replica's cumulative correction when the decision was made (see complete())
 
 
 class OnlineScheduler:
     """Greedy per-request placement over a plan's replicas."""
 
-    def __init__(self, plan: Plan, *, clock: Callable[[], float] | None = None, check_quantile: str = "p90"):
+    def __init__(self, plan: Plan, *, clock: Callable[[], float] | None = None, check_quantile: str = "p90",
+                 overload: str = "sacrifice", sacrifice_cap: float = 2.0):
+        if overload not in ("sacrifice", "least-lateness"):
+            raise ValueError(f"unknown overload rule {overload!r}")
+        self.overload = overload
+        self.sacrifice_cap = sacrifice_cap
         self.plan = plan
         self.clock = clock or time.monotonic
         self.groups: list[Group] = []
@@ -88,11 +100,14 @@ class OnlineScheduler:
                             rtt_s=pools[a.pool].rtt_ms / 1000.0, share=share,
                             energy_j=pw / cfg.throughput_rps))
         self._fallback_added: set[str] = set()
+        self.corr = np.zeros(len(self.replica_group))
 
     def _add(self, g: Group) -> None:
         g.first_replica = len(self.replica_group)
         g.free = np.zeros(g.replicas)
         self.replica_group.extend([g.gid] * g.replicas)
+        if hasattr(self, "corr"):
+            self.corr = np.append(self.corr, np.zeros(g.replicas))
         self.groups.append(g)
         self.by_model.setdefault(g.model, []).append(g)
 
@@ -114,6 +129,10 @@ class OnlineScheduler:
                             replicas=1, service_s=s, occupancy_s=s, check_s=s, rtt_s=pools[pool].rtt_ms / 1000.0,
                             share=1.0 / len(best), energy_j=c.energy_j_per_request or 0.0, fallback=True))
         return self.by_model.get(model, [])
+
+    def ensure_model(self, model: str) -> list[Group]:
+        """The groups serving ``model``, creating fallback replicas if the plan has none (idempotent)."""
+        return self.by_model.get(model) or self._fallback(model)
 
     @property
     def n_replicas(self) -> int:
@@ -144,6 +163,8 @@ class OnlineScheduler:
         for g in groups:
             total_sent += g.sent
         cands = [] if explain else None
+        victim = None
+        cap_s = self.sacrifice_cap * deadline_ms / 1000.0
         for g in groups:
             i = int(g.free.argmin()) if g.replicas > 1 else 0
             start = g.free[i]
@@ -157,9 +178,14 @@ class OnlineScheduler:
                 if best_key is None or key < best_key:
                     best, best_key = (g, i, start, finish), key
             else:
-                key = finish
-                if late_key is None or key < late_key:
-                    late_best, late_key = (g, i, start, finish), key
+                if late_key is None or finish < late_key:
+                    late_best, late_key = (g, i, start, finish), finish
+                if self.overload == "sacrifice":
+                    j = int(g.free.argmax()) if g.replicas > 1 else 0
+                    s_j = max(now, g.free[j])
+                    f_j = s_j + g.service_s + g.rtt_s
+                    if f_j - due <= cap_s and (victim is None or s_j > victim[2]):
+                        victim = (g, j, s_j, f_j)
             if cands is not None:
                 cands.append({"pool": g.pool, "config": g.config_id, "replica": g.first_replica + i,
                               "start_s": float(start), "finish_s": float(finish), "meets": bool(meets),
@@ -168,6 +194,10 @@ class OnlineScheduler:
             g, i, start, finish = best
             reason = "meets deadline; furthest behind the plan's routing share"
             meets = True
+        elif victim is not None:
+            g, i, start, finish = victim
+            reason = "no replica meets the deadline; sent to the most backlogged replica (keeps the others on time)"
+            meets = False
         else:
             g, i, start, finish = late_best
             reason = "no replica meets the deadline; least lateness"
@@ -175,11 +205,29 @@ class OnlineScheduler:
         g.free[i] = start + g.occupancy_s
         g.sent += 1
         lateness = max(0.0, finish - due) * 1000.0
-        return Decision(model, g.first_replica + i, g.gid, g.pool, float(start), float(finish), meets, lateness,
-                        reason + (" (fallback: model not in plan)" if g.fallback else ""), cands or [])
+        r = g.first_replica + i
+        return Decision(model, r, g.gid, g.pool, float(start), float(finish), meets, lateness,
+                        reason + (" (fallback: model not in plan)" if g.fallback else ""), cands or [],
+                        est_free_s=float(g.free[i]), corr=float(self.corr[r]))
+
+    def complete(self, decision: Decision, actual_free_s: float) -> None:
+        """Feed back when the replica really became free after this request (executor/simulator).
+
+        The error against the estimate shifts the replica's queued work; corrections already
+        applied since the decision (earlier requests on the same FIFO replica) are not counted twice.
+        """
+        r = decision.replica
+        if r < 0:
+            return
+        believed = decision.est_free_s + (self.corr[r] - decision.corr)
+        delta = actual_free_s - believed
+        g = self.groups[self.replica_group[r]]
+        i = r - g.first_replica
+        g.free[i] = max(actual_free_s, g.free[i] + delta)
+        self.corr[r] += delta
 
     def observe(self, replica: int, estimated_free_s: float, actual_free_s: float) -> None:
-        """Correct a replica's free time once a request really finished (feedback from the executor/simulator)."""
+        """Shift a replica's free time by ``actual - estimated`` (no bookkeeping: prefer ``complete``)."""
         g = self.groups[self.replica_group[replica]]
         i = replica - g.first_replica
         g.free[i] = max(actual_free_s, g.free[i] + (actual_free_s - estimated_free_s))

@@ -25,7 +25,7 @@ def two_pool_plan(rate=50.0, deadline=60.0):
 
 def test_respects_deadline_then_least_lateness():
     plan = two_pool_plan()
-    s = OnlineScheduler(plan, clock=lambda: 0.0)
+    s = OnlineScheduler(plan, clock=lambda: 0.0, overload="least-lateness")
     # a tight deadline only the fast cloud replica (5 ms + 20 ms RTT) can meet... or neither
     d = s.assign("m", deadline_ms=28.0, now=0.0)
     assert d.meets and d.pool == "cloud"
@@ -45,6 +45,43 @@ def test_follows_plan_shares_when_everything_meets():
     tot = sum(shares.values())
     for pool, r in shares.items():
         assert counts.get(pool, 0) / 2000 == pytest.approx(r / tot, abs=0.01)
+
+
+def test_sacrifice_sends_hopeless_requests_to_the_backlogged_replica():
+    plan = two_pool_plan(rate=100.0, deadline=60.0)
+    s = OnlineScheduler(plan, overload="sacrifice", sacrifice_cap=1e9)
+    decisions = [s.assign("m", now=0.0) for _ in range(200)]
+    late = [d for d in decisions if not d.meets]
+    assert late, "the burst should overflow"
+    # every hopeless request joins the queue that was already the longest: one victim pool
+    assert len({d.replica for d in late[5:]}) == 1
+    # and an on-time request arriving now can still be served elsewhere
+    first_late = decisions.index(late[0])
+    assert all(d.meets for d in decisions[:first_late])
+
+
+def test_sacrifice_cap_bounds_the_victims_lateness():
+    plan = two_pool_plan(rate=100.0, deadline=60.0)
+    s = OnlineScheduler(plan, overload="sacrifice", sacrifice_cap=2.0)
+    decisions = [s.assign("m", now=0.0) for _ in range(400)]
+    victims = [d for d in decisions if "most backlogged" in d.reason]
+    assert victims and all(d.lateness_ms <= 2.0 * 60.0 + 1e-6 for d in victims)
+    assert any("least lateness" in d.reason for d in decisions)  # past the cap
+
+
+def test_complete_does_not_double_count_fifo_errors():
+    plan = two_pool_plan(rate=100.0, deadline=1000.0)
+    s = OnlineScheduler(plan)
+    ds = [s.assign("m", now=0.0) for _ in range(10)]
+    a = ds[0]
+    b = next(d for d in ds[1:] if d.replica == a.replica)
+    g = s.groups[a.group]
+    i = a.replica - g.first_replica
+    end = g.free[i]
+    s.complete(a, a.est_free_s + 0.5)          # first request ran 0.5 s long: the queue behind it shifts
+    assert g.free[i] == pytest.approx(end + 0.5)
+    s.complete(b, b.est_free_s + 0.5)          # so the next one ended 0.5 s late too: not a new error
+    assert g.free[i] == pytest.approx(end + 0.5)
 
 
 def test_queue_state_moves_work_elsewhere():
