@@ -1,0 +1,476 @@
+"""Offline: Kubernetes objects from plans (shape, hardening, names) and strict schema validation."""
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from executor.images import ImageMap
+from executor.manifests import (ANN_PLAN_ID, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_POOL, MANAGER,
+                                build, cpu_quantity, memory_quantity)
+from executor.names import is_dns1035_label, label_value_error
+from executor.validate import ManifestInvalid, schema_version, validate, validate_all, validate_fields_1_20
+from models import InputError, Plan
+from synergai.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------ plans
+
+
+@lru_cache(maxsize=None)
+def default_plan() -> Plan:
+    import profiling_data as pdd
+    from planner import plan_offline
+
+    return plan_offline(pdd.default_profiles(), pdd.default_cluster(), pdd.default_workload())
+
+
+@lru_cache(maxsize=None)
+def random_plan(seed: int) -> Plan:
+    from planner import plan_offline
+    from planner.synthetic import random_instance
+
+    t, c, w = random_instance(seed, 4, 3, 4, power_modes=1 + seed % 3)
+    return plan_offline(t, c, w)
+
+
+def scenario_plans() -> list:
+    """(name, plan) for every bundled scenario: its cluster and model mix at a moderate rate."""
+    try:
+        from experiments.scenarios import builtin_scenarios
+    except ImportError:  # scenarios not in this checkout
+        return []
+    return [pytest.param(name, path, id=f"scenario-{name}") for name, path in builtin_scenarios().items()]
+
+
+HOSTILE_MODELS = ["ResNet.50/v1", "resnet.50/v1", "模型-ü", "m" * 200, "9-lives", "UPPER.Case_Name", ".."]
+HOSTILE_POOLS = ["Edge.Orin/AGX", "edge.orin/agx", "クラウド", "p" * 300, "0-pool", "a b c", "_"]
+
+
+def renamed(plan: Plan, models: dict, pools: dict, keep_labels: bool = False) -> Plan:
+    d = plan.model_dump(mode="json")
+    for p in d["pools"]:
+        p["name"] = pools.get(p["name"], p["name"])
+        if not keep_labels:
+            p["labels"] = {}
+    for sec in ("assignments", "candidates", "unserved", "demands"):
+        for x in d[sec]:
+            x["model"] = models.get(x["model"], x["model"])
+            if "pool" in x:
+                x["pool"] = pools.get(x["pool"], x["pool"])
+    return Plan.model_validate(d)
+
+
+def hostile_plan(seed: int = 1) -> Plan:
+    from planner import plan_offline
+    from planner.synthetic import random_instance
+
+    t, c, w = random_instance(seed, 5, 5, 3)
+    p = plan_offline(t, c, w)
+    models = {f"m{i}": HOSTILE_MODELS[i] for i in range(5)}
+    pools = {f"pool{i}": HOSTILE_POOLS[i] for i in range(5)}
+    return renamed(p, models, pools)
+
+
+def deployments(docs):
+    return [d for d in docs if d["kind"] == "Deployment"]
+
+
+def services(docs):
+    return [d for d in docs if d["kind"] == "Service"]
+
+
+# ------------------------------------------------------------------------------------------ shape
+
+
+def test_default_plan_objects():
+    plan = default_plan()
+    ms = build(plan)
+    docs = ms.dicts()
+    active = [a for a in plan.assignments if a.replicas > 0]
+    models = {a.model for a in active}
+    assert len(deployments(docs)) == len(active)
+    # one Service per Deployment (same name) + one per model
+    assert len(services(docs)) == len(active) + len(models)
+    assert {d["metadata"]["name"] for d in deployments(docs)} <= {s["metadata"]["name"] for s in services(docs)}
+    assert set(ms.model_services) == models
+    pools = {p.name: p for p in plan.pools}
+    for d in deployments(docs):
+        md, spec = d["metadata"], d["spec"]
+        ann = md["annotations"]
+        a = next(x for x in active if x.model == ann["synergai.io/model"] and x.pool == ann["synergai.io/pool-name"])
+        pool = pools[a.pool]
+        assert md["labels"][LABEL_MANAGED_BY] == MANAGER
+        assert md["labels"][LABEL_NAME]
+        assert ann[ANN_PLAN_ID] == plan.plan_id
+        assert spec["replicas"] == a.replicas
+        sel = spec["selector"]["matchLabels"]
+        tmpl = spec["template"]
+        assert all(tmpl["metadata"]["labels"][k] == v for k, v in sel.items())
+        assert ANN_PLAN_ID not in (tmpl["metadata"].get("annotations") or {}), "plan id in the pod template rolls pods"
+        pod = tmpl["spec"]
+        assert pod["nodeSelector"]["kubernetes.io/arch"] == pool.architecture
+        for k, v in pool.labels.items():
+            assert pod["nodeSelector"][k] == v
+        (c,) = pod["containers"]
+        env = {e["name"]: e["value"] for e in c["env"]}
+        assert env["MODEL"] == a.model and env["ENGINE"] == a.config.engine
+        assert env["PRECISION"] == a.config.precision and env["BATCH_SIZE"] == str(a.config.batch_size)
+        assert env["POWER_MODE"] == a.config.power_mode
+        assert env["THREADS"] == ("auto" if a.config.threads is None else str(a.config.threads))
+        assert c["image"] == ImageMap.default().resolve(a.config.engine, pool.architecture).image
+        req, lim = c["resources"]["requests"], c["resources"]["limits"]
+        assert req["cpu"] == cpu_quantity(a.config.cpu_cores)
+        assert req["memory"] == memory_quantity(a.config.memory_request_mb) == lim["memory"]
+        if a.config.accelerators:
+            assert req[pool.accelerator_resource] == lim[pool.accelerator_resource] == str(a.config.accelerators)
+            assert spec["strategy"]["rollingUpdate"]["maxSurge"] == 0
+        else:
+            assert not any("/" in k for k in req)
+        # hardened
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
+        assert sc.get("privileged") is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["hostNetwork"] is False and pod["hostPID"] is False and pod["hostIPC"] is False
+        assert pod["automountServiceAccountToken"] is False
+        assert c["readinessProbe"] and c["livenessProbe"] and c["startupProbe"]
+        assert pod["terminationGracePeriodSeconds"] > 0
+    for s in services(docs):
+        sel = s["spec"]["selector"]
+        assert sel[LABEL_MANAGED_BY] == MANAGER
+        assert s["spec"]["ports"][0]["targetPort"] == "http"
+        if LABEL_INSTANCE in sel:  # per-deployment Service selects exactly its Deployment's pods
+            dep = next(d for d in deployments(docs) if d["metadata"]["name"] == s["metadata"]["name"])
+            assert sel == dep["spec"]["selector"]["matchLabels"]
+        else:  # per-model Service: the model's pods on every pool
+            model = s["metadata"]["annotations"]["synergai.io/model"]
+            mine = [d for d in deployments(docs) if d["metadata"]["annotations"]["synergai.io/model"] == model]
+            assert mine and all(d["spec"]["template"]["metadata"]["labels"][LABEL_NAME] == sel[LABEL_NAME]
+                                for d in mine)
+
+
+def test_zero_replica_assignments_make_nothing():
+    plan = default_plan()
+    d = plan.model_dump(mode="json")
+    d["assignments"][0]["replicas"] = 0
+    p2 = Plan.model_validate(d)
+    assert len(deployments(build(p2).dicts())) == len([a for a in plan.assignments if a.replicas > 0]) - 1
+
+
+def test_plan_id_changes_only_object_metadata():
+    plan = default_plan()
+    a = build(plan).dicts()
+    b = build(plan.model_copy(update={"plan_id": "ffffffffffff"})).dicts()
+    for x, y in zip(a, b):
+        assert x["metadata"]["annotations"][ANN_PLAN_ID] != y["metadata"]["annotations"][ANN_PLAN_ID]
+        x2, y2 = copy.deepcopy(x), copy.deepcopy(y)
+        del x2["metadata"]["annotations"][ANN_PLAN_ID], y2["metadata"]["annotations"][ANN_PLAN_ID]
+        assert x2 == y2
+
+
+def test_namespace_is_optional():
+    docs = build(default_plan()).dicts("team-a")
+    assert all(d["metadata"]["namespace"] == "team-a" for d in docs)
+    assert all("namespace" not in d["metadata"] for d in build(default_plan()).dicts())
+
+
+def test_quantities():
+    assert cpu_quantity(2.0) == "2"
+    assert cpu_quantity(1.5) == "1500m"
+    assert cpu_quantity(0.0001) == "1m"
+    assert cpu_quantity(10.8) == "10800m"
+    assert memory_quantity(2048.0) == "2048Mi"
+    assert memory_quantity(100.2) == "101Mi"
+
+
+def test_threads_raise_the_cpu_limit_not_the_request():
+    plan = random_plan(3)
+    d = plan.model_dump(mode="json")
+    a = d["assignments"][0]
+    a["replicas"] = max(1, a["replicas"])
+    a["config"]["cpu_cores"] = 1.0
+    a["config"]["threads"] = 4
+    p = Plan.model_validate(d)
+    dep = next(x for x in deployments(build(p).dicts())
+               if x["metadata"]["annotations"]["synergai.io/model"] == a["model"]
+               and x["metadata"]["annotations"]["synergai.io/pool-name"] == a["pool"])
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["resources"]["requests"]["cpu"] == "1" and c["resources"]["limits"]["cpu"] == "4"
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["THREADS"] == "4" and env["OMP_NUM_THREADS"] == "4"
+
+
+def test_pool_without_labels_is_pinned_by_pool_label():
+    plan = random_plan(0)
+    assert all(not p.labels for p in plan.pools)
+    for d in deployments(build(plan).dicts()):
+        sel = d["spec"]["template"]["spec"]["nodeSelector"]
+        pool = d["metadata"]["annotations"]["synergai.io/pool-name"]
+        assert sel[LABEL_POOL] == pool
+        assert set(sel) == {"kubernetes.io/arch", LABEL_POOL}
+
+
+def test_several_configurations_for_one_model_and_pool():
+    """A hand-made plan may run two configurations of a model on a pool: two Deployments."""
+    plan = default_plan()
+    d = plan.model_dump(mode="json")
+    a2 = copy.deepcopy(d["assignments"][0])
+    a2["config"]["config_id"] = a2["config"]["config_id"] + "-alt"
+    a2["config"]["batch_size"] = 8
+    d["assignments"].append(a2)
+    docs = build(Plan.model_validate(d)).dicts()
+    validate_all(docs)
+    names = [x["metadata"]["name"] for x in deployments(docs)]
+    assert len(names) == len(set(names)) == len([a for a in plan.assignments if a.replicas > 0]) + 1
+
+
+def test_duplicate_assignment_is_an_input_error():
+    d = default_plan().model_dump(mode="json")
+    d["assignments"].append(copy.deepcopy(d["assignments"][0]))
+    with pytest.raises(InputError, match="duplicate assignment"):
+        build(Plan.model_validate(d))
+
+
+def test_invalid_pool_label_is_an_input_error():
+    d = default_plan().model_dump(mode="json")
+    pool = d["assignments"][0]["pool"]
+    for p in d["pools"]:
+        if p["name"] == pool:
+            p["labels"] = {"bad key!": "x"}
+    with pytest.raises(InputError) as e:
+        build(Plan.model_validate(d))
+    assert "\n" not in str(e.value) and "label key" in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------ names
+
+
+def test_hostile_names_give_valid_distinct_names():
+    plan = hostile_plan()
+    ms = build(plan)
+    docs = ms.dicts()
+    validate_all(docs)
+    for kind in ("Deployment", "Service"):
+        names = [d["metadata"]["name"] for d in docs if d["kind"] == kind]
+        assert len(names) == len(set(names))
+        assert all(is_dns1035_label(n) for n in names)
+    for d in docs:
+        for v in list(d["metadata"]["labels"].values()) + list(d["spec"].get("selector", {}).values()):
+            if isinstance(v, str):
+                assert label_value_error(v) is None, v
+    # the raw names survive in annotations and env
+    raw_models = {a.model for a in plan.assignments if a.replicas > 0}
+    assert {d["metadata"]["annotations"]["synergai.io/model"] for d in deployments(docs)} == raw_models
+    assert len(ms.model_services) == len(raw_models)
+    # models that differ only in case or punctuation do not collide
+    assert "ResNet.50/v1" in raw_models or "resnet.50/v1" in raw_models
+
+
+def test_hostile_names_case_and_dots_do_not_collide():
+    plan = default_plan()
+    d = plan.model_dump(mode="json")
+    extra = []
+    for i, name in enumerate(["Bert", "BERT", "be.rt", "be-rt", "b e r t"]):
+        a = copy.deepcopy(d["assignments"][0])
+        a["model"] = name
+        extra.append(a)
+    d["assignments"].extend(extra)
+    docs = build(Plan.model_validate(d)).dicts()
+    validate_all(docs)
+    names = [x["metadata"]["name"] for x in docs if x["kind"] == "Service"]
+    assert len(names) == len(set(names))
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def test_validator_uses_an_official_schema_and_rejects_post_1_20_fields():
+    from executor.validate import have_kubernetes_validate
+
+    assert have_kubernetes_validate(), "kubernetes-validate must be installed for the tests (official schema)"
+    assert schema_version()  # the oldest schema kubernetes-validate ships that covers 1.20
+    dep = deployments(build(default_plan()).dicts())[0]
+    validate(dep)
+    bad = copy.deepcopy(dep)
+    bad["spec"]["template"]["spec"]["os"] = {"name": "linux"}  # added in 1.23
+    with pytest.raises(ManifestInvalid, match="1.20"):
+        validate_fields_1_20(bad)
+    bad = copy.deepcopy(dep)
+    bad["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {"grpc": {"port": 1}}  # 1.24
+    with pytest.raises(ManifestInvalid):
+        validate(bad)
+    bad = copy.deepcopy(dep)
+    bad["spec"]["replicas"] = "3"
+    with pytest.raises(ManifestInvalid):
+        validate(bad)
+    bad = copy.deepcopy(dep)
+    bad["spec"]["selectr"] = {}
+    with pytest.raises(ManifestInvalid):
+        validate(bad)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_plans_validate_strict(seed):
+    docs = build(random_plan(seed)).dicts("ns")
+    assert validate_all(docs) == len(docs) > 0
+
+
+def test_default_and_hostile_plans_validate_strict():
+    assert validate_all(build(default_plan()).dicts())
+    assert validate_all(build(hostile_plan(2)).dicts())
+    assert validate_all(build(renamed(default_plan(), {"bert": "BERT.large/ü"}, {"cloud-gpu-l4": "Cloud GPU.L4"},
+                                      keep_labels=True)).dicts())
+
+
+@pytest.mark.parametrize("name,path", scenario_plans())
+def test_bundled_scenarios_validate_strict(name, path):
+    from experiments.scenarios import _defaults, base_workload, build_cluster, load_scenario
+    from planner import plan_offline
+
+    table, _, dwl = _defaults()
+    sc = load_scenario(path)
+    cl = build_cluster(sc)
+    wl = base_workload(sc, table, cl).scaled(0.6 * sum(d.rate_rps for d in dwl.models))
+    plan = plan_offline(table, cl, wl, time_limit=10)
+    docs = build(plan).dicts()
+    assert validate_all(docs) == len(docs)
+
+
+def test_every_engine_of_the_default_profiles_has_an_image():
+    import profiling_data as pdd
+
+    imap = ImageMap.default()
+    pairs = {(r.engine, r.architecture) for r in pdd.default_profiles().records}
+    for engine, arch in sorted(pairs):
+        imap.resolve(engine, arch)
+
+
+def test_deploy_manifests_validate_strict():
+    docs = []
+    for f in sorted((REPO / "executor" / "deploy").glob("*.yaml")):
+        if f.name == "kustomization.yaml":
+            continue
+        docs.extend(d for d in yaml.safe_load_all(f.read_text()) if d)
+    kinds = {d["kind"] for d in docs}
+    assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
+            "Deployment", "Service"} <= kinds
+    validate_all(docs)
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    # the daemon's own objects must never carry the label prune selects on
+    for d in docs:
+        assert (d["metadata"].get("labels") or {}).get(LABEL_MANAGED_BY) != MANAGER, d["metadata"]["name"]
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+# ------------------------------------------------------------------------------------------ image map
+
+
+def test_unknown_engine_is_a_one_line_input_error():
+    d = default_plan().model_dump(mode="json")
+    d["assignments"][0]["config"]["engine"] = "mystery-engine"
+    with pytest.raises(InputError) as e:
+        build(Plan.model_validate(d))
+    msg = str(e.value)
+    assert "\n" not in msg and "mystery-engine" in msg and "image" in msg
+
+
+def test_engine_without_image_for_the_architecture():
+    d = default_plan().model_dump(mode="json")
+    a = next(x for x in d["assignments"] if x["pool"].startswith("edge"))
+    a["config"]["engine"] = "deepsparse"  # amd64 only in the default map
+    with pytest.raises(InputError, match="arm64"):
+        build(Plan.model_validate(d))
+
+
+def test_user_image_map(tmp_path):
+    f = tmp_path / "images.yaml"
+    f.write_text("version: 1\ndefaults: {port: 9000, readiness_path: /ready}\nimages:\n"
+                 "  tensorrt: {'*': {image: my.reg.example/trt:1, args: ['--fast'], env: {A: b}}}\n"
+                 "  armnn-neon: {arm64: my/armnn:2}\n  armnn-opencl: {arm64: my/armnn:2}\n"
+                 "  tflite: {'*': my/tflite:3}\n")
+    imap = ImageMap.load(f)
+    docs = build(default_plan(), imap).dicts()
+    validate_all(docs)
+    imgs = {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in deployments(docs)}
+    assert imgs <= {"my.reg.example/trt:1", "my/armnn:2", "my/tflite:3"}
+    c = next(d for d in deployments(docs)
+             if d["spec"]["template"]["spec"]["containers"][0]["image"] == "my.reg.example/trt:1")["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"] == ["--fast"] and c["ports"][0]["containerPort"] == 9000
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert {"name": "A", "value": "b"} in c["env"]
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("images: [1, 2]", "images"),
+    ("version: 2\nimages: {x: {amd64: a/b}}", "version"),
+    ("images: {x: {amd64: 'Bad Image!'}}", "image"),
+    ("images: {x: {}}", "architecture"),
+    ("images: {x: {amd64: {image: a/b, env: {'1bad': x}}}}", "environment"),
+    ("{{{", "YAML"),
+])
+def test_bad_image_map(tmp_path, text, needle):
+    f = tmp_path / "images.yaml"
+    f.write_text(text)
+    with pytest.raises(InputError) as e:
+        ImageMap.load(f)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_manifests_writes_valid_yaml(tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    default_plan().save(plan)
+    out = tmp_path / "out"
+    assert cli_main(["manifests", str(plan), "--out", str(out)]) == 0
+    files = sorted(out.glob("*.yaml"))
+    kust = yaml.safe_load((out / "kustomization.yaml").read_text())
+    assert sorted(kust["resources"]) == sorted(f.name for f in files if f.name != "kustomization.yaml")
+    docs = [yaml.safe_load(f.read_text()) for f in files if f.name != "kustomization.yaml"]
+    assert validate_all(docs) == len(build(default_plan()).objects)
+    assert "validated" in capsys.readouterr().out
+
+
+def _plan_file(tmp_path, mutate=None, text=None) -> Path:
+    f = tmp_path / "plan.json"
+    if text is not None:
+        f.write_text(text)
+        return f
+    d = default_plan().model_dump(mode="json")
+    if mutate:
+        mutate(d)
+    f.write_text(json.dumps(d))
+    return f
+
+
+BAD_PLANS = {
+    "not-json": dict(text="{ this is not json"),
+    "empty": dict(text=""),
+    "wrong-schema-version": dict(mutate=lambda d: d.__setitem__("schema_version", "synergai.plan/v0")),
+    "wrong-schema": dict(mutate=lambda d: d["assignments"][0].__setitem__("replicas", "many")),
+    "unknown-engine": dict(mutate=lambda d: d["assignments"][0]["config"].__setitem__("engine", "nope-engine")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PLANS))
+@pytest.mark.parametrize("command", ["manifests", "apply"])
+def test_cli_bad_plans_one_line_exit_2(tmp_path, capsys, case, command):
+    f = _plan_file(tmp_path, **BAD_PLANS[case])
+    args = [command, str(f)] + (["--out", str(tmp_path / "o")] if command == "manifests" else
+                                ["--kubeconfig", str(tmp_path / "missing.kubeconfig")])
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("synergai: error: ") and "\n" not in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()
