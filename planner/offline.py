@@ -61,7 +61,7 @@ def plan_offline(profiles: ProfileTable, cluster: ClusterSpec, workload: Workloa
         milp = build_milp(cands, demands, pool_caps, opts, cap_scale=scale)
         remaining = max(0.5, time_limit - (time.perf_counter() - t_start))
         res, phases_run = _solve_phases(fn, milp, opts, remaining, gap)
-        phases.extend(phases_run)
+        phases = phases_run  # the final attempt's phases; earlier attempts are in the notes
         if res.x is None:
             break
         n = np.rint(res.x[milp.in_]).astype(int)

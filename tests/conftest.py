@@ -38,7 +38,7 @@ def kube_cluster():
 
     # The harness's Service range is a /24 (254 ClusterIPs); the executor tests create a few hundred
     # Services per session (namespaces are deleted asynchronously), so widen it (the last flag wins).
-    cluster = KubeCluster(extra_tokens=dict(KUBE_TOKENS), apiserver_args=["--service-cluster-ip-range=10.0.0.0/16"])
+    cluster = KubeCluster(extra_tokens=dict(KUBE_TOKENS))
     problem = None
     try:
         cluster.start()

@@ -56,7 +56,7 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ".ci/build-kube.sh"
 
 DEFAULT_CONTROLLERS = ("deployment", "replicaset", "garbagecollector", "namespace")
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # config value only; nothing listens there
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/16"  # config value only; nothing listens there
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 

@@ -12,43 +12,14 @@ import uuid
 
 import pytest
 
-from tests.kube_harness import FakeKubelet, KubeCluster
+from tests.conftest import KUBE_TOKENS
+from tests.kube_harness import FakeKubelet, KubeCluster  # noqa: F401
 
 pytestmark = pytest.mark.kube
 
-DAEMON_TOKEN = "synergai-daemon-" + secrets.token_hex(12)
-READER_TOKEN = "ns-reader-" + secrets.token_hex(12)
-
-
-@pytest.fixture(scope="session")
-def kube_cluster():
-    """A real etcd + kube-apiserver + kube-controller-manager, shared by the session.
-
-    Extra static-token users: ``synergai-daemon`` and ``ns-reader`` (no RBAC
-    permissions until a test grants them).
-    """
-    cluster = KubeCluster(
-        extra_tokens={"synergai-daemon": DAEMON_TOKEN, "ns-reader": READER_TOKEN}
-    )
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def fake_kubelet(kube_cluster):
-    kubelet = FakeKubelet(
-        kube_cluster.kubeconfig_path,
-        node_name="fake-node-1",
-        labels={"kubernetes.io/arch": "amd64", "synergai.test/pool": "cpu"},
-    )
-    kubelet.start()
-    try:
-        yield kubelet
-    finally:
-        kubelet.stop()
+# the session cluster and fake kubelet come from tests/conftest.py
+DAEMON_TOKEN = KUBE_TOKENS["synergai-daemon"]
+READER_TOKEN = KUBE_TOKENS["ns-reader"]
 
 
 def _ns_name(prefix: str) -> str:
