@@ -176,6 +176,9 @@ def _env(a: Assignment, pool: NodePool, img: ResolvedImage) -> list[k.V1EnvVar]:
         "CONFIG_ID": c.config_id,
         "PORT": str(img.port),
     }
+    if c.batch_size > 1:  # the bounded batch-formation wait the planner assumed (planner.candidates.batch_wait_ms)
+        from planner.candidates import BATCH_WAIT_FRACTION
+        env["MAX_BATCH_DELAY_MS"] = f"{BATCH_WAIT_FRACTION * c.latency_p50_ms:.3f}"
     if c.threads:
         env["OMP_NUM_THREADS"] = str(c.threads)
     for name, value in img.env:
