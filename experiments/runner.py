@@ -8,10 +8,11 @@ from typing import Callable, Optional
 import pandas as pd
 
 from models import InputError
+from planner import PlanOptions
 
 from .optimal import solve_best
 from .policies import POLICIES, RunContext, get_policy
-from .scenarios import Scenario, SkipScenario, build_instance, make_arrivals
+from .scenarios import Scenario, SkipScenario, build_instance, load_scenarios, make_arrivals
 from .sim import simulate
 
 RESULT_COLUMNS = ["scenario", "policy", "seed", "load", "rate_rps", "capacity_rps", "requests", "violations",
@@ -53,13 +54,15 @@ def run_sweep(scenarios: list[Scenario], *, quick: bool = False, seeds: Optional
                     progress(sc.name, len(sc.seeds) * len(names) * (len(sc.loads)))
                 break
             plans: dict = {}
+            opts = PlanOptions(load_scenarios=load_scenarios(sc.arrivals))
             for seed in sc.seeds:
                 arr = make_arrivals(inst, seed)
                 deps = []
                 base = dict(scenario=sc.name, seed=seed, load=load, rate_rps=sum(d.rate_rps for d in inst.workload.models),
                             capacity_rps=inst.capacity_rps, headline=sc.headline)
                 for name in online:
-                    ctx = RunContext(inst.profiles, inst.cluster, inst.workload, seed=seed, arrivals=arr, plans=plans)
+                    ctx = RunContext(inst.profiles, inst.cluster, inst.workload, seed=seed, arrivals=arr, plans=plans,
+                                     options=opts)
                     pol = get_policy(name)(ctx)
                     try:
                         dep = pol.deploy()
@@ -87,7 +90,8 @@ def run_sweep(scenarios: list[Scenario], *, quick: bool = False, seeds: Optional
                                  "excess_ms_mean": (best.excess_ms_total / len(head)) if best.excess_ms_total is not None else math.nan,
                                  "status": best.status, "note": f"deployment {best.deployment}; {best.seconds:.1f} s; {best.message}".strip("; ")})
                     for name in online:
-                        ctx = RunContext(inst.profiles, inst.cluster, inst.workload, seed=seed, arrivals=head, plans=plans)
+                        ctx = RunContext(inst.profiles, inst.cluster, inst.workload, seed=seed, arrivals=head, plans=plans,
+                                         options=opts)
                         pol = get_policy(name)(ctx)
                         try:
                             dep = pol.deploy()

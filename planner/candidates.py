@@ -37,6 +37,9 @@ class PlanOptions:
     headroom: float = 1.5
     """Phase H: after the unserved optimum, grow deadline-feasible capacity for every served model up to
     this factor of its served load before minimising energy (1 = off: pure energy after unserved)."""
+    load_scenarios: tuple = ()
+    """Optional ``((factor, probability), ...)`` including ``(1.0, p)``: the plan must also do well when
+    every rate is multiplied by ``factor`` (e.g. an MMPP's burst state); minimises expected unserved."""
     use_spare_capacity: bool = True
     """After solving, add replicas of the chosen configurations into idle capacity (lowers queueing)."""
     prune_dominated: bool = True

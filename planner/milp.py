@@ -21,11 +21,12 @@ for pools whose candidates span several power modes).
 Objective (lexicographic, up to three solves; or weighted, one solve)
 --------------------------------------------------------------------
 1. ``min sum_m w_m u_m``                                   (priority-weighted unserved rate)
-H. ``max alpha``, ``1 <= alpha <= alpha_max``               (headroom: the served load could grow by
-   ``alpha`` for every model, so bursts and profile error meet deadline-feasible capacity), with
-   C8 ``hdr[m]: sum_{k: m(k)=m} c_k n_k - alpha s*_m >= 0`` (``s*_m`` the rate phase 1 routes for m) and C7.
+H. ``max (M+1) t + sum_m alpha_m``, ``1 <= t <= alpha_m <= alpha_max``  (headroom: model m's served load
+   could grow by ``alpha_m``, so bursts and profile error meet deadline-feasible capacity; the smallest
+   factor first, then the rest), with C8 ``hdr[m]: sum_{k: m(k)=m} c_k n_k - alpha_m s*_m >= 0``
+   (``s*_m`` the rate phase 1 routes for m), ``hdrmin[m]: t - alpha_m <= 0`` and C7.
 2. ``min sum_k e_k x_k + beta * sum_k n_k sum_r a_kr / C_p(k)r``  (serving power in W, then resources)
-   subject to C7 and ``alpha >= alpha* (1 - eps)`` (phase H skipped when ``alpha_max = 1``).
+   subject to C7 and ``alpha_m >= alpha_m* (1 - eps)`` (phase H skipped when ``alpha_max = 1``).
 Weighted mode minimises ``W_u * (1) + (2)`` in one solve.
 
 Constraints
@@ -39,6 +40,8 @@ Constraints
   (profiles with power mode ``default``, i.e. not declared, are compatible with any mode)
 - C7 ``lex``:         ``sum_m w_m u_m <= OPT_1 (1 + eps) + eps``     (phases H and 2)
 - C8 ``hdr[m]``:      headroom, see phase H (phases H and 2)
+- C9 ``dem[m,s]``, ``util[k,s]``: optional load scenarios ``(f_s, p_s)`` (e.g. a burst state of an MMPP):
+  the same y, n must also route ``f_s lam_m``; objective 1 becomes ``sum_s p_s sum_m w_m u_{m,s}``
 """
 from __future__ import annotations
 
@@ -75,6 +78,8 @@ class MilpArrays:
     ix: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     iu: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     unserved_cost: np.ndarray = field(default_factory=lambda: np.zeros(0))  # w_m per u column
+    iu_all: np.ndarray = field(default_factory=lambda: np.zeros(0, int))    # u columns of every load scenario
+    u_cost_all: np.ndarray = field(default_factory=lambda: np.zeros(0))     # p_s w_m for iu_all
     phase2_cost: np.ndarray = field(default_factory=lambda: np.zeros(0))    # full-length phase-2 objective
 
     @property
@@ -294,6 +299,85 @@ def build_milp(c: Candidates, demands: list[tuple[float, float]], pool_caps: lis
     phase2[in_] = opts.resource_weight * frac.sum(axis=1)
     obj = phase1 if opts.objective == "lexicographic" else phase1 * opts.unserved_weight + phase2
 
-    return MilpArrays(c=obj, A=A, row_lo=np.concatenate(row_lo), row_hi=np.concatenate(row_hi), lb=lb, ub=ub,
-                      integer=integer, col_names=col_names, row_names=row_names, iy=iy, in_=in_, ix=ix, iu=iu,
-                      unserved_cost=w, phase2_cost=phase2)
+    out = MilpArrays(c=obj, A=A, row_lo=np.concatenate(row_lo), row_hi=np.concatenate(row_hi), lb=lb, ub=ub,
+                     integer=integer, col_names=col_names, row_names=row_names, iy=iy, in_=in_, ix=ix, iu=iu,
+                     unserved_cost=w, phase2_cost=phase2, iu_all=iu.copy(), u_cost_all=w.copy())
+    scen = list(opts.load_scenarios) if opts.load_scenarios else [(1.0, 1.0)]
+    if len(scen) > 1:
+        out = _add_load_scenarios(out, c, lam, w, cap, energy, scen, opts)
+    return out
+
+
+def _add_load_scenarios(m: MilpArrays, c: Candidates, lam, w, cap, energy, scen, opts: PlanOptions) -> MilpArrays:
+    """Scenario blocks (family C9): the same configurations and replicas must also route ``f_s lam_m``.
+
+    For each extra load scenario s: columns ``x_{k,s}``, ``u_{m,s}``; rows ``dem[m,s]`` and
+    ``util[k,s]``; the unserved objective becomes ``sum_s p_s sum_m w_m u_{m,s}`` and phase 2's
+    energy the expectation over scenarios.  The nominal scenario (factor 1) keeps the original
+    columns, which the plan reports as its routing.
+    """
+    K, M = len(c), len(c.models)
+    p0 = next((p for f, p in scen if f == 1.0), None)
+    if p0 is None:
+        raise ValueError("load_scenarios must contain the nominal load (factor 1.0)")
+    total = sum(p for _, p in scen)
+    mk = np.asarray(c.m, dtype=np.int64)
+    A, lo, hi, lb, ub, cost, names, rnames = m.A, [m.row_lo], [m.row_hi], [m.lb], [m.ub], [m.c], list(m.col_names), list(m.row_names)
+    integer = [m.integer]
+    phase2 = [m.phase2_cost.copy()]
+    phase2[0][m.ix] *= p0 / total
+    obj0 = m.c.copy()
+    obj0[m.iu] *= p0 / total
+    cost = [obj0]
+    iu_all = [m.iu]
+    u_cost = [w * p0 / total]
+    ncol = m.n_cols
+    blocks = []
+    for s, (f, p) in enumerate(scen):
+        if f == 1.0:
+            continue
+        ix_s = ncol + np.arange(K)
+        iu_s = ncol + K + np.arange(M)
+        ncol += K + M
+        rows = sp.lil_matrix((M + K, ncol))
+        blocks.append((ix_s, iu_s, f, p))
+    # assemble with one sparse build per scenario (columns appended after the nominal model)
+    A = A.tocsr()
+    ncol_final = ncol
+    A = sp.hstack([A, sp.csr_matrix((A.shape[0], ncol_final - m.n_cols))], format="csr")
+    extra_rows = []
+    for ix_s, iu_s, f, p in blocks:
+        ri, cj, v = [], [], []
+        ri += [mk, np.arange(M)]
+        cj += [ix_s, iu_s]
+        v += [np.ones(K), np.ones(M)]
+        ri += [M + np.arange(K), M + np.arange(K)]
+        cj += [ix_s, m.in_]
+        v += [np.ones(K), -cap]
+        extra_rows.append(sp.csr_matrix((np.concatenate(v), (np.concatenate(ri), np.concatenate(cj))),
+                                        shape=(M + K, ncol_final)))
+        lo += [lam * f, np.full(K, -np.inf)]
+        hi += [lam * f, np.zeros(K)]
+        lb += [np.zeros(K + M)]
+        ub += [np.minimum(lam[mk] * f, cap * m.ub[m.in_]), lam * f]
+        integer += [np.zeros(K + M, dtype=bool)]
+        tag = f"s{f:g}"
+        names += [f"x({n[2:-1]},{tag})" for n in m.col_names[m.ix[0]:m.ix[0] + K]] if K else []
+        names += [f"u({n[2:-1]},{tag})" for n in (m.col_names[i] for i in m.iu)]
+        rnames += [f"dem({n[2:-1]},{tag})" for n in (m.col_names[i] for i in m.iu)]
+        rnames += [f"util({n[2:-1]},{tag})" for n in m.col_names[m.ix[0]:m.ix[0] + K]] if K else []
+        cs = np.zeros(K + M)
+        cs[K:] = (w * p / total) if opts.objective == "lexicographic" else (w * p / total) * opts.unserved_weight
+        if opts.objective != "lexicographic":
+            cs[:K] = energy * p / total
+        cost.append(cs)
+        p2 = np.zeros(K + M)
+        p2[:K] = energy * p / total
+        phase2.append(p2)
+        iu_all.append(iu_s)
+        u_cost.append(w * p / total)
+    A = sp.vstack([A] + extra_rows, format="csr")
+    return MilpArrays(c=np.concatenate(cost), A=A, row_lo=np.concatenate(lo), row_hi=np.concatenate(hi),
+                      lb=np.concatenate(lb), ub=np.concatenate(ub), integer=np.concatenate(integer), col_names=names,
+                      row_names=rnames, iy=m.iy, in_=m.in_, ix=m.ix, iu=m.iu, unserved_cost=m.unserved_cost,
+                      phase2_cost=np.concatenate(phase2), iu_all=np.concatenate(iu_all), u_cost_all=np.concatenate(u_cost))

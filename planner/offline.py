@@ -68,6 +68,18 @@ def plan_offline(profiles: ProfileTable, cluster: ClusterSpec, workload: Workloa
         bad = _unpackable_pools(cands, n, cluster)
         if not bad:
             break
+        # first drop headroom replicas (beyond what the routed rate needs) on the offending pools;
+        # the spare-capacity step later adds back whatever packs
+        cap_k = np.asarray(cands.cap_rps, dtype=float)
+        n_min = np.ceil(res.x[milp.ix] / np.maximum(cap_k, 1e-12) - 1e-6).clip(0).astype(int)
+        trial = n.copy()
+        on_bad = np.isin(np.asarray(cands.p), bad)
+        trial[on_bad] = np.minimum(n[on_bad], n_min[on_bad])
+        if not _unpackable_pools(cands, trial, cluster):
+            res.x[milp.in_] = trial
+            notes.append("headroom replicas trimmed on " + ", ".join(cluster.pools[p].name for p in bad)
+                         + " so the plan packs onto nodes")
+            break
         for p in bad:
             scale[p] *= 0.9
             notes.append(f"pool {cluster.pools[p].name}: aggregate solution did not pack onto nodes; "
@@ -103,9 +115,9 @@ def _solve_phases(fn, milp: MilpArrays, opts: PlanOptions, time_limit: float, ga
     phases = [_phase("unserved", r1)]
     if r1.x is None:
         return r1, phases
-    z1 = float(milp.unserved_cost @ r1.x[milp.iu])
+    z1 = float(milp.u_cost_all @ r1.x[milp.iu_all])
     coefs = np.zeros(milp.n_cols)
-    coefs[milp.iu] = milp.unserved_cost
+    coefs[milp.iu_all] = milp.u_cost_all
     base = milp.with_row(coefs, -np.inf, z1 * (1 + 1e-7) + 1e-7, "lex")
     rH = None
     if opts.headroom > 1.0:
@@ -131,23 +143,27 @@ def _solve_phases(fn, milp: MilpArrays, opts: PlanOptions, time_limit: float, ga
 
 def _headroom_phase(fn, base: MilpArrays, milp: MilpArrays, x1: np.ndarray, opts: PlanOptions, time_limit: float,
                     gap: float):
-    """Phase H: maximise the common growth factor alpha of served load (C8), then pin it for phase 2."""
+    """Phase H: per served model m, a growth factor alpha_m in [1, alpha_max] of its served load that
+    deadline-feasible capacity could absorb (C8); maximise the smallest first, then the sum
+    (``max (M+1) t + sum_m alpha_m``, ``t <= alpha_m``), and pin every alpha_m for phase 2."""
     import scipy.sparse as sp
 
-    mk_of_x = milp.A[:len(milp.iu)].tocsc()[:, milp.ix].tocoo()
-    served = np.bincount(mk_of_x.row, weights=x1[milp.ix][mk_of_x.col], minlength=len(milp.iu))  # phase-1 routed
-
-    with_a = base.with_column("alpha", 1.0, opts.headroom)
-    ia = with_a.n_cols - 1
+    mk = milp.A[:len(milp.iu)].tocsc()[:, milp.ix].tocoo()
+    served = np.bincount(mk.row, weights=x1[milp.ix][mk.col], minlength=len(milp.iu))  # phase-1 routed
     lam = milp.ub[milp.iu]
     ms = [m for m in range(len(milp.iu)) if served[m] > 1e-6 * max(1.0, lam[m])]
     if not ms:
-        r = SolveResult("optimal", None, None, None, None, 0.0)
-        return base, r
-    rows, cols, vals = [], [], []
-    row_of = {m: i for i, m in enumerate(ms)}
+        return base, SolveResult("optimal", None, None, None, None, 0.0, "nothing served")
+    mh = base
+    ia = {}
+    for m in ms:
+        mh = mh.with_column(f"alpha({milp.col_names[milp.iu[m]][2:-1]})", 1.0, opts.headroom)
+        ia[m] = mh.n_cols - 1
+    mh = mh.with_column("t", 1.0, opts.headroom)
+    it = mh.n_cols - 1
     cap = -milp.A[len(milp.iu):len(milp.iu) + len(milp.ix)].tocsr()[:, milp.in_].diagonal()  # c_k from util rows
-    mk = milp.A[:len(milp.iu)].tocsc()[:, milp.ix].tocoo()
+    row_of = {m: i for i, m in enumerate(ms)}
+    rows, cols, vals = [], [], []
     for r_m, k in zip(mk.row, mk.col):
         if r_m in row_of:
             rows.append(row_of[r_m])
@@ -155,25 +171,38 @@ def _headroom_phase(fn, base: MilpArrays, milp: MilpArrays, x1: np.ndarray, opts
             vals.append(cap[k])
     for m in ms:
         rows.append(row_of[m])
-        cols.append(ia)
+        cols.append(ia[m])
         vals.append(-served[m] * (1 - 1e-6))  # slack for the phase-1 solution's own tolerances
-    A_new = sp.csr_matrix((vals, (rows, cols)), shape=(len(ms), with_a.n_cols))
-    names = [f"hdr({milp.col_names[milp.iu[m]][2:-1]})" for m in ms]
-    mh = with_a.with_rows(A_new, np.zeros(len(ms)), np.full(len(ms), np.inf), names)
+    n = len(ms)
+    for m in ms:  # t - alpha_m <= 0
+        rows += [n + row_of[m], n + row_of[m]]
+        cols += [it, ia[m]]
+        vals += [1.0, -1.0]
+    A_new = sp.csr_matrix((vals, (rows, cols)), shape=(2 * n, mh.n_cols))
+    names = ([f"hdr({milp.col_names[milp.iu[m]][2:-1]})" for m in ms]
+             + [f"hdrmin({milp.col_names[milp.iu[m]][2:-1]})" for m in ms])
+    mh = mh.with_rows(A_new, np.concatenate([np.zeros(n), np.full(n, -np.inf)]),
+                      np.concatenate([np.full(n, np.inf), np.zeros(n)]), names)
     obj = np.zeros(mh.n_cols)
-    obj[ia] = -1.0
+    obj[it] = -(n + 1.0)
+    for m in ms:
+        obj[ia[m]] = -1.0
     r = fn(mh.with_objective(obj), time_limit, gap)
     if r.x is None:
         return base, r
-    a_star = float(r.x[ia])
     lb = mh.lb.copy()
-    lb[ia] = max(1.0, a_star * (1 - 1e-4))
+    for m in ms:
+        lb[ia[m]] = max(1.0, float(r.x[ia[m]]) * (1 - 1e-4))
+    r.alpha = {milp.col_names[milp.iu[m]][2:-1]: round(float(r.x[ia[m]]), 6) for m in ms}
     return MilpArrays(**{**mh.__dict__, "lb": lb}), r
 
 
 def _phase(name: str, r: SolveResult) -> dict:
-    return {"phase": name, "status": r.status, "objective": r.objective, "best_bound": r.best_bound, "gap": r.gap,
-            "seconds": round(r.seconds, 4)}
+    d = {"phase": name, "status": r.status, "objective": r.objective, "best_bound": r.best_bound, "gap": r.gap,
+         "seconds": round(r.seconds, 4)}
+    if getattr(r, "alpha", None):
+        d["alpha"] = r.alpha
+    return d
 
 
 def _unpackable_pools(c: Candidates, n: np.ndarray, cluster: ClusterSpec) -> list[int]:

@@ -25,6 +25,7 @@ class SolveResult:
     gap: Optional[float]
     seconds: float
     message: str = ""
+    alpha: Optional[dict] = None  # headroom factors per model (phase H only)
 
 
 SolverFn = Callable[[MilpArrays, float, float], SolveResult]
