@@ -73,6 +73,8 @@ def plan(profiles: Optional[list[Path]] = typer.Option(None, "--profiles", "-p",
          gap: float = typer.Option(1e-4, "--gap", help="Relative MIP gap at which to stop."),
          objective: str = typer.Option("lexicographic", "--objective", help="lexicographic | weighted"),
          load: float = typer.Option(1.0, "--load", help="Scale every model's rate by this factor."),
+         headroom: float = typer.Option(1.5, "--headroom", help="Grow each served model's deadline-feasible capacity up to this factor before minimising energy (1 = off)."),
+         load_scenarios: Optional[str] = typer.Option(None, "--load-scenarios", help="Burst-aware planning: 'factor:probability,...' including 1:p, e.g. '1:0.8,3.5:0.2'."),
          dump_lp: Optional[Path] = typer.Option(None, "--dump-lp", help="Also write the phase-1 MILP in LP format."),
          out: Path = typer.Option(Path("plan.json"), "--out", "-o", help="Where to write the plan JSON.")):
     """Solve the offline MILP and write a plan."""
@@ -91,7 +93,17 @@ def plan(profiles: Optional[list[Path]] = typer.Option(None, "--profiles", "-p",
             raise InputError(e.message, file=str(trace), field=e.field) from None
     if load != 1.0:
         wl = wl.scaled(load)
-    opts = PlanOptions(objective=objective)
+    scen = ()
+    if load_scenarios:
+        try:
+            scen = tuple((float(f), float(p)) for f, p in (item.split(":") for item in load_scenarios.split(",")))
+        except ValueError:
+            raise InputError(f"expected 'factor:probability,...' (got {load_scenarios!r})", field="--load-scenarios") from None
+        if not any(f == 1.0 for f, _ in scen) or any(f <= 0 or p <= 0 for f, p in scen):
+            raise InputError("needs the nominal entry 1:p and positive factors and probabilities", field="--load-scenarios")
+    if headroom < 1.0:
+        raise InputError("must be >= 1", field="--headroom")
+    opts = PlanOptions(objective=objective, headroom=headroom, load_scenarios=scen)
     p = plan_offline(table, cl, wl, solver=solver, time_limit=time_limit, gap=gap, options=opts,
                      cluster_file=str(cluster) if cluster else None, workload_file=str(workload) if workload else None)
     if dump_lp:
