@@ -80,6 +80,7 @@ class MilpArrays:
     unserved_cost: np.ndarray = field(default_factory=lambda: np.zeros(0))  # w_m per u column
     iu_all: np.ndarray = field(default_factory=lambda: np.zeros(0, int))    # u columns of every load scenario
     u_cost_all: np.ndarray = field(default_factory=lambda: np.zeros(0))     # p_s w_m for iu_all
+    ix_scen: list = field(default_factory=list)                             # x columns of each extra load scenario
     phase2_cost: np.ndarray = field(default_factory=lambda: np.zeros(0))    # full-length phase-2 objective
 
     @property
@@ -380,4 +381,5 @@ def _add_load_scenarios(m: MilpArrays, c: Candidates, lam, w, cap, energy, scen,
     return MilpArrays(c=np.concatenate(cost), A=A, row_lo=np.concatenate(lo), row_hi=np.concatenate(hi),
                       lb=np.concatenate(lb), ub=np.concatenate(ub), integer=np.concatenate(integer), col_names=names,
                       row_names=rnames, iy=m.iy, in_=m.in_, ix=m.ix, iu=m.iu, unserved_cost=m.unserved_cost,
-                      phase2_cost=np.concatenate(phase2), iu_all=np.concatenate(iu_all), u_cost_all=np.concatenate(u_cost))
+                      phase2_cost=np.concatenate(phase2), iu_all=np.concatenate(iu_all), u_cost_all=np.concatenate(u_cost),
+                      ix_scen=[b[0] for b in blocks])

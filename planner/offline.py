@@ -71,7 +71,8 @@ def plan_offline(profiles: ProfileTable, cluster: ClusterSpec, workload: Workloa
         # first drop headroom replicas (beyond what the routed rate needs) on the offending pools;
         # the spare-capacity step later adds back whatever packs
         cap_k = np.asarray(cands.cap_rps, dtype=float)
-        n_min = np.ceil(res.x[milp.ix] / np.maximum(cap_k, 1e-12) - 1e-6).clip(0).astype(int)
+        routed = np.max([res.x[milp.ix]] + [res.x[ixs] for ixs in milp.ix_scen], axis=0)  # every load scenario
+        n_min = np.ceil(routed / np.maximum(cap_k, 1e-12) - 1e-6).clip(0).astype(int)
         trial = n.copy()
         on_bad = np.isin(np.asarray(cands.p), bad)
         trial[on_bad] = np.minimum(n[on_bad], n_min[on_bad])

@@ -249,3 +249,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# CI runs the property tests with a fixed seed so a green run is reproducible; locally they explore.
+import os as _os
+
+from hypothesis import settings as _hsettings
+
+_hsettings.register_profile("ci", derandomize=True, print_blob=True)
+if _os.environ.get("CI"):
+    _hsettings.load_profile("ci")

@@ -14,7 +14,8 @@ from planner import PlanOptions, available_solvers, pack_ffd, plan_offline
 from planner.candidates import build_candidates
 from planner.synthetic import random_instance
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=int(__import__("os").environ.get("SYNERGAI_EXAMPLES", 25)), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 
 def brute_force(profiles, cluster, workload, opts):
@@ -242,13 +243,17 @@ def test_lp_dump_names_constraints():
 @given(seed=st.integers(0, 10_000))
 def test_load_scenarios_bound_and_invariants(seed):
     """C9: the expected unserved over (1x, 3x) is at least half the best a plan made for 3x alone achieves."""
-    t, c, w = random_instance(seed, n_pools=3, n_models=2, n_configs=3, load=1.5)
+    # one node per pool: aggregate capacity is exact, so neither plan goes through the packing repair
+    t, c, w = random_instance(seed, n_pools=3, n_models=2, n_configs=3, load=1.5, max_nodes=1)
     opts = dict(use_spare_capacity=False, headroom=1.0)
     two = plan_offline(t, c, w, gap=0, options=PlanOptions(load_scenarios=((1.0, 0.5), (3.0, 0.5)), **opts))
     burst = plan_offline(t, c, w.scaled(3.0), gap=0, options=PlanOptions(**opts))
     same = plan_offline(t, c, w, gap=0, options=PlanOptions(load_scenarios=((1.0, 1.0),), **opts))
     plain = plan_offline(t, c, w, gap=0, options=PlanOptions(**opts))
     burst_u = sum(u.rate_rps * w.demand(u.model).priority for u in burst.unserved)
+    if not two.solver.phases:  # no feasible candidate at all: nothing to compare
+        assert two.unserved_rate() == pytest.approx(sum(d.rate_rps for d in w.models))
+        return
     assert two.solver.phases[0]["objective"] >= 0.5 * burst_u - 1e-4
     assert same.solver.phases[0]["objective"] == pytest.approx(plain.solver.phases[0]["objective"], abs=1e-6)
     check_invariants(two, t, c, w)
