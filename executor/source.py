@@ -18,7 +18,7 @@ from typing import Optional, Union
 import yaml
 from pydantic import ValidationError
 
-from models import SCHEMA_VERSION, InputError, Plan, WorkloadSpec
+from models import InputError, Plan, WorkloadSpec
 from models.errors import pydantic_error
 
 from .names import is_dns1123_label, is_dns1123_subdomain
@@ -117,14 +117,7 @@ def parse_document(doc: SourceDoc) -> Union[Plan, WorkloadSpec]:
     if not isinstance(data, dict):
         raise InputError("expected a plan (JSON object) or a workload (mapping with `models`)", file=name)
     if "schema_version" in data or "assignments" in data:
-        ver = data.get("schema_version")
-        if ver != SCHEMA_VERSION:
-            raise InputError(f"unsupported schema version {ver!r}, expected {SCHEMA_VERSION!r}", file=name,
-                             field="schema_version")
-        try:
-            return Plan.model_validate(data)
-        except ValidationError as e:
-            raise pydantic_error(e, file=name) from None
+        return Plan.from_data(data, source=name)
     if "models" in data:
         try:
             return WorkloadSpec.model_validate(data)

@@ -153,13 +153,18 @@ class Plan(BaseModel):
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise InputError(f"not valid JSON: {e.msg}", file=name, row=e.lineno) from None
+        return cls.from_data(data, source=name)
+
+    @classmethod
+    def from_data(cls, data: object, source: str = "<plan>") -> "Plan":
+        """Validate an already-parsed plan document (schema version first, then fields)."""
         if not isinstance(data, dict):
-            raise InputError("a plan must be a JSON object", file=name)
+            raise InputError("a plan must be a JSON object", file=source)
         ver = data.get("schema_version")
         if ver != SCHEMA_VERSION:
-            raise InputError(f"unsupported schema version {ver!r}, expected {SCHEMA_VERSION!r}", file=name,
+            raise InputError(f"unsupported schema version {ver!r}, expected {SCHEMA_VERSION!r}", file=source,
                              field="schema_version")
         try:
             return cls.model_validate(data)
         except ValidationError as e:
-            raise pydantic_error(e, file=name) from None
+            raise pydantic_error(e, file=source) from None

@@ -340,7 +340,6 @@ def _add_load_scenarios(m: MilpArrays, c: Candidates, lam, w, cap, energy, scen,
         ix_s = ncol + np.arange(K)
         iu_s = ncol + K + np.arange(M)
         ncol += K + M
-        rows = sp.lil_matrix((M + K, ncol))
         blocks.append((ix_s, iu_s, f, p))
     # assemble with one sparse build per scenario (columns appended after the nominal model)
     A = A.tocsr()
