@@ -200,7 +200,7 @@ class SynergAI(Policy):
         return d.replica
 
     def on_complete(self, i, replica, start_s, finish_s):
-        self.sched.complete(self.pending.pop(i), finish_s)
+        self.sched.complete(self.pending.pop(i), finish_s, start_s)
 
 
 @register_policy("synergai-ll", "SynergAI with the least-lateness overload rule instead of sacrifice (ablation)")

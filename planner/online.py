@@ -48,6 +48,7 @@ class Group:
     free: np.ndarray = field(default_factory=lambda: np.zeros(0))
     first_replica: int = 0
     sent: int = 0
+    drift: float = 1.0     # observed / profiled service time (EWMA over completions)
 
 
 @dataclass
@@ -70,11 +71,12 @@ class OnlineScheduler:
     """Greedy per-request placement over a plan's replicas."""
 
     def __init__(self, plan: Plan, *, clock: Callable[[], float] | None = None, check_quantile: str = "p90",
-                 overload: str = "sacrifice", sacrifice_cap: float = 2.0):
+                 overload: str = "sacrifice", sacrifice_cap: float = 2.0, drift_alpha: float = 0.02):
         if overload not in ("sacrifice", "least-lateness"):
             raise ValueError(f"unknown overload rule {overload!r}")
         self.overload = overload
         self.sacrifice_cap = sacrifice_cap
+        self.drift_alpha = drift_alpha
         self.plan = plan
         self.clock = clock or time.monotonic
         self.groups: list[Group] = []
@@ -210,15 +212,29 @@ class OnlineScheduler:
                         reason + (" (fallback: model not in plan)" if g.fallback else ""), cands or [],
                         est_free_s=float(g.free[i]), corr=float(self.corr[r]))
 
-    def complete(self, decision: Decision, actual_free_s: float) -> None:
+    def complete(self, decision: Decision, actual_free_s: float, actual_start_s: Optional[float] = None) -> None:
         """Feed back when the replica really became free after this request (executor/simulator).
 
         The error against the estimate shifts the replica's queued work; corrections already
         applied since the decision (earlier requests on the same FIFO replica) are not counted twice.
+        With ``actual_start_s`` the observed service time also recalibrates the group's estimates
+        (EWMA of observed / profiled, weight ``drift_alpha``): profiles that drifted stop misleading
+        the deadline check.
         """
         r = decision.replica
         if r < 0:
             return
+        if actual_start_s is not None and self.drift_alpha > 0:
+            g0 = self.groups[self.replica_group[r]]
+            base = g0.service_s / g0.drift
+            if base > 0:
+                ratio = min(10.0, max(0.1, (actual_free_s - actual_start_s) / base))
+                new = (1 - self.drift_alpha) * g0.drift + self.drift_alpha * ratio
+                f = new / g0.drift
+                g0.service_s *= f
+                g0.occupancy_s *= f
+                g0.check_s *= f
+                g0.drift = new
         believed = decision.est_free_s + (self.corr[r] - decision.corr)
         delta = actual_free_s - believed
         g = self.groups[self.replica_group[r]]

@@ -133,3 +133,22 @@ def test_observe_corrects_free_time():
     est = g.free[d.replica - g.first_replica]
     s.observe(d.replica, est, est + 1.0)
     assert g.free[d.replica - g.first_replica] == pytest.approx(est + 1.0)
+
+
+def test_drift_recalibrates_service_estimates():
+    plan = two_pool_plan(rate=100.0, deadline=1000.0)
+    s = OnlineScheduler(plan, drift_alpha=0.2)
+    g = s.by_model["m"][0]
+    before = g.service_s
+    t = 0.0
+    for _ in range(60):  # every request really takes twice the profiled time
+        d = s.assign("m", now=t)
+        gd = s.groups[d.group]
+        s.complete(d, d.start_s + 2 * gd.service_s / gd.drift, actual_start_s=d.start_s)
+        t += 1.0
+    assert g.drift == pytest.approx(2.0, rel=0.05)
+    assert g.service_s == pytest.approx(2 * before, rel=0.05)
+    off = OnlineScheduler(plan, drift_alpha=0.0)
+    d = off.assign("m", now=0.0)
+    off.complete(d, d.start_s + 1.0, actual_start_s=d.start_s)
+    assert off.groups[d.group].drift == 1.0
