@@ -138,11 +138,13 @@ def test_observe_corrects_free_time():
 def test_drift_recalibrates_service_estimates():
     plan = two_pool_plan(rate=100.0, deadline=1000.0)
     s = OnlineScheduler(plan, drift_alpha=0.2)
-    g = s.by_model["m"][0]
+    g = s.groups[s.assign("m", now=0.0).group]  # the group the plan routes to
+    s.reset()
     before = g.service_s
     t = 0.0
     for _ in range(60):  # every request really takes twice the profiled time
         d = s.assign("m", now=t)
+        assert d.group == g.gid
         gd = s.groups[d.group]
         s.complete(d, d.start_s + 2 * gd.service_s / gd.drift, actual_start_s=d.start_s)
         t += 1.0
