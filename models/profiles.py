@@ -157,7 +157,11 @@ class ProfileTable:
         for i, row in enumerate(df.to_dict(orient="records")):
             clean = {}
             for k, v in row.items():
-                if v is None or (isinstance(v, float) and math.isnan(v) and k not in _NUMERIC):
+                if v is None or v is pd.NaT:
+                    continue
+                if isinstance(v, float) and math.isnan(v):  # a typed (Parquet) frame's missing value
+                    if k in REQUIRED:
+                        raise InputError("missing value", file=source, row=i + 2, field=k)
                     continue
                 if isinstance(v, str):
                     v = v.strip()

@@ -148,3 +148,19 @@ def test_cli_bad_input_exit_2_one_line(tmp_path, kind):
 def test_workload_load_roundtrip():
     w = pdata.default_workload()
     assert isinstance(w, WorkloadSpec) and all(d.deadline_ms > 0 for d in w.models)
+
+
+def test_parquet_roundtrip_and_merge_newer_wins(tmp_path):
+    t = pdata.default_profiles()
+    p = tmp_path / "profiles.parquet"
+    t.save(p)
+    back = ProfileTable.load(p)
+    assert len(back) == len(t) and back.records[0] == t.records[0]
+    from datetime import datetime, timezone
+    newer = t.records[0].model_copy(update={"latency_p50_ms": t.records[0].latency_p50_ms * 0.5,
+                                            "measured_at": datetime(2030, 1, 1, tzinfo=timezone.utc),
+                                            "source": "measured:test"})
+    merged = ProfileTable.merge([t, ProfileTable([newer], source="mine.csv")])
+    assert len(merged) == len(t)
+    rec = next(r for r in merged.records if r.key == newer.key)
+    assert rec.source == "measured:test" and merged.replaced
