@@ -155,9 +155,9 @@ def test_daemon_resolves_a_409_conflict(kube_cluster, kube_admin, kube_namespace
 
 def test_daemon_survives_an_api_server_restart_and_expired_watches(kube_cluster, kube_admin, kube_namespace,
                                                                     tmp_path, fake_kubelet):
-    """The API server restarts; its new watch cache starts at the current revision, so the daemon's
-    watches, resuming from the versions they last saw, get 410 Gone: they list afresh and keep
-    reacting to drift (the periodic resync is 300 s away, so only the watches can)."""
+    """The API server restarts; the daemon's watches reconnect (resuming from the versions they last
+    saw, they usually get 410 Gone and list afresh) and keep reacting to drift (the periodic resync
+    is 300 s away, so only the watches can)."""
     ns = kube_namespace
     ms = build(default_plan())
     f = tmp_path / "plan.json"
@@ -171,9 +171,11 @@ def test_daemon_survives_an_api_server_restart_and_expired_watches(kube_cluster,
         # while the API server was away the loop kept running and /v1/assign kept answering
         assert rd.get("/healthz")[0] == 200
         assert rd.post("/v1/assign", {"model": ms.workloads[0].model})[0] == 200
-        wait_for(lambda: rd.metric("synergai_watch_restarts_total", reason="expired") >= 2, 30,
-                 what="410 Gone on both watches")
-        assert rd.metric("synergai_watch_restarts_total", reason="disconnected") >= 2
+        # Usually both resumed watches get 410 Gone; when a watch had already seen a newer version
+        # (a bookmark) it just reconnects. Either way both must restart; the 410 decoding itself is
+        # unit-tested in test_executor_kube.py, and the drift repair below proves the watches live.
+        wait_for(lambda: rd.metric("synergai_watch_restarts_total", reason="disconnected") >= 2, 60,
+                 what="both watches restarted")
         for w in (ms.workloads[1], ms.workloads[2]):
             scale(kube_admin, ns, w.name, 7)
             wait_for(lambda w=w: replicas(kube_admin, ns, w.name) == w.replicas, 10,
