@@ -154,10 +154,27 @@ def solve_highs(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
 
 # --- CBC through PuLP (optional) ----------------------------------------------------------------
 
+def _cbc_command(time_limit: float, gap: float):
+    """A CBC on PATH (PuLP 4 / `pulp[cbc]`) first; PuLP 3's bundled binary otherwise; None if neither."""
+    import warnings
+
+    import pulp
+    kw = dict(msg=False, timeLimit=max(1, int(np.ceil(time_limit))), gapRel=gap)
+    if shutil.which("cbc"):
+        return pulp.COIN_CMD(path=shutil.which("cbc"), **kw)
+    bundled = getattr(pulp, "PULP_CBC_CMD", None)
+    if bundled is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            cmd = bundled(**kw)
+        if cmd.available():
+            return cmd
+    return None
+
+
 def _cbc_available() -> bool:
     try:
-        import pulp
-        return pulp.PULP_CBC_CMD(msg=False).available() or shutil.which("cbc") is not None
+        return _cbc_command(1, 0) is not None
     except Exception:
         return False
 
@@ -168,10 +185,12 @@ def solve_cbc(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
 
     prob = pulp.LpProblem("synergai", pulp.LpMinimize)
     vs = []
+    add = getattr(prob, "add_variable", None)  # PuLP >= 3.3; plain LpVariable before
     for j, name in enumerate(m.col_names):
-        ub = m.ub[j] if np.isfinite(m.ub[j]) else None
-        vs.append(pulp.LpVariable(f"c{j}", lowBound=m.lb[j], upBound=ub,
-                                  cat=pulp.LpInteger if m.integer[j] else pulp.LpContinuous))
+        ub = float(m.ub[j]) if np.isfinite(m.ub[j]) else None
+        cat = pulp.LpInteger if m.integer[j] else pulp.LpContinuous
+        vs.append(add(f"c{j}", float(m.lb[j]), ub, cat=cat) if add else
+                  pulp.LpVariable(f"c{j}", lowBound=float(m.lb[j]), upBound=ub, cat=cat))
     prob += pulp.lpSum(float(v) * vs[j] for j, v in enumerate(m.c) if v != 0) + m.offset
     A = m.A.tocsr()
     for i in range(m.n_rows):
@@ -185,9 +204,7 @@ def solve_cbc(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
                 prob += expr <= float(hi), f"r{i}"
             if np.isfinite(lo):
                 prob += expr >= float(lo), f"r{i}_lo"
-    cmd = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(1, int(np.ceil(time_limit))), gapRel=gap)
-    if not cmd.available() and shutil.which("cbc"):
-        cmd = pulp.COIN_CMD(path=shutil.which("cbc"), msg=False, timeLimit=max(1, int(np.ceil(time_limit))), gapRel=gap)
+    cmd = _cbc_command(time_limit, gap)
     t0 = time.perf_counter()
     prob.solve(cmd)
     secs = time.perf_counter() - t0
