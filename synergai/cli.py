@@ -76,6 +76,7 @@ def plan(profiles: Optional[list[Path]] = typer.Option(None, "--profiles", "-p",
          headroom: float = typer.Option(1.5, "--headroom", help="Grow each served model's deadline-feasible capacity up to this factor before minimising energy (1 = off)."),
          load_scenarios: Optional[str] = typer.Option(None, "--load-scenarios", help="Burst-aware planning: 'factor:probability,...' including 1:p, e.g. '1:0.8,3.5:0.2'."),
          dump_lp: Optional[Path] = typer.Option(None, "--dump-lp", help="Also write the phase-1 MILP in LP format."),
+         what_if: bool = typer.Option(False, "--what-if", help="For unserved load, try one more node per pool and report the cheapest change that serves it."),
          out: Path = typer.Option(Path("plan.json"), "--out", "-o", help="Where to write the plan JSON.")):
     """Solve the offline MILP and write a plan."""
     if objective not in ("lexicographic", "weighted"):
@@ -115,6 +116,16 @@ def plan(profiles: Optional[list[Path]] = typer.Option(None, "--profiles", "-p",
         dump_lp.write_text(m.to_lp())
     p.save(out)
     print_plan(p)
+    if what_if:
+        from planner.whatif import what_if as _what_if
+        ws = _what_if(p, table, cl, wl, solver=solver, time_limit=time_limit, options=opts)
+        if not p.unserved:
+            console.print("what-if: nothing is unserved")
+        for w in ws:
+            after = "n/a" if w.unserved_after != w.unserved_after else f"{w.unserved_after:.1f}"
+            console.print(f"what-if {w.model}: {w.change}: unserved {w.unserved_before:.1f} -> {after} req/s")
+        if p.unserved and not ws:
+            console.print("what-if: one more node in any single pool does not serve more")
     console.print(f"wrote {out}")
 
 
