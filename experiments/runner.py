@@ -61,11 +61,8 @@ def run_sweep(scenarios: list[Scenario], *, quick: bool = False, seeds: Optional
                 base = dict(scenario=sc.name, seed=seed, load=load, rate_rps=sum(d.rate_rps for d in inst.workload.models),
                             capacity_rps=inst.capacity_rps, headline=sc.headline)
                 for name in online:
-                    ctx = RunContext(inst.profiles, inst.cluster, inst.workload, seed=seed, arrivals=arr, plans=plans,
-                                     options=opts)
-                    pol = get_policy(name)(ctx)
                     try:
-                        dep = pol.deploy()
+                        pol, dep = _deploy(name, inst, seed, arr, plans, opts)
                     except InputError as e:
                         rows.append({**base, "policy": name, "requests": len(arr), "status": "error", "note": str(e)})
                         if progress:
@@ -90,11 +87,8 @@ def run_sweep(scenarios: list[Scenario], *, quick: bool = False, seeds: Optional
                                  "excess_ms_mean": (best.excess_ms_total / len(head)) if best.excess_ms_total is not None else math.nan,
                                  "status": best.status, "note": f"deployment {best.deployment}; {best.seconds:.1f} s; {best.message}".strip("; ")})
                     for name in online:
-                        ctx = RunContext(inst.profiles, inst.cluster, inst.workload, seed=seed, arrivals=head, plans=plans,
-                                         options=opts)
-                        pol = get_policy(name)(ctx)
                         try:
-                            dep = pol.deploy()
+                            pol, dep = _deploy(name, inst, seed, head, plans, opts)
                         except InputError:
                             continue
                         r = simulate(head, dep, pol, truth=inst.truth)
@@ -110,6 +104,14 @@ def run_sweep(scenarios: list[Scenario], *, quick: bool = False, seeds: Optional
         if c not in res.columns:
             res[c] = pd.NA
     return res[RESULT_COLUMNS], pd.DataFrame(util_rows), pd.DataFrame(opt_rows)
+
+
+def _deploy(name: str, inst, seed: int, arrivals, plans: dict, opts: PlanOptions):
+    """A fresh policy for one run and its deployment (plans are shared through ``plans``)."""
+    ctx = RunContext(inst.profiles, inst.cluster, inst.workload, seed=seed, arrivals=arrivals, plans=plans,
+                     options=opts)
+    pol = get_policy(name)(ctx)
+    return pol, pol.deploy()
 
 
 def count_tasks(scenarios: list[Scenario], quick: bool, seeds: Optional[int], policies: Optional[list[str]]) -> int:

@@ -81,6 +81,8 @@ class MilpArrays:
     iu_all: np.ndarray = field(default_factory=lambda: np.zeros(0, int))    # u columns of every load scenario
     u_cost_all: np.ndarray = field(default_factory=lambda: np.zeros(0))     # p_s w_m for iu_all
     ix_scen: list = field(default_factory=list)                             # x columns of each extra load scenario
+    cap_k: np.ndarray = field(default_factory=lambda: np.zeros(0))          # c_k, usable rate per replica
+    m_k: np.ndarray = field(default_factory=lambda: np.zeros(0, int))       # model index of each candidate
     phase2_cost: np.ndarray = field(default_factory=lambda: np.zeros(0))    # full-length phase-2 objective
 
     @property
@@ -302,7 +304,7 @@ def build_milp(c: Candidates, demands: list[tuple[float, float]], pool_caps: lis
 
     out = MilpArrays(c=obj, A=A, row_lo=np.concatenate(row_lo), row_hi=np.concatenate(row_hi), lb=lb, ub=ub,
                      integer=integer, col_names=col_names, row_names=row_names, iy=iy, in_=in_, ix=ix, iu=iu,
-                     unserved_cost=w, phase2_cost=phase2, iu_all=iu.copy(), u_cost_all=w.copy())
+                     unserved_cost=w, phase2_cost=phase2, iu_all=iu.copy(), u_cost_all=w.copy(), cap_k=cap, m_k=mk)
     scen = list(opts.load_scenarios) if opts.load_scenarios else [(1.0, 1.0)]
     if len(scen) > 1:
         out = _add_load_scenarios(out, c, lam, w, cap, energy, scen, opts)
@@ -381,4 +383,4 @@ def _add_load_scenarios(m: MilpArrays, c: Candidates, lam, w, cap, energy, scen,
                       lb=np.concatenate(lb), ub=np.concatenate(ub), integer=np.concatenate(integer), col_names=names,
                       row_names=rnames, iy=m.iy, in_=m.in_, ix=m.ix, iu=m.iu, unserved_cost=m.unserved_cost,
                       phase2_cost=np.concatenate(phase2), iu_all=np.concatenate(iu_all), u_cost_all=np.concatenate(u_cost),
-                      ix_scen=[b[0] for b in blocks])
+                      ix_scen=[b[0] for b in blocks], cap_k=m.cap_k, m_k=m.m_k)

@@ -149,8 +149,7 @@ def _headroom_phase(fn, base: MilpArrays, milp: MilpArrays, x1: np.ndarray, opts
     (``max (M+1) t + sum_m alpha_m``, ``t <= alpha_m``), and pin every alpha_m for phase 2."""
     import scipy.sparse as sp
 
-    mk = milp.A[:len(milp.iu)].tocsc()[:, milp.ix].tocoo()
-    served = np.bincount(mk.row, weights=x1[milp.ix][mk.col], minlength=len(milp.iu))  # phase-1 routed
+    served = np.bincount(milp.m_k, weights=x1[milp.ix], minlength=len(milp.iu))  # phase-1 routed
     lam = milp.ub[milp.iu]
     ms = [m for m in range(len(milp.iu)) if served[m] > 1e-6 * max(1.0, lam[m])]
     if not ms:
@@ -162,14 +161,13 @@ def _headroom_phase(fn, base: MilpArrays, milp: MilpArrays, x1: np.ndarray, opts
         ia[m] = mh.n_cols - 1
     mh = mh.with_column("t", 1.0, opts.headroom)
     it = mh.n_cols - 1
-    cap = -milp.A[len(milp.iu):len(milp.iu) + len(milp.ix)].tocsr()[:, milp.in_].diagonal()  # c_k from util rows
     row_of = {m: i for i, m in enumerate(ms)}
     rows, cols, vals = [], [], []
-    for r_m, k in zip(mk.row, mk.col):
+    for k, r_m in enumerate(milp.m_k):
         if r_m in row_of:
             rows.append(row_of[r_m])
             cols.append(milp.in_[k])
-            vals.append(cap[k])
+            vals.append(milp.cap_k[k])
     for m in ms:
         rows.append(row_of[m])
         cols.append(ia[m])

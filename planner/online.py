@@ -161,12 +161,8 @@ class OnlineScheduler:
         best_key = None
         late_best = None
         late_key = None
-        total_sent = 1
-        for g in groups:
-            total_sent += g.sent
         cands = [] if explain else None
-        victim = None
-        cap_s = self.sacrifice_cap * deadline_ms / 1000.0
+        inf = float("inf")
         for g in groups:
             i = int(g.free.argmin()) if g.replicas > 1 else 0
             start = g.free[i]
@@ -175,23 +171,29 @@ class OnlineScheduler:
             finish = start + g.service_s + g.rtt_s
             meets = start + g.check_s + g.rtt_s <= due
             if meets:
-                # behind-share first (smooth WRR), same tier as origin, then energy
-                key = ((g.sent + 1) / (g.share * total_sent + 1e-12), origin is not None and g.tier != origin, g.energy_j)
+                # furthest behind its routing share first (smooth WRR; the model's total is common to all
+                # groups, so it drops out), then the same tier as the origin, then energy
+                if g.share > 0:
+                    key = ((g.sent + 1) / g.share, 0, origin is not None and g.tier != origin, g.energy_j)
+                else:
+                    key = (inf, g.sent, origin is not None and g.tier != origin, g.energy_j)
                 if best_key is None or key < best_key:
                     best, best_key = (g, i, start, finish), key
-            else:
-                if late_key is None or finish < late_key:
-                    late_best, late_key = (g, i, start, finish), finish
-                if self.overload == "sacrifice":
-                    j = int(g.free.argmax()) if g.replicas > 1 else 0
-                    s_j = max(now, g.free[j])
-                    f_j = s_j + g.service_s + g.rtt_s
-                    if f_j - due <= cap_s and (victim is None or s_j > victim[2]):
-                        victim = (g, j, s_j, f_j)
+            elif late_key is None or finish < late_key:
+                late_best, late_key = (g, i, start, finish), finish
             if cands is not None:
                 cands.append({"pool": g.pool, "config": g.config_id, "replica": g.first_replica + i,
                               "start_s": float(start), "finish_s": float(finish), "meets": bool(meets),
                               "share": g.share, "sent": g.sent, "fallback": g.fallback})
+        victim = None
+        if best is None and self.overload == "sacrifice":  # only when the request will be late anyway
+            cap_s = self.sacrifice_cap * deadline_ms / 1000.0
+            for g in groups:
+                j = int(g.free.argmax()) if g.replicas > 1 else 0
+                s_j = max(now, g.free[j])
+                f_j = s_j + g.service_s + g.rtt_s
+                if f_j - due <= cap_s and (victim is None or s_j > victim[2]):
+                    victim = (g, j, s_j, f_j)
         if best is not None:
             g, i, start, finish = best
             reason = "meets deadline; furthest behind the plan's routing share"
