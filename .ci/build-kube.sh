@@ -15,13 +15,14 @@ die() { echo "[build-kube] ERROR: $*" >&2; exit 1; }
 HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
 CACHE_DIR="${SYNERGAI_KUBE_CACHE:-$HOME/.cache/synergai-kube}"
 BIN_DIR="$CACHE_DIR/bin"
-REQUIRED_BINS=(kube-apiserver kube-controller-manager)
+REQUIRED_BINS=(kube-apiserver kube-controller-manager kubectl)
 OPTIONAL_BINS=(kube-scheduler)
 
 have_cached() {
     local b
     for b in "${REQUIRED_BINS[@]}"; do
         [[ -x "$BIN_DIR/$b" ]] || return 1
+        if [[ $b == kubectl ]]; then "$BIN_DIR/$b" version --client >/dev/null 2>&1 || return 1; continue; fi
         "$BIN_DIR/$b" --version >/dev/null 2>&1 || return 1
     done
     return 0
@@ -181,7 +182,7 @@ esac
 export KUBE_BUILD_PLATFORMS
 log "go: $(go version)"
 
-WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler"
+WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubectl"
 log "building: $WHAT (this takes ~10 min on 2 cores)"
 start=$(date +%s)
 (cd "$GOPATH/src/k8s.io/kubernetes" && make WHAT="$WHAT")

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from models import InputError
+from synergai.models import InputError
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -22,7 +22,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _load(plan_file: Path, images: Optional[Path]):
-    from models import Plan
+    from synergai.models import Plan
 
     from .images import ImageMap
     from .manifests import build

@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional, Union
 
-from models import ClusterSpec, InputError, Plan, WorkloadSpec
+from synergai.models import ClusterSpec, InputError, Plan, WorkloadSpec
 
 from .apply import ApplyError, ApplyResult, Change, apply_objects
 from .images import ImageMap
@@ -432,7 +432,7 @@ class Daemon:
         with self._lock:
             plan_changed = self.plan is None or self.plan.plan_id != plan.plan_id or self.manifests is None
             if plan_changed:
-                from planner import OnlineScheduler
+                from synergai.planner import OnlineScheduler
 
                 with self._sched_lock:
                     self.scheduler = OnlineScheduler(plan)
@@ -522,16 +522,15 @@ class Daemon:
         return inv.cluster, inv.cluster.model_dump_json()
 
     def _plan_workload(self, wl: WorkloadSpec, cluster: ClusterSpec, origin: str) -> Plan:
-        from planner import plan_offline
+        from synergai.planner import plan_offline
 
         if self._profiles is None:
             if self.config.profiles:
-                from models import ProfileTable
+                from synergai.models import ProfileTable
 
                 self._profiles = ProfileTable.load(self.config.profiles)
             else:
-                import profiling_data
-
+                from synergai import profiling_data
                 self._profiles = profiling_data.default_profiles()
         log.info("planning workload %s for %d pools", origin, len(cluster.pools))
         return plan_offline(self._profiles, cluster, wl, time_limit=self.config.plan_time_limit)

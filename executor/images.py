@@ -11,8 +11,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from models.cluster import load_structured
-from models.errors import InputError, pydantic_error
+from synergai.models.cluster import load_structured
+from synergai.models.errors import InputError, pydantic_error
 
 DEFAULT_IMAGES = Path(__file__).resolve().parent / "images.yaml"
 

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from models import ClusterSpec, InputError, NodePool
+from synergai.models import ClusterSpec, InputError, NodePool
 
 LABEL_ARCH = "kubernetes.io/arch"
 LABEL_DEVICE = "synergai.io/device"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from models import InputError
+from synergai.models import InputError
 
 log = logging.getLogger("synergai.kube")
 

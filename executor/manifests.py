@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from kubernetes import client as k
 
-from models import Assignment, InputError, NodePool, Plan
+from synergai.models import Assignment, InputError, NodePool, Plan
 
 from .images import ImageMap, ResolvedImage
 from .names import Namer, dns_name, label_key_error, label_value_error
@@ -177,7 +177,7 @@ def _env(a: Assignment, pool: NodePool, img: ResolvedImage) -> list[k.V1EnvVar]:
         "PORT": str(img.port),
     }
     if c.batch_size > 1:  # the bounded batch-formation wait the planner assumed (planner.candidates.batch_wait_ms)
-        from planner.candidates import BATCH_WAIT_FRACTION
+        from synergai.planner.candidates import BATCH_WAIT_FRACTION
         env["MAX_BATCH_DELAY_MS"] = f"{BATCH_WAIT_FRACTION * c.latency_p50_ms:.3f}"
     if c.threads:
         env["OMP_NUM_THREADS"] = str(c.threads)

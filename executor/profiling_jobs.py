@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from models import ClusterSpec, InputError, NodePool
-from models.profiles import COLUMNS, REQUIRED, ProfileRecord, ProfileTable
+from synergai.models import ClusterSpec, InputError, NodePool
+from synergai.models.profiles import COLUMNS, REQUIRED, ProfileRecord, ProfileTable
 
 from .manifests import RUN_AS_USER, cpu_quantity, memory_quantity, pool_node_selector
 from .names import dns_name, is_dns1035_label, label_value_error

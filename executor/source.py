@@ -18,8 +18,8 @@ from typing import Optional, Union
 import yaml
 from pydantic import ValidationError
 
-from models import InputError, Plan, WorkloadSpec
-from models.errors import pydantic_error
+from synergai.models import InputError, Plan, WorkloadSpec
+from synergai.models.errors import pydantic_error
 
 from .names import is_dns1123_label, is_dns1123_subdomain
 

@@ -14,11 +14,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from models import ModelDemand, WorkloadSpec
-from planner import OnlineScheduler, PlanOptions, available_solvers, plan_offline
-from planner.candidates import build_candidates
-from planner.milp import build_milp
-from planner.synthetic import random_instance
+from synergai.models import ModelDemand, WorkloadSpec
+from synergai.planner import OnlineScheduler, PlanOptions, available_solvers, plan_offline
+from synergai.planner.candidates import build_candidates
+from synergai.planner.milp import build_milp
+from synergai.planner.synthetic import random_instance
 
 SIZES = [(10, 5, 10), (30, 10, 20), (100, 20, 30)]
 QUICK_SIZES = [(10, 5, 10), (30, 10, 20)]

@@ -3,7 +3,7 @@
 The default cluster's node counts are multiplied until SynergAI's plan has about 1,000 replicas; the
 workload is the default mix at 0.8 of that cluster's plan capacity. Usage::
 
-    python -m experiments.bench_sim [--arrivals 1000000] [--replicas 1000] [--policies synergai,slo-mael,round-robin]
+    python -m synergai.experiments.bench_sim [--arrivals 1000000] [--replicas 1000] [--policies synergai,slo-mael,round-robin]
 """
 from __future__ import annotations
 

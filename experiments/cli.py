@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from models import InputError
+from synergai.models import InputError
 
 
 def register(app: typer.Typer) -> None:

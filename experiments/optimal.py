@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from models import ProfileTable
+from synergai.models import ProfileTable
 
 from .sim import Arrivals, Deployment, service_params
 

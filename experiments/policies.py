@@ -19,9 +19,9 @@ from typing import Optional
 
 import numpy as np
 
-from models import ClusterSpec, InputError, Plan, ProfileRecord, ProfileTable, WorkloadSpec
-from planner import OnlineScheduler, PlanOptions, plan_offline
-from planner.queueing import LatencyDist
+from synergai.models import ClusterSpec, InputError, Plan, ProfileRecord, ProfileTable, WorkloadSpec
+from synergai.planner import OnlineScheduler, PlanOptions, plan_offline
+from synergai.planner.queueing import LatencyDist
 
 from .sim import Arrivals, Deployment, Replica
 

@@ -7,8 +7,8 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from models import InputError
-from planner import PlanOptions
+from synergai.models import InputError
+from synergai.planner import PlanOptions
 
 from .optimal import solve_best
 from .policies import POLICIES, RunContext, get_policy

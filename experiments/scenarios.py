@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from models import ClusterSpec, InputError, ModelDemand, ProfileTable, WorkloadSpec
-from models.cluster import load_structured
-from models.errors import pydantic_error
-from planner import PlanOptions, plan_offline
+from synergai.models import ClusterSpec, InputError, ModelDemand, ProfileTable, WorkloadSpec
+from synergai.models.cluster import load_structured
+from synergai.models.errors import pydantic_error
+from synergai.planner import PlanOptions, plan_offline
 
 from .sim import Arrivals
 
@@ -225,7 +225,7 @@ def load_scenarios(spec: "ArrivalSpec") -> tuple:
 
 
 def _defaults():
-    import profiling_data as pdd
+    import synergai.profiling_data as pdd
     return pdd.default_profiles(), pdd.default_cluster(), pdd.default_workload()
 
 

@@ -41,9 +41,9 @@ from typing import Optional
 
 import numpy as np
 
-from models import NodePool, ProfileRecord, ProfileTable
-from planner.candidates import WATTS_PER_ACCELERATOR, WATTS_PER_CORE
-from planner.offline import pack_ffd
+from synergai.models import NodePool, ProfileRecord, ProfileTable
+from synergai.planner.candidates import WATTS_PER_ACCELERATOR, WATTS_PER_CORE
+from synergai.planner.offline import pack_ffd
 
 Z90 = 1.2815515655446004
 Z99 = 2.3263478740408408

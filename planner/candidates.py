@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models import ClusterSpec, InputError, ProfileRecord, ProfileTable, WorkloadSpec
-from models.plan import Candidate
+from synergai.models import ClusterSpec, InputError, ProfileRecord, ProfileTable, WorkloadSpec
+from synergai.models.plan import Candidate
 
 from .queueing import LatencyDist, max_utilisation
 

@@ -7,8 +7,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from models import ClusterSpec, ProfileTable, WorkloadSpec
-from models.plan import Assignment, ConfigChoice, Plan, SolverReport, Unserved
+from synergai.models import ClusterSpec, ProfileTable, WorkloadSpec
+from synergai.models.plan import Assignment, ConfigChoice, Plan, SolverReport, Unserved
 
 from .candidates import Candidates, PlanOptions, build_candidates, check_inputs
 from .milp import MilpArrays, build_milp

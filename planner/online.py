@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from models import Plan
+from synergai.models import Plan
 
 from .queueing import LatencyDist
 

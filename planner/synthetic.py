@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models import ClusterSpec, ModelDemand, NodePool, ProfileRecord, ProfileTable, WorkloadSpec
+from synergai.models import ClusterSpec, ModelDemand, NodePool, ProfileRecord, ProfileTable, WorkloadSpec
 
 
 def random_instance(seed: int, n_pools: int = 3, n_models: int = 2, n_configs: int = 3, *, max_nodes: int = 3,

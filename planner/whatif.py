@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models import ClusterSpec, NodePool, Plan, ProfileTable, WorkloadSpec
+from synergai.models import ClusterSpec, NodePool, Plan, ProfileTable, WorkloadSpec
 
 from .candidates import PlanOptions
 from .offline import plan_offline

@@ -1,16 +1,16 @@
 """Embedded default inputs: profiles derived from MLPerf Inference v3.0, a default cluster and workload.
 
 Everything here loads from files committed in this package; nothing needs ``../shared`` at import or load
-time (that extract is only needed to *rebuild* the profiles: ``python -m profiling_data.build_default``).
+time (that extract is only needed to *rebuild* the profiles: ``python -m synergai.profiling_data.build_default``).
 """
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
 
-from models.cluster import ClusterSpec
-from models.profiles import ProfileTable
-from models.workload import WorkloadSpec
+from synergai.models.cluster import ClusterSpec
+from synergai.models.profiles import ProfileTable
+from synergai.models.workload import WorkloadSpec
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_PROFILES = PACKAGE_DIR / "default_profiles.csv"

@@ -1,6 +1,6 @@
 """Rebuild ``profiling_data/default_profiles.csv`` from the MLPerf Inference v3.0 extract.
 
-    python -m profiling_data.build_default [--data DIR] [--out DIR]
+    python -m synergai.profiling_data.build_default [--data DIR] [--out DIR]
 
 ``--data`` defaults to ``../shared/data/mlperf-inference-v3.0`` next to the repository (see
 ``profiling_data.mlperf.DEFAULT_DATA_DIR``); ``--out`` defaults to this package's directory. The output is
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from models.errors import InputError
+from synergai.models.errors import InputError
 
 from .mlperf import DEFAULT_DATA_DIR, coverage_matrix, import_mlperf_with_report, power_modes
 
@@ -43,7 +43,7 @@ def build(data_dir: str | Path = DEFAULT_DATA_DIR, out_dir: str | Path = PACKAGE
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m profiling_data.build_default", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m synergai.profiling_data.build_default", description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA_DIR),
                     help="directory holding results.csv and systems.csv (default: %(default)s)")
     ap.add_argument("--out", default=str(PACKAGE_DIR), help="output directory (default: %(default)s)")

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from models import ClusterSpec, InputError, ProfileTable
+from synergai.models import ClusterSpec, InputError, ProfileTable
 
 # logs of a Job or CI are not terminals: give the results table room instead of truncating it
 console = Console(soft_wrap=True) if sys.stdout.isatty() else Console(width=160, soft_wrap=True)
@@ -55,7 +55,7 @@ def _float(v: Optional[str], flag: str) -> Optional[float]:
 
 # ------------------------------------------------------------------------------------------------ profile
 def _engines_table() -> Table:
-    from profiling_data.profiler import engines as eng
+    from synergai.profiling_data.profiler import engines as eng
 
     t = Table(title="inference engines")
     t.add_column("engine")
@@ -104,7 +104,7 @@ def profile(
     kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="With --publish-configmap outside a pod: the kubeconfig to use."),
 ):
     """Measure real inference on this node for a grid of configurations and append ProfileRecords."""
-    from profiling_data.profiler import runner
+    from synergai.profiling_data.profiler import runner
 
     if list_engines:
         console.print(_engines_table())
@@ -149,7 +149,7 @@ def profile(
             failures.append(f"{o.config.label()}: {o.error}")
         progress.advance(task)
 
-    from profiling_data.profiler import device as dev
+    from synergai.profiling_data.profiler import device as dev
 
     energy = dev.Rapl()
     t0 = time.perf_counter()
@@ -180,7 +180,7 @@ def profile(
         raise typer.Exit(130)
     console.print(f"wrote {out} ({len(store.records)} records) and {store.meta_path}")
     if publish_configmap:
-        from executor import profiling_jobs as pj
+        from synergai.executor import profiling_jobs as pj
 
         if not out.exists():
             raise InputError("nothing measured, nothing to publish", file=str(out))
@@ -203,8 +203,8 @@ def import_mlperf(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the one-line summary."),
 ):
     """Turn an MLPerf Inference results table into ProfileRecords (same normalisation as the default data)."""
-    import profiling_data as pdata
-    from profiling_data.mlperf import DEFAULT_DATA_DIR, coverage_matrix, import_mlperf_with_report
+    import synergai.profiling_data as pdata
+    from synergai.profiling_data.mlperf import DEFAULT_DATA_DIR, coverage_matrix, import_mlperf_with_report
 
     if (results is None) != (systems is None):
         raise InputError("give both --results and --systems (or --data DIR)", field="--results" if results is None else "--systems")
@@ -246,11 +246,11 @@ def profile_cluster(
     replace: bool = typer.Option(False, "--replace", help="With --apply: delete and re-create Jobs that already exist."),
 ):
     """Profile every node pool from the cluster: Job manifests, --apply them, --collect the results."""
-    from executor import profiling_jobs as pj
+    from synergai.executor import profiling_jobs as pj
 
     if apply and collect:
         raise InputError("choose --apply or --collect, not both", field="--collect")
-    cl = ClusterSpec.load(cluster) if cluster else __import__("profiling_data").default_cluster()
+    cl = ClusterSpec.load(cluster) if cluster else __import__("synergai.profiling_data", fromlist=["default_cluster"]).default_cluster()
     if collect:
         api = pj.api_client(str(kubeconfig) if kubeconfig else None)
         ns = namespace or _default_ns(kubeconfig)
@@ -277,14 +277,14 @@ def profile_cluster(
         table.save(dest)
         console.print(f"wrote {dest} ({len(table)} records; {len(res.rejected)} rejected)")
         return
-    from profiling_data.profiler.engines import engine_names
+    from synergai.profiling_data.profiler.engines import engine_names
 
     for e in (x.strip().lower() for x in engine.split(",")):
         if e != "all" and e not in engine_names():
             raise InputError(f"unknown engine {e!r}; choose from {', '.join(engine_names())} or all", field="--engine")
     img_map = None
     if images is not None:
-        from executor.images import ImageMap
+        from synergai.executor.images import ImageMap
         img_map = ImageMap.load(images)
     objs = pj.build_objects(cl, namespace=None, images=img_map, image=image, engines=engine, pools=list(pool or []) or None)
     jobs = [o for o in objs if o["kind"] == "Job"]
@@ -308,7 +308,7 @@ def profile_cluster(
 
 def _default_ns(kubeconfig: Optional[Path]) -> str:
     try:
-        from executor.kube import default_namespace
+        from synergai.executor.kube import default_namespace
         return default_namespace(str(kubeconfig) if kubeconfig else None)
     except Exception:
         return "default"
@@ -317,7 +317,7 @@ def _default_ns(kubeconfig: Optional[Path]) -> str:
 def _validate(objs: list[dict]) -> str:
     """Offline strict schema check when kubernetes-validate is installed; '' when it is not."""
     try:
-        from executor.validate import ManifestInvalid, schema_version, validate_strict
+        from synergai.executor.validate import ManifestInvalid, schema_version, validate_strict
     except ImportError:
         return ""
     try:

@@ -104,8 +104,8 @@ from typing import Iterable, Optional
 
 from pydantic import ValidationError
 
-from models.errors import InputError
-from models.profiles import KEY_FIELDS, ProfileRecord, ProfileTable
+from synergai.models.errors import InputError
+from synergai.models.profiles import KEY_FIELDS, ProfileRecord, ProfileTable
 
 #: Where the shared MLPerf v3.0 extract lives relative to this repository (override with an argument).
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared/data/mlperf-inference-v3.0"

@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from models import ClusterSpec, InputError, Plan, ProfileTable, Trace, WorkloadSpec, json_schemas
-from planner import OnlineScheduler, PlanOptions, plan_offline, solver_names
+from synergai.models import ClusterSpec, InputError, Plan, ProfileTable, Trace, WorkloadSpec, json_schemas
+from synergai.planner import OnlineScheduler, PlanOptions, plan_offline, solver_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Architecture-aware planner for ML inference on edge-to-cloud Kubernetes clusters.")
@@ -26,8 +26,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 def load_inputs(profiles: Optional[list[Path]], cluster: Optional[Path], workload: Optional[Path]):
     """Inputs or the embedded defaults; several profile files are merged (newer measurement wins)."""
-    import profiling_data as pd_
-
+    import synergai.profiling_data as pd_
     if profiles:
         tables = [ProfileTable.load(p) for p in profiles]
         table = tables[0] if len(tables) == 1 else ProfileTable.merge(tables)
@@ -108,8 +107,8 @@ def plan(profiles: Optional[list[Path]] = typer.Option(None, "--profiles", "-p",
     p = plan_offline(table, cl, wl, solver=solver, time_limit=time_limit, gap=gap, options=opts,
                      cluster_file=str(cluster) if cluster else None, workload_file=str(workload) if workload else None)
     if dump_lp:
-        from planner.candidates import build_candidates
-        from planner.milp import build_milp
+        from synergai.planner.candidates import build_candidates
+        from synergai.planner.milp import build_milp
         c = build_candidates(table, cl, wl, opts)
         m = build_milp(c, [(d.rate_rps, d.priority) for d in wl.models],
                        [(q.cpu, q.memory_mb, float(q.accelerators), q.nodes) for q in cl.pools], opts)
@@ -117,7 +116,7 @@ def plan(profiles: Optional[list[Path]] = typer.Option(None, "--profiles", "-p",
     p.save(out)
     print_plan(p)
     if what_if:
-        from planner.whatif import what_if as _what_if
+        from synergai.planner.whatif import what_if as _what_if
         ws = _what_if(p, table, cl, wl, solver=solver, time_limit=time_limit, options=opts)
         if not p.unserved:
             console.print("what-if: nothing is unserved")
@@ -190,7 +189,7 @@ def schema(out: Path = typer.Option(Path("schemas"), "--out", "-o", help="Direct
 def _register_plugins() -> None:
     import importlib
 
-    for mod in ("experiments.cli", "executor.cli", "profiling_data.cli"):
+    for mod in ("synergai.experiments.cli", "synergai.executor.cli", "synergai.profiling_data.cli"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -76,7 +76,7 @@ def fake_kubelet(kube_cluster):
 @pytest.fixture(scope="session")
 def kube_admin(kube_cluster):
     """An :class:`executor.kube.KubeClient` with admin rights."""
-    from executor.kube import KubeClient
+    from synergai.executor.kube import KubeClient
 
     client = KubeClient.from_kubeconfig(kube_cluster.kubeconfig_path)
     yield client
@@ -194,7 +194,7 @@ class running_daemon:  # noqa: N801 - used as a context manager
     def __enter__(self) -> RunningDaemon:
         import threading
 
-        from executor.daemon import run
+        from synergai.executor.daemon import run
 
         self.stop = threading.Event()
         box = {}
@@ -233,8 +233,8 @@ class running_daemon:  # noqa: N801 - used as a context manager
 
 def daemon_config(plan_source: str, namespace: str, kubeconfig: str, **kw):
     """A DaemonConfig with test-friendly timings (127.0.0.1, any free port, 1 s resync)."""
-    from executor.daemon import DaemonConfig
-    from executor.kube import RetryPolicy
+    from synergai.executor.daemon import DaemonConfig
+    from synergai.executor.kube import RetryPolicy
 
     base = dict(plan_source=plan_source, namespace=namespace, kubeconfig=kubeconfig, interval=1.0,
                 host="127.0.0.1", port=0, debounce=0.05, watch_timeout=20, max_backoff=2.0,

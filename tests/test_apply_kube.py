@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from executor.apply import ApplyError, apply_objects
-from executor.inventory import parse_quantity
-from executor.kube import KubeError
-from executor.manifests import LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER, build
-from executor.validate import SNAPSHOT, snapshot_from_openapi
-from models import Plan
+from synergai.executor.apply import ApplyError, apply_objects
+from synergai.executor.inventory import parse_quantity
+from synergai.executor.kube import KubeError
+from synergai.executor.manifests import LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER, build
+from synergai.executor.validate import SNAPSHOT, snapshot_from_openapi
+from synergai.models import Plan
 from synergai.cli import main as cli_main
 from tests.conftest import wait_for
 from tests.test_manifests import default_plan, hostile_plan, random_plan
@@ -341,7 +341,7 @@ def test_cli_apply_api_error_is_one_line(kube_cluster, tmp_path, capsys):
 
 
 def test_cli_inventory_reads_node_labels(kube_cluster, fake_kubelet, tmp_path, capsys):
-    from models import ClusterSpec
+    from synergai.models import ClusterSpec
 
     out = tmp_path / "cluster.yaml"
     assert cli_main(["inventory", "--kubeconfig", kube_cluster.kubeconfig_path, "--out", str(out)]) == 0

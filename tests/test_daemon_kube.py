@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from executor.apply import apply_objects
-from executor.manifests import LABEL_INSTANCE, build
-from models import Plan
+from synergai.executor.apply import apply_objects
+from synergai.executor.manifests import LABEL_INSTANCE, build
+from synergai.models import Plan
 from tests.conftest import daemon_config, free_port, http_request, running_daemon, wait_for
 from tests.test_apply_kube import changed_plan, desired_keys, managed
 from tests.test_manifests import default_plan, random_plan

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from executor.apply import ApplyError, apply_objects
-from executor.kube import KubeClient, KubeError
-from executor.manifests import build
+from synergai.executor.apply import ApplyError, apply_objects
+from synergai.executor.kube import KubeClient, KubeError
+from synergai.executor.manifests import build
 from tests.conftest import DAEMON_USER, KUBE_TOKENS, daemon_config, running_daemon, wait_for
 from tests.test_apply_kube import managed
 from tests.test_daemon_kube import converged, replicas, scale

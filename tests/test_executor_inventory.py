@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from executor.inventory import cluster_from_nodes, matching_nodes, parse_quantity
-from executor.manifests import pool_node_selector
-from executor.source import ConfigMapSource, FileSource, SourceDoc, parse_document, parse_source
-from models import InputError, Plan, WorkloadSpec
+from synergai.executor.inventory import cluster_from_nodes, matching_nodes, parse_quantity
+from synergai.executor.manifests import pool_node_selector
+from synergai.executor.source import ConfigMapSource, FileSource, SourceDoc, parse_document, parse_source
+from synergai.models import InputError, Plan, WorkloadSpec
 
 
 def node(name, labels, cpu="8", memory="16Gi", extra=None, ready=True, unschedulable=False, arch="arm64"):
@@ -100,8 +100,8 @@ def _doc(text, json_hint=False):
 
 
 def test_parse_document_plan_and_workload(tmp_path):
-    from planner import plan_offline
-    from planner.synthetic import random_instance
+    from synergai.planner import plan_offline
+    from synergai.planner.synthetic import random_instance
 
     t, c, w = random_instance(0, 2, 2, 2)
     plan = plan_offline(t, c, w)
@@ -132,7 +132,7 @@ class _FakeKube:
 
 
 def test_assign_request_validation(tmp_path):
-    from executor.daemon import Daemon, DaemonConfig
+    from synergai.executor.daemon import Daemon, DaemonConfig
 
     f = tmp_path / "plan.json"
     f.write_text("{}")

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from executor.kube import KubeClient, KubeError, RetryPolicy, Stopped
+from synergai.executor.kube import KubeClient, KubeError, RetryPolicy, Stopped
 
 
 class ScriptedClient(KubeClient):
@@ -137,7 +137,7 @@ def test_paths():
 
 
 def test_diff_and_normalise():
-    from executor.apply import _plan_id_only, diff, normalise
+    from synergai.executor.apply import _plan_id_only, diff, normalise
 
     live = {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "x", "resourceVersion": "5", "generation": 2, "uid": "u", "managedFields": [{}],

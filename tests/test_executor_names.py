@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from executor.names import (Namer, dns_name, is_dns1035_label, is_dns1123_subdomain, label_key_error,
+from synergai.executor.names import (Namer, dns_name, is_dns1035_label, is_dns1123_subdomain, label_key_error,
                             label_value_error, slug)
 
 HOSTILE = [

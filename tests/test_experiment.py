@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from experiments.runner import RESULT_COLUMNS, TIMING_COLUMNS
+from synergai.experiments.runner import RESULT_COLUMNS, TIMING_COLUMNS
 from synergai.cli import main
 
 REQUIRED = ["scenario", "policy", "seed", "load", "requests", "violations", "violation_rate", "excess_ms_total",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from models import ProfileTable
-from profiling_data import DEFAULT_PROFILES
-from profiling_data.mlperf import DEFAULT_DATA_DIR
+from synergai.models import ProfileTable
+from synergai.profiling_data import DEFAULT_PROFILES
+from synergai.profiling_data.mlperf import DEFAULT_DATA_DIR
 from synergai.cli import main
 
 HAVE_DATA = (DEFAULT_DATA_DIR / "results.csv").exists() and (DEFAULT_DATA_DIR / "systems.csv").exists()

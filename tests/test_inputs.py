@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import profiling_data as pdata
-from models import ClusterSpec, InputError, Plan, ProfileTable, Trace, WorkloadSpec
+import synergai.profiling_data as pdata
+from synergai.models import ClusterSpec, InputError, Plan, ProfileTable, Trace, WorkloadSpec
 
 GOOD = pdata.DEFAULT_PROFILES
 

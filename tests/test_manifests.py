@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from executor.images import ImageMap
-from executor.manifests import (ANN_PLAN_ID, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_POOL, MANAGER,
+from synergai.executor.images import ImageMap
+from synergai.executor.manifests import (ANN_PLAN_ID, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_POOL, MANAGER,
                                 build, cpu_quantity, memory_quantity)
-from executor.names import is_dns1035_label, label_value_error
-from executor.validate import ManifestInvalid, schema_version, validate, validate_all, validate_fields_1_20
-from models import InputError, Plan
+from synergai.executor.names import is_dns1035_label, label_value_error
+from synergai.executor.validate import ManifestInvalid, schema_version, validate, validate_all, validate_fields_1_20
+from synergai.models import InputError, Plan
 from synergai.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,16 +25,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 @lru_cache(maxsize=None)
 def default_plan() -> Plan:
-    import profiling_data as pdd
-    from planner import plan_offline
+    import synergai.profiling_data as pdd
+    from synergai.planner import plan_offline
 
     return plan_offline(pdd.default_profiles(), pdd.default_cluster(), pdd.default_workload())
 
 
 @lru_cache(maxsize=None)
 def random_plan(seed: int) -> Plan:
-    from planner import plan_offline
-    from planner.synthetic import random_instance
+    from synergai.planner import plan_offline
+    from synergai.planner.synthetic import random_instance
 
     t, c, w = random_instance(seed, 4, 3, 4, power_modes=1 + seed % 3)
     return plan_offline(t, c, w)
@@ -43,7 +43,7 @@ def random_plan(seed: int) -> Plan:
 def scenario_plans() -> list:
     """(name, plan) for every bundled scenario: its cluster and model mix at a moderate rate."""
     try:
-        from experiments.scenarios import builtin_scenarios
+        from synergai.experiments.scenarios import builtin_scenarios
     except ImportError:  # scenarios not in this checkout
         return []
     return [pytest.param(name, path, id=f"scenario-{name}") for name, path in builtin_scenarios().items()]
@@ -68,8 +68,8 @@ def renamed(plan: Plan, models: dict, pools: dict, keep_labels: bool = False) ->
 
 
 def hostile_plan(seed: int = 1) -> Plan:
-    from planner import plan_offline
-    from planner.synthetic import random_instance
+    from synergai.planner import plan_offline
+    from synergai.planner.synthetic import random_instance
 
     t, c, w = random_instance(seed, 5, 5, 3)
     p = plan_offline(t, c, w)
@@ -293,7 +293,7 @@ def test_hostile_names_case_and_dots_do_not_collide():
 
 
 def test_validator_uses_an_official_schema_and_rejects_post_1_20_fields():
-    from executor.validate import have_kubernetes_validate
+    from synergai.executor.validate import have_kubernetes_validate
 
     assert have_kubernetes_validate(), "kubernetes-validate must be installed for the tests (official schema)"
     assert schema_version()  # the oldest schema kubernetes-validate ships that covers 1.20
@@ -332,8 +332,8 @@ def test_default_and_hostile_plans_validate_strict():
 
 @pytest.mark.parametrize("name,path", scenario_plans())
 def test_bundled_scenarios_validate_strict(name, path):
-    from experiments.scenarios import _defaults, base_workload, build_cluster, load_scenario
-    from planner import plan_offline
+    from synergai.experiments.scenarios import _defaults, base_workload, build_cluster, load_scenario
+    from synergai.planner import plan_offline
 
     table, _, dwl = _defaults()
     sc = load_scenario(path)
@@ -345,8 +345,7 @@ def test_bundled_scenarios_validate_strict(name, path):
 
 
 def test_every_engine_of_the_default_profiles_has_an_image():
-    import profiling_data as pdd
-
+    import synergai.profiling_data as pdd
     imap = ImageMap.default()
     pairs = {(r.engine, r.architecture) for r in pdd.default_profiles().records}
     for engine, arch in sorted(pairs):

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import InputError
-from models.profiles import KEY_FIELDS, ProfileTable
-from profiling_data import (DEFAULT_CLUSTER, DEFAULT_PROFILES, DEFAULT_WORKLOAD, default_cluster,
+from synergai.models.errors import InputError
+from synergai.models.profiles import KEY_FIELDS, ProfileTable
+from synergai.profiling_data import (DEFAULT_CLUSTER, DEFAULT_PROFILES, DEFAULT_WORKLOAD, default_cluster,
                             default_profiles, default_workload)
-from profiling_data.build_default import OUT_NAME, build
-from profiling_data.mlperf import (DEFAULT_DATA_DIR, RESULTS_REQUIRED, import_mlperf, import_mlperf_with_report,
+from synergai.profiling_data.build_default import OUT_NAME, build
+from synergai.profiling_data.mlperf import (DEFAULT_DATA_DIR, RESULTS_REQUIRED, import_mlperf, import_mlperf_with_report,
                                    normalize_engine, normalize_model, normalize_precision)
 
 SHARED = DEFAULT_DATA_DIR

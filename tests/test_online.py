@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import profiling_data as pdata
-from models import ClusterSpec, ModelDemand, NodePool, ProfileRecord, ProfileTable, WorkloadSpec
-from planner import OnlineScheduler, plan_offline
+import synergai.profiling_data as pdata
+from synergai.models import ClusterSpec, ModelDemand, NodePool, ProfileRecord, ProfileTable, WorkloadSpec
+from synergai.planner import OnlineScheduler, plan_offline
 
 
 def two_pool_plan(rate=50.0, deadline=60.0):

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.optimal import solve_best
-from experiments.policies import RunContext, get_policy
-from experiments.sim import simulate
-from planner.synthetic import random_instance
+from synergai.experiments.optimal import solve_best
+from synergai.experiments.policies import RunContext, get_policy
+from synergai.experiments.sim import simulate
+from synergai.planner.synthetic import random_instance
 
 from .test_sim import _arrivals
 
@@ -14,7 +14,7 @@ POLS = ["synergai", "slo-mael", "slo-mael-bw", "round-robin", "least-loaded", "o
 
 
 def _batch1(table):
-    from models import ProfileTable
+    from synergai.models import ProfileTable
     return ProfileTable([r for r in table.records if r.batch_size == 1], on_duplicate="newest")
 
 

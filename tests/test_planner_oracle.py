@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models import NodePool
-from planner import PlanOptions, available_solvers, pack_ffd, plan_offline
-from planner.candidates import build_candidates
-from planner.synthetic import random_instance
+from synergai.models import NodePool
+from synergai.planner import PlanOptions, available_solvers, pack_ffd, plan_offline
+from synergai.planner.candidates import build_candidates
+from synergai.planner.synthetic import random_instance
 
 SETTINGS = settings(max_examples=int(__import__("os").environ.get("SYNERGAI_EXAMPLES", 25)), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -143,7 +143,7 @@ def test_invariants_random(seed, load):
 
 
 def test_invariants_default():
-    import profiling_data as pdata
+    import synergai.profiling_data as pdata
     t, c, w = pdata.default_profiles(), pdata.default_cluster(), pdata.default_workload()
     for load in (0.5, 1.0, 2.0):
         plan = plan_offline(t, c, w.scaled(load))
@@ -227,7 +227,7 @@ def test_time_limited_run_reports_incumbent():
 
 
 def test_lp_dump_names_constraints():
-    from planner.milp import build_milp
+    from synergai.planner.milp import build_milp
     t, c, w = random_instance(1, n_pools=2, n_models=2, n_configs=2, power_modes=2)
     opts = PlanOptions()
     cands = build_candidates(t, c, w, opts)

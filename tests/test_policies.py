@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.policies import POLICIES, Policy, RunContext, get_policy, register_policy, slo_mael_deployment
-from experiments.sim import simulate
-from models import InputError
-from planner.synthetic import random_instance
+from synergai.experiments.policies import POLICIES, Policy, RunContext, get_policy, register_policy, slo_mael_deployment
+from synergai.experiments.sim import simulate
+from synergai.models import InputError
+from synergai.planner.synthetic import random_instance
 
 from .test_sim import _arrivals
 
@@ -35,7 +35,7 @@ def test_new_policy_plugs_in_without_touching_the_simulator():
         needs_feedback = True
 
         def deploy(self):
-            from experiments.policies import plan_deployment
+            from synergai.experiments.policies import plan_deployment
             dep, _, _ = plan_deployment(self.ctx)
             self.ids = dep.by_model()
             self.done = {}

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from executor import profiling_jobs as pj
-from executor.manifests import pool_node_selector
-from models import ClusterSpec, ProfileRecord, ProfileTable
-from profiling_data import default_cluster
+from synergai.executor import profiling_jobs as pj
+from synergai.executor.manifests import pool_node_selector
+from synergai.models import ClusterSpec, ProfileRecord, ProfileTable
+from synergai.profiling_data import default_cluster
 from synergai.cli import main
 
 
@@ -77,7 +77,7 @@ def test_one_job_per_pool_pinned_and_hardened():
 
 
 def test_manifests_validate_offline_strict_and_against_the_1_20_fields():
-    from executor import validate as v
+    from synergai.executor import validate as v
 
     objs = pj.build_objects(default_cluster())
     for o in objs:
@@ -104,7 +104,7 @@ def test_odd_pool_names_and_images(tmp_path):
     jobs = [o for o in objs if o["kind"] == "Job"]
     assert len(jobs) == 1                                              # no nodes, no Job
     name = jobs[0]["metadata"]["name"]
-    from executor.names import is_dns1035_label
+    from synergai.executor.names import is_dns1035_label
     assert is_dns1035_label(name) and name != "synergai-profile-Edge_Pool.1"
     assert jobs[0]["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/prof:1"
     assert jobs[0]["metadata"]["annotations"][pj.ANN_POOL] == "Edge_Pool.1"
@@ -262,7 +262,7 @@ def test_jobs_and_collection_against_the_api_server(kube_cluster, kube_namespace
 
 
 def dev_facts_arch() -> str:
-    from profiling_data.profiler.device import read_facts
+    from synergai.profiling_data.profiler.device import read_facts
     return read_facts().architecture
 
 

@@ -15,11 +15,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from models import ClusterSpec, ProfileRecord, ProfileTable, WorkloadSpec
-from profiling_data.profiler import device as dev
-from profiling_data.profiler import engines as eng
-from profiling_data.profiler import measure, modelfile, runner, zoo
-from profiling_data.profiler.sparse import Obs, Point, SparseSearch, front_recovery, hypervolume, pareto
+from synergai.models import ClusterSpec, ProfileRecord, ProfileTable, WorkloadSpec
+from synergai.profiling_data.profiler import device as dev
+from synergai.profiling_data.profiler import engines as eng
+from synergai.profiling_data.profiler import measure, modelfile, runner, zoo
+from synergai.profiling_data.profiler.sparse import Obs, Point, SparseSearch, front_recovery, hypervolume, pareto
 from synergai.cli import main
 
 CORES = dev.usable_cores()
@@ -422,7 +422,7 @@ def test_measured_profile_replaces_imported_one_and_the_plan_says_so(tmp_path, c
     # also when the measured table comes first: newer wins, not order
     merged2 = ProfileTable.merge([measured, imported])
     assert merged2.records[0].source.startswith("measured:")
-    from planner import plan_offline
+    from synergai.planner import plan_offline
 
     wl = WorkloadSpec.model_validate({"models": [{"model": "resnet-tiny", "rate_rps": 5, "deadline_ms": 2000}]})
     plan = plan_offline(merged, _cluster("test-node"), wl, time_limit=10)
@@ -453,7 +453,7 @@ def test_end_to_end_profile_plan_simulate(tmp_path, capsys):
     wl = WorkloadSpec.model_validate({"models": [
         {"model": "resnet-tiny", "rate_rps": 20, "deadline_ms": 1000},
         {"model": "transformer-tiny", "rate_rps": 20, "deadline_ms": 1000}]})
-    from planner import plan_offline
+    from synergai.planner import plan_offline
 
     plan = plan_offline(table, cluster, wl, time_limit=10)
     assert not plan.unserved
@@ -461,8 +461,8 @@ def test_end_to_end_profile_plan_simulate(tmp_path, capsys):
     for a in plan.assignments:
         assert a.config.source.startswith("measured:") and a.pool == "local"
 
-    from experiments import Arrivals, get_policy, simulate
-    from experiments.policies import RunContext
+    from synergai.experiments import Arrivals, get_policy, simulate
+    from synergai.experiments.policies import RunContext
 
     rng = np.random.default_rng(7)
     n = 400
@@ -480,7 +480,7 @@ def test_end_to_end_profile_plan_simulate(tmp_path, capsys):
 
 
 def test_output_file_header_only_or_foreign(tmp_path, capsys):
-    from models.profiles import COLUMNS
+    from synergai.models.profiles import COLUMNS
 
     out = tmp_path / "p.csv"
     out.write_text(",".join(COLUMNS) + "\n")                 # an empty table: fine, appended to

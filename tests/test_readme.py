@@ -24,7 +24,7 @@ def test_quick_start_plan_command(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "solver highs: optimal" in r.stdout
-    from models import Plan
+    from synergai.models import Plan
     plan = Plan.load(tmp_path / "plan.json")
     assert plan.assignments and plan.plan_id
     r2 = subprocess.run([sys.executable, "-c", "from synergai.cli import main; main()", "explain", "plan.json",
@@ -60,7 +60,7 @@ def test_plan_from_trace(tmp_path):
     r = subprocess.run([sys.executable, "-c", "from synergai.cli import main; main()", "plan", "--trace", "t.csv"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    from models import Plan
+    from synergai.models import Plan
     plan = Plan.load(tmp_path / "plan.json")
     dem = {d.model: d for d in plan.demands}
     assert set(dem) == {"resnet50", "bert"}

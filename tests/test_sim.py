@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from experiments.policies import Policy, RunContext, get_policy
-from experiments.sim import CLIP_HI, CLIP_LO, Arrivals, Deployment, Replica, fit_lognormal, service_params, simulate
-from models import NodePool, ProfileRecord
-from planner.synthetic import random_instance
+from synergai.experiments.policies import Policy, RunContext, get_policy
+from synergai.experiments.sim import CLIP_HI, CLIP_LO, Arrivals, Deployment, Replica, fit_lognormal, service_params, simulate
+from synergai.models import NodePool, ProfileRecord
+from synergai.planner.synthetic import random_instance
 
 
 def _arrivals(wl, n, seed, rate_scale=1.0):

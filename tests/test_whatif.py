@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import re
 
-import profiling_data as pdata
-from models import ModelDemand, NodePool, WorkloadSpec
-from planner import plan_offline
-from planner.whatif import what_if
+import synergai.profiling_data as pdata
+from synergai.models import ModelDemand, NodePool, WorkloadSpec
+from synergai.planner import plan_offline
+from synergai.planner.whatif import what_if
 
 
 def test_node_suggestions_hold_when_applied():

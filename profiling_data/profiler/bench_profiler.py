@@ -1,6 +1,6 @@
 """Benchmark of the profiler on this machine (not a test; prints tables, takes minutes).
 
-    python -m profiling_data.profiler.bench_profiler [--skip-quick] [--budgets 0.25,0.33,0.5,0.75] [--json FILE]
+    python -m synergai.profiling_data.profiler.bench_profiler [--skip-quick] [--budgets 0.25,0.33,0.5,0.75] [--json FILE]
         [--save-grid FILE | --load-grid FILE]   # keep a full-grid measurement / replay against it
 
 1. **Quick grid**: ``synergai profile --quick --engine all`` (the real ResNet-50 / MobileNet-V2 / BERT-mini,

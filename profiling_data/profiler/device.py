@@ -156,7 +156,7 @@ _SIMD = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"
 def normalize_device(cpu: str, brd: str, arch: str) -> str:
     """Device name as the default data spells it (see module doc)."""
     try:
-        from profiling_data.mlperf import normalize_board
+        from synergai.profiling_data.mlperf import normalize_board
         return normalize_board(brd, brd, cpu).name
     except Exception:  # unknown to the MLPerf rules (or that module unavailable)
         pass

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from models.errors import InputError
+from synergai.models.errors import InputError
 
 _NP = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16: np.float16,
        onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT8: np.int8,

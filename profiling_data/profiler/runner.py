@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from models.errors import InputError
-from models.profiles import ProfileRecord, ProfileTable
+from synergai.models.errors import InputError
+from synergai.models.profiles import ProfileRecord, ProfileTable
 
 from . import device as dev
 from . import engines as eng
