@@ -1,11 +1,11 @@
 """Typed data models (pydantic v2): profiles, cluster, workload, plan."""
 from .cluster import ClusterSpec, NodePool
 from .errors import InputError
-from .plan import SCHEMA_VERSION, Assignment, Candidate, ConfigChoice, Plan, SolverReport, Unserved
+from .plan import SCHEMA_VERSION, Assignment, Candidate, ConfigChoice, Plan, Server, SolverReport, Unserved
 from .profiles import ProfileRecord, ProfileTable
 from .workload import ModelDemand, Trace, WorkloadSpec
 
-__all__ = ["ClusterSpec", "NodePool", "InputError", "SCHEMA_VERSION", "Assignment", "Candidate", "ConfigChoice",
+__all__ = ["ClusterSpec", "NodePool", "InputError", "SCHEMA_VERSION", "Assignment", "Candidate", "ConfigChoice", "Server",
            "Plan", "SolverReport", "Unserved", "ProfileRecord", "ProfileTable", "ModelDemand", "Trace",
            "WorkloadSpec", "json_schemas"]
 

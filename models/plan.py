@@ -39,7 +39,8 @@ class ConfigChoice(BaseModel):
     latency_p90_ms: float = Field(description="p90 service latency of one call, ms.")
     latency_p99_ms: float = Field(description="p99 service latency of one call, ms.")
     throughput_rps: float = Field(description="Throughput of one replica, requests/s.")
-    power_w: Optional[float] = Field(None, description="Power while serving, W.")
+    power_w: Optional[float] = Field(None, description="Power while serving, W (measured, or imputed when `power_estimated`).")
+    power_estimated: bool = Field(False, description="True when `power_w` is imputed (no measurement for this configuration).")
     cpu_cores: float = Field(description="CPU request per replica, cores.")
     memory_request_mb: float = Field(description="Memory request per replica, MiB.")
     accelerators: int = Field(description="Accelerators per replica, count.")
@@ -47,12 +48,14 @@ class ConfigChoice(BaseModel):
 
 
 class Assignment(BaseModel):
-    """What runs for one model on one pool."""
+    """What runs for one model on one server group of a pool (a dedicated group hosts only this model)."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="Model name.")
     pool: str = Field(description="Node pool name.")
+    server: str = Field("", description="Name of the server group (see `Plan.servers`) that hosts this model; "
+                                        "every server of the group loads it.")
     config: ConfigChoice = Field(description="Chosen configuration.")
     replicas: int = Field(ge=0, description="Replicas to run (count).")
     routed_rate_rps: float = Field(ge=0, description="Expected request rate routed here, requests/s.")
@@ -60,6 +63,29 @@ class Assignment(BaseModel):
     max_utilisation: float = Field(ge=0, description="Utilisation cap that keeps the p99 response inside the deadline (0-1).")
     predicted_latency_ms: float = Field(description="Predicted p99 response time incl. RTT and queueing at the routed rate, ms.")
     energy_w: float = Field(description="Expected power attributable to this assignment (serving + share of idle), W.")
+
+
+class Server(BaseModel):
+    """A group of identical servers on one pool: each server is one process (one Deployment replica) on a slice
+    of a node that loads every model listed in ``models`` and time-shares its accelerator or cores between them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Server group name, unique in the plan (DNS-1123 label safe).")
+    pool: str = Field(description="Node pool name.")
+    replicas: int = Field(ge=0, description="Servers in the group (count); each is one pod.")
+    shared: bool = Field(description="True when the servers host several models (one queue, mixed service times).")
+    standby: bool = Field(False, description="True when no traffic is planned here (burst headroom).")
+    power_mode: str = Field("default", description="Power mode of the nodes the servers run on.")
+    cpu_cores: float = Field(description="CPU request per server, cores.")
+    memory_mb: float = Field(description="Memory request per server, MiB.")
+    accelerators: int = Field(0, ge=0, description="Accelerators per server, count.")
+    models: list[str] = Field(description="Models every server of the group loads (see the assignments for configurations).")
+    routed_rate_rps: float = Field(ge=0, description="Expected request rate of all models on the group, requests/s.")
+    utilisation: float = Field(ge=0, description="Expected busy fraction per server (0-1).")
+    max_utilisation: float = Field(ge=0, description="Utilisation cap under which every hosted model meets its deadline (0-1).")
+    power_w: float = Field(0.0, description="Expected serving power of the group at the routed rates, W.")
+    power_estimated: bool = Field(False, description="True when some hosted configuration's power is imputed.")
 
 
 class Unserved(BaseModel):
@@ -80,6 +106,7 @@ class Candidate(BaseModel):
     response_p99_ms: float = Field(description="p99 latency + pool RTT (+ batch wait), ms.")
     capacity_rps: float = Field(description="Usable rate per replica under the utilisation cap, requests/s (0 when rejected before).")
     energy_j_per_request: Optional[float] = Field(None, description="Energy per request, J.")
+    power_estimated: bool = Field(False, description="True when the energy figure rests on imputed power.")
     status: CandidateStatus = Field(description="Outcome for this candidate.")
     detail: str = Field("", description="Human-readable reason.")
 
@@ -111,7 +138,8 @@ class Plan(BaseModel):
     objective: str = Field("lexicographic", description="How the objective was combined: `lexicographic` or `weighted`.")
     pools: list[NodePool] = Field(description="Node pools the plan was made for.")
     demands: list[ModelDemand] = Field(description="Demand the plan was made for.")
-    assignments: list[Assignment] = Field(default_factory=list, description="Chosen configuration and replicas per (model, pool).")
+    servers: list[Server] = Field(default_factory=list, description="Server groups to run (one Deployment each).")
+    assignments: list[Assignment] = Field(default_factory=list, description="Chosen configuration, servers and routed rate per (model, server group).")
     unserved: list[Unserved] = Field(default_factory=list, description="Per model, load the plan cannot serve and why.")
     candidates: list[Candidate] = Field(default_factory=list, description="Every configuration considered per (model, pool) and its fate.")
     solver: SolverReport = Field(description="Solver report.")
