@@ -88,6 +88,23 @@ class Server(BaseModel):
     power_estimated: bool = Field(False, description="True when some hosted configuration's power is imputed.")
 
 
+def dedicated_name(model: str, pool: str, config_id: str) -> str:
+    """Name of a dedicated server group: DNS-1123 label safe, stable, at most 63 characters."""
+    import re
+
+    base = re.sub(r"[^a-z0-9-]+", "-", f"{model}-{pool}".lower()).strip("-")
+    h = hashlib.sha256(f"{model}|{pool}|{config_id}".encode()).hexdigest()[:6]
+    return f"{base[:55].rstrip('-')}-{h}"
+
+
+def shared_name(pool: str, index: int = 0) -> str:
+    """Name of a pool's shared server group."""
+    import re
+
+    base = re.sub(r"[^a-z0-9-]+", "-", pool.lower()).strip("-")
+    return f"{base[:52].rstrip('-')}-shared{index if index else ''}"
+
+
 class Unserved(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -161,6 +178,28 @@ class Plan(BaseModel):
             if d.model == model:
                 return d
         return None
+
+    def server_groups(self) -> list[Server]:
+        """The plan's server groups; a plan without ``servers`` (older planners) gets one dedicated group
+        per assignment, named after it, so consumers handle a single representation."""
+        if self.servers:
+            return list(self.servers)
+        out = []
+        for a in self.assignments:
+            cfg = a.config
+            out.append(Server(name=dedicated_name(a.model, a.pool, cfg.config_id), pool=a.pool, replicas=a.replicas,
+                              shared=False, standby=a.routed_rate_rps <= 0, power_mode=cfg.power_mode,
+                              cpu_cores=cfg.cpu_cores, memory_mb=cfg.memory_request_mb, accelerators=cfg.accelerators,
+                              models=[a.model], routed_rate_rps=a.routed_rate_rps, utilisation=a.utilisation,
+                              max_utilisation=a.max_utilisation, power_w=a.energy_w,
+                              power_estimated=cfg.power_estimated))
+        return out
+
+    def assignments_of(self, server: str) -> list[Assignment]:
+        """Assignments hosted by one server group (see :meth:`server_groups`)."""
+        if self.servers:
+            return [a for a in self.assignments if a.server == server]
+        return [a for a in self.assignments if dedicated_name(a.model, a.pool, a.config.config_id) == server]
 
     def unserved_rate(self) -> float:
         return sum(u.rate_rps for u in self.unserved)
