@@ -1,251 +1,448 @@
-"""Online stage: per-request replica choice, warm-started from the offline plan.
+r"""Online stage: per-request server choice, warm-started from the offline plan.
 
-State: per replica, when it is expected to become free (a numpy array per replica group,
-a group being one (model, pool, configuration) assignment of the plan).  For each arrival:
+Servers
+    Every server of every group of ``plan.server_groups()`` gets a global id, in that order (a group's
+    servers are consecutive; ``sched.servers[i] = (group name, index in group)``).  A request of model
+    ``m`` may go to any server of any group that hosts ``m``.  A *shared* group's servers host several
+    models behind one queue, so a server's state is one estimate for all of them:
 
-    estimated finish = max(now, free) + service + RTT     (service = the profile's mean)
-    meets            = max(now, free) + service_p90 + RTT <= arrival + deadline
+        free[s]  = when server s has done all the work queued on it (s, estimated)
+        on assigning a request of m:   start = max(now, free[s]);  free[s] = start + w_m
 
-Rule: among groups whose earliest-free replica meets the deadline, take the one furthest
-behind the plan's routing share (smooth weighted round-robin over the offline routed rates,
-ties to lower energy per request).  If none meets, the request will be late wherever it goes;
-``overload="least-lateness"`` sends it where it is least late, ``overload="sacrifice"`` (default)
-sends it to the most backlogged replica, which is already of no use to on-time requests, so
-the other replicas stay able to meet deadlines once a burst passes (fewer violations, at the
-price of more lateness for the requests that were going to be late anyway).  The victim's
-lateness is capped at ``sacrifice_cap`` deadlines; past that, least lateness.  A model absent
-from the plan falls back to any pool whose candidates list it (one virtual replica each).
+    with ``w_m = ServiceModel.work_per_request`` of m's configuration on that group (server-seconds per
+    request, i.e. 1 / usable capacity; slots and batching included): a request waits behind the work
+    of *every* model queued on the server.  Within a group all servers are interchangeable for a given
+    model, so each group keeps its servers sorted by free time (a bisect-maintained list): the earliest
+    free server is read in O(1), updates cost O(log n) comparisons, and no decision scans servers.
+    The cost of a decision grows with the number of groups hosting the model, not with servers.
+
+Deadline check (the planner's service model, :mod:`synergai.planner.service`)
+    check  = start + batch_wait + S(q) + RTT      (``fixed_delay(sm, q, rtt)``; S(q) scaled by drift)
+    meets  = check <= arrival + deadline;  slack = arrival + deadline - check
+    ``q`` is ``check_quantile`` (default 0.99, the planner's quantile; ``"p90"`` and ``"mean"`` are
+    accepted for compatibility and mean 0.9 and the mean call).  ``Decision.finish_s`` is the expected
+    finish (start, + batch wait if the server was idle, + mean call + RTT); ``Decision.check_s`` the
+    quantile finish; ``lateness_ms`` = max(0, check - due), so ``meets`` <=> ``lateness_ms == 0``.
+
+Choice among groups that meet (prefer slack)
+    A meeting group is *comfortable* when its slack is at least ``slack_fraction`` (default 0.2) of
+    the deadline.  Among comfortable groups: smooth weighted round-robin over the plan's routing shares
+    (the group furthest behind its share, ``(sent + 1) / share``, first; groups with no planned traffic
+    -- standby -- only after those with a share; then the origin's tier, then energy per request).  If
+    groups meet but none comfortably: the one with the most slack.  So groups that barely meet are
+    never picked while another has room, and the plan's split is followed while everything has room.
+
+Overload (no group meets): ``overload=``
+    ``"sacrifice"`` (default)  the most backlogged server whose *pessimistic* lateness stays within
+        ``sacrifice_cap`` deadlines: pessimistic finish = start + z sqrt(backlog * Var(S) / (c E[S]))
+        + fixed_delay(sm, cap_quantile, rtt), i.e. the queued work's mean plus a ``cap_quantile``
+        margin for its randomness (calls ahead treated as independent), then this request's own
+        ``cap_quantile`` service.  Servers already past the cap are skipped (never "the most backlogged
+        regardless").  A sacrificed server is of no use to on-time requests, so the others stay able to
+        meet deadlines once a burst passes.  If no server is within the cap: ``beyond_cap`` rule
+        (``"least-lateness"`` by default, or ``"shed"``).
+        Guaranteed: every sacrificed request's predicted ``cap_quantile`` lateness, given the queue as
+        estimated at decision time, is <= the cap.  Not guaranteed: its real lateness -- the estimate can
+        be wrong (profiles drift before recalibration catches up, completion feedback arrives late,
+        queued calls are longer than a ``cap_quantile`` margin covers, shared servers' mixed variance is
+        approximated by the victim model's own), and requests sent by ``least-lateness`` past the cap
+        are not bounded at all.  For a hard rule use ``"shed"``.
+    ``"least-lateness"``  the server with the least predicted lateness (earliest quantile finish).
+    ``"shed"``  answer at once that the deadline cannot be met: a Decision with ``replica=-1``,
+        ``group=-1``, ``meets=False``, ``shed=True``, reason ``"shed"`` (nothing is queued; callers count
+        it as a violation, the gateway answers 503).
+
+Feedback and drift
+    ``complete(decision, actual_end_s, actual_start_s)`` shifts the server's queue by the error of this
+    request's end of service against the expected end the decision was made with; corrections already
+    applied since the decision (earlier requests on the same FIFO server) are not counted twice.  With
+    the start, the observed call duration over the profiled mean updates an EWMA (``drift_alpha``) per
+    (group, model) that scales that model's service quantile, mean and work on that group.
+
+Models absent from the plan get fallback servers: one virtual server per pool with a deadline-feasible
+candidate (``plan.candidates``: fits and p99 response <= the deadline; any that fits when no deadline is
+known), its service taken as the candidate's p99 (deterministic, conservative).
 Pure and deterministic given the times it is handed; the clock is injectable.
 """
 from __future__ import annotations
 
+import math
 import time
+from bisect import bisect_right, insort
 from dataclasses import dataclass, field
-from typing import Callable, Optional
-
-import numpy as np
+from typing import Callable, Optional, Union
 
 from synergai.models import Plan
 
-from .queueing import LatencyDist
+from .service import ServiceModel, fixed_delay, z_score
+
+DEFAULT_QUANTILE = 0.99
+"""The planner's response quantile (``PlanOptions.quantile``): the default deadline check."""
+OVERLOAD_RULES = ("sacrifice", "least-lateness", "shed")
+INF = math.inf
 
 
-@dataclass
+@dataclass(eq=False)
+class ServerGroup:
+    """One group of identical servers (a plan server group, or a fallback's virtual server)."""
+
+    index: int
+    name: str
+    pool: str
+    tier: str
+    rtt_s: float
+    replicas: int
+    first: int                      # global id of the group's first server
+    shared: bool
+    models: list[str]
+    fallback: bool = False
+    order: list = field(default_factory=list)  # [(free_s, global server id)], sorted
+
+
+@dataclass(eq=False)
 class Group:
+    """One model on one server group: what callers know as ``sched.groups[gid]`` (``Decision.group``).
+
+    On a shared server group several routes (one per hosted model) share the same servers
+    (``first_replica .. first_replica + replicas - 1``)."""
+
     gid: int
     model: str
     pool: str
     tier: str
     config_id: str
+    server: str                     # server group name
+    sg: ServerGroup
+    sm: ServiceModel
     replicas: int
-    service_s: float       # mean service time of one call (batch), s
-    occupancy_s: float     # time one request occupies a replica (1/throughput), s
-    check_s: float         # conservative service time for the deadline check (p90), s
+    first_replica: int
     rtt_s: float
-    share: float           # target fraction of the model's requests
-    energy_j: float        # J per request
+    share: float                    # plan's fraction of the model's traffic routed here
+    energy_j: float                 # J per request
+    q: Optional[float]              # check quantile (None: the mean call)
     fallback: bool = False
-    free: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    first_replica: int = 0
+    shared: bool = False
     sent: int = 0
-    drift: float = 1.0     # observed / profiled service time (EWMA over completions)
+    drift: float = 1.0              # observed / profiled call duration (EWMA)
+    # derived, recomputed by _calibrate()
+    work_s: float = 0.0             # server-seconds per request
+    mean_s: float = 0.0             # mean call duration
+    fixed_s: float = 0.0            # batch wait + S(q) + RTT
+    cap_fixed_s: float = 0.0        # batch wait + S(cap quantile) + RTT
+    var_rate: float = 0.0           # Var(S) / (slots * E[S]): backlog variance per second of backlog
+    inv_share: float = INF
+
+    def _calibrate(self, cap_q: float) -> None:
+        sm, d = self.sm, self.drift
+        self.work_s = sm.work_per_request * d
+        self.mean_s = sm.mean * d
+        svc = self.mean_s if self.q is None else sm.quantile(self.q) * d
+        self.fixed_s = sm.batch_wait + svc + self.rtt_s
+        self.cap_fixed_s = sm.batch_wait + max(svc, sm.quantile(cap_q) * d) + self.rtt_s
+        var = max(0.0, sm.second_moment - sm.mean ** 2) * d * d
+        self.var_rate = var / (sm.slots * self.mean_s) if self.mean_s > 0 else 0.0
+        self.inv_share = 1.0 / self.share if self.share > 0 else INF
+
+    # compatibility with callers of the former per-assignment groups
+    @property
+    def service_s(self) -> float:
+        return self.mean_s
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     model: str
-    replica: int           # global replica id (-1: nothing can serve this model)
-    group: int
+    replica: int           # global server id (-1: not served -- unknown model, or shed)
+    group: int             # index in sched.groups (-1 when replica is -1)
     pool: str
-    start_s: float
-    finish_s: float        # estimated completion incl. RTT
-    meets: bool
-    lateness_ms: float
+    start_s: float         # estimated start (the server's queued work done)
+    finish_s: float        # expected finish incl. RTT
+    meets: bool            # check_s <= arrival + deadline
+    lateness_ms: float     # max(0, check_s - due)
     reason: str = ""
-    candidates: list[dict] = field(default_factory=list)
-    est_free_s: float = 0.0  # when the scheduler believes the replica is free again after this request
-    corr: float = 0.0        # the replica's cumulative correction when the decision was made (see complete())
+    candidates: list = field(default_factory=list)
+    est_free_s: float = 0.0  # when the scheduler believes the server is free again after this request
+    corr: float = 0.0        # the server's cumulative correction when the decision was made (see complete())
+    server: str = ""         # server group name
+    check_s: float = 0.0     # the check-quantile finish the deadline was checked with
+    end_s: float = 0.0       # expected end of service (finish without the RTT): complete() compares with it
+    shed: bool = False       # overload="shed" refused it: count as a violation
+
+
+def _quantile(check_quantile: Union[float, str, None]) -> Optional[float]:
+    if check_quantile is None or check_quantile == "mean":
+        return None
+    if isinstance(check_quantile, str):
+        if check_quantile.startswith("p"):
+            return float(check_quantile[1:]) / 100.0
+        raise ValueError(f"unknown check quantile {check_quantile!r}")
+    q = float(check_quantile)
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"check_quantile must be in (0, 1), got {q}")
+    return q
+
+
+def _fallback_model(p99_ms: float) -> ServiceModel:
+    s = p99_ms / 1000.0
+    return ServiceModel(mu=math.log(s), sigma=0.0, lo=0.5 * s, hi=3.0 * s, batch=1, slots=1, batch_wait=0.0,
+                        throughput=1.0 / s)
 
 
 class OnlineScheduler:
-    """Greedy per-request placement over a plan's replicas."""
+    """Greedy per-request placement over a plan's servers (see the module docstring)."""
 
-    def __init__(self, plan: Plan, *, clock: Callable[[], float] | None = None, check_quantile: str = "p90",
-                 overload: str = "sacrifice", sacrifice_cap: float = 2.0, drift_alpha: float = 0.02):
-        if overload not in ("sacrifice", "least-lateness"):
-            raise ValueError(f"unknown overload rule {overload!r}")
+    def __init__(self, plan: Plan, *, clock: Callable[[], float] | None = None,
+                 check_quantile: Union[float, str] = DEFAULT_QUANTILE, overload: str = "sacrifice",
+                 sacrifice_cap: float = 2.0, beyond_cap: str = "least-lateness", cap_quantile: float = 0.999,
+                 slack_fraction: float = 0.2, drift_alpha: float = 0.02):
+        if overload not in OVERLOAD_RULES:
+            raise ValueError(f"unknown overload rule {overload!r} (one of {', '.join(OVERLOAD_RULES)})")
+        if beyond_cap not in ("least-lateness", "shed"):
+            raise ValueError(f"unknown beyond_cap rule {beyond_cap!r}")
         self.overload = overload
+        self.beyond_cap = beyond_cap
         self.sacrifice_cap = sacrifice_cap
+        self.q = _quantile(check_quantile)
+        self.cap_q = max(float(cap_quantile), self.q or 0.0)
+        self._z_cap = z_score(self.cap_q)
+        self.slack_fraction = slack_fraction
         self.drift_alpha = drift_alpha
         self.plan = plan
         self.clock = clock or time.monotonic
+        self.server_groups: list[ServerGroup] = []
+        self.servers: list[tuple[str, int]] = []
         self.groups: list[Group] = []
         self.by_model: dict[str, list[Group]] = {}
-        self.replica_group: list[int] = []
+        self.free: list[float] = []
+        self.corr: list[float] = []
         self.deadline_ms = {d.model: d.deadline_ms for d in plan.demands}
-        pools = {p.name: p for p in plan.pools}
+        self._pools = {p.name: p for p in plan.pools}
         totals: dict[str, float] = {}
+        counts: dict[str, int] = {}
         for a in plan.assignments:
             totals[a.model] = totals.get(a.model, 0.0) + a.routed_rate_rps
-        for a in plan.assignments:
-            if a.replicas <= 0:
+            counts[a.model] = counts.get(a.model, 0) + 1
+        for srv in plan.server_groups():
+            if srv.replicas <= 0:
                 continue
-            cfg = a.config
-            dist = LatencyDist(cfg.latency_p50_ms, cfg.latency_p90_ms, cfg.latency_p99_ms)
-            check = cfg.latency_p90_ms if check_quantile == "p90" else dist.mean
-            tot = totals.get(a.model, 0.0)
-            share = a.routed_rate_rps / tot if tot > 0 else 1.0 / max(1, sum(1 for b in plan.assignments if b.model == a.model))
-            pw = cfg.power_w if cfg.power_w else 0.0
-            self._add(Group(gid=len(self.groups), model=a.model, pool=a.pool, tier=pools[a.pool].tier,
-                            config_id=cfg.config_id, replicas=a.replicas, service_s=dist.mean / 1000.0,
-                            occupancy_s=1.0 / cfg.throughput_rps, check_s=check / 1000.0,
-                            rtt_s=pools[a.pool].rtt_ms / 1000.0, share=share,
-                            energy_j=pw / cfg.throughput_rps))
+            assigns = plan.assignments_of(srv.name)
+            if not assigns:
+                continue
+            sg = self._add_servers(srv.name, srv.pool, srv.replicas, srv.shared or len(assigns) > 1,
+                                   sorted({a.model for a in assigns}))
+            for a in assigns:
+                cfg = a.config
+                sm = ServiceModel.of(cfg)
+                tot = totals.get(a.model, 0.0)
+                share = a.routed_rate_rps / tot if tot > 0 else 1.0 / counts[a.model]
+                energy = (cfg.power_w or 0.0) * sm.work_per_request
+                self._add_route(sg, a.model, cfg.config_id, sm, share, energy)
         self._fallback_added: set[str] = set()
-        self.corr = np.zeros(len(self.replica_group))
 
-    def _add(self, g: Group) -> None:
-        g.first_replica = len(self.replica_group)
-        g.free = np.zeros(g.replicas)
-        self.replica_group.extend([g.gid] * g.replicas)
-        if hasattr(self, "corr"):
-            self.corr = np.append(self.corr, np.zeros(g.replicas))
+    # ------------------------------------------------------------------ construction
+    def _add_servers(self, name: str, pool: str, n: int, shared: bool, models: list[str],
+                     fallback: bool = False) -> ServerGroup:
+        p = self._pools[pool]
+        first = len(self.servers)
+        sg = ServerGroup(index=len(self.server_groups), name=name, pool=pool, tier=p.tier, rtt_s=p.rtt_ms / 1000.0,
+                         replicas=n, first=first, shared=shared, models=models, fallback=fallback)
+        sg.order = [(0.0, first + i) for i in range(n)]
+        self.servers.extend((name, i) for i in range(n))
+        self.free.extend([0.0] * n)
+        self.corr.extend([0.0] * n)
+        self.server_groups.append(sg)
+        return sg
+
+    def _add_route(self, sg: ServerGroup, model: str, config_id: str, sm: ServiceModel, share: float,
+                   energy: float) -> Group:
+        g = Group(gid=len(self.groups), model=model, pool=sg.pool, tier=sg.tier, config_id=config_id, server=sg.name,
+                  sg=sg, sm=sm, replicas=sg.replicas, first_replica=sg.first, rtt_s=sg.rtt_s, share=share,
+                  energy_j=energy, q=self.q, fallback=sg.fallback, shared=sg.shared)
+        g._calibrate(self.cap_q)
         self.groups.append(g)
-        self.by_model.setdefault(g.model, []).append(g)
+        self.by_model.setdefault(model, []).append(g)
+        return g
 
     def _fallback(self, model: str) -> list[Group]:
-        """Virtual replicas for a model the plan does not serve: one per pool with a deadline-feasible candidate."""
+        """Virtual servers for a model the plan does not serve: one per pool with a deadline-feasible candidate."""
         if model in self._fallback_added:
             return self.by_model.get(model, [])
         self._fallback_added.add(model)
-        pools = {p.name: p for p in self.plan.pools}
-        best: dict[str, object] = {}
+        deadline = self.deadline_ms.get(model)
+        best: dict = {}
         for c in self.plan.candidates:
-            if c.model != model or c.status in ("does_not_fit",):
+            if c.model != model or c.status == "does_not_fit" or c.pool not in self._pools:
                 continue
-            if c.pool not in best or c.latency_p99_ms < best[c.pool].latency_p99_ms:
+            if deadline is not None and c.response_p99_ms > deadline:
+                continue
+            if c.pool not in best or (c.latency_p99_ms, c.config_id) < (best[c.pool].latency_p99_ms, best[c.pool].config_id):
                 best[c.pool] = c
         for pool, c in sorted(best.items()):
-            s = c.latency_p99_ms / 1000.0
-            self._add(Group(gid=len(self.groups), model=model, pool=pool, tier=pools[pool].tier, config_id=c.config_id,
-                            replicas=1, service_s=s, occupancy_s=s, check_s=s, rtt_s=pools[pool].rtt_ms / 1000.0,
-                            share=1.0 / len(best), energy_j=c.energy_j_per_request or 0.0, fallback=True))
+            sg = self._add_servers(f"fallback-{model}-{pool}", pool, 1, False, [model], fallback=True)
+            self._add_route(sg, model, c.config_id, _fallback_model(c.latency_p99_ms), 1.0 / len(best),
+                            c.energy_j_per_request or 0.0)
         return self.by_model.get(model, [])
 
     def ensure_model(self, model: str) -> list[Group]:
-        """The groups serving ``model``, creating fallback replicas if the plan has none (idempotent)."""
+        """The groups serving ``model``, creating fallback servers if the plan has none (idempotent)."""
         return self.by_model.get(model) or self._fallback(model)
 
     @property
     def n_replicas(self) -> int:
-        return len(self.replica_group)
+        """Servers, fallbacks included (global ids are 0 .. n_replicas - 1)."""
+        return len(self.servers)
 
     def reset(self) -> None:
+        """Forget queued work, routing counts and corrections (drift calibration is kept)."""
+        for i in range(len(self.free)):
+            self.free[i] = 0.0
+            self.corr[i] = 0.0
+        for sg in self.server_groups:
+            sg.order = [(0.0, sg.first + i) for i in range(sg.replicas)]
         for g in self.groups:
-            g.free[:] = 0.0
             g.sent = 0
 
+    def _move(self, sg: ServerGroup, s: int, new: float) -> None:
+        """Set server s's free time, keeping its group's order sorted."""
+        order = sg.order
+        old = self.free[s]
+        if order[0][1] == s:
+            del order[0]
+        else:
+            k = bisect_right(order, (old, s)) - 1
+            del order[k]
+        self.free[s] = new
+        insort(order, (new, s))
+
+    # ------------------------------------------------------------------ decisions
     def assign(self, model: str, deadline_ms: Optional[float] = None, now: Optional[float] = None,
                origin: Optional[str] = None, explain: bool = False) -> Decision:
-        """Pick a replica for one request arriving at ``now`` (seconds, from the injected clock by default)."""
+        """Pick a server for one request arriving at ``now`` (seconds, from the injected clock by default)."""
         if now is None:
             now = self.clock()
         if deadline_ms is None:
-            deadline_ms = self.deadline_ms.get(model, float("inf"))
-        due = now + deadline_ms / 1000.0
+            deadline_ms = self.deadline_ms.get(model, INF)
+        dl = deadline_ms / 1000.0
+        due = now + dl
         groups = self.by_model.get(model) or self._fallback(model)
         if not groups:
-            return Decision(model, -1, -1, "", now, float("inf"), False, float("inf"),
-                            "no pool has a profile for this model")
+            return Decision(model, -1, -1, "", now, INF, False, INF, "no pool has a profile for this model",
+                            check_s=INF, end_s=INF)
+        margin = self.slack_fraction * dl
         best = None
         best_key = None
-        late_best = None
-        late_key = None
+        tight = None
+        tight_slack = -INF
+        late = None
+        late_check = INF
         cands = [] if explain else None
-        inf = float("inf")
         for g in groups:
-            i = int(g.free.argmin()) if g.replicas > 1 else 0
-            start = g.free[i]
-            if start < now:
-                start = now
-            finish = start + g.service_s + g.rtt_s
-            meets = start + g.check_s + g.rtt_s <= due
-            if meets:
-                # furthest behind its routing share first (smooth WRR; the model's total is common to all
-                # groups, so it drops out), then the same tier as the origin, then energy
-                if g.share > 0:
-                    key = ((g.sent + 1) / g.share, 0, origin is not None and g.tier != origin, g.energy_j)
-                else:
-                    key = (inf, g.sent, origin is not None and g.tier != origin, g.energy_j)
-                if best_key is None or key < best_key:
-                    best, best_key = (g, i, start, finish), key
-            elif late_key is None or finish < late_key:
-                late_best, late_key = (g, i, start, finish), finish
+            free, s = g.sg.order[0]
+            start = free if free > now else now
+            check = start + g.fixed_s
+            slack = due - check
+            if slack >= 0.0:
+                if slack >= margin:
+                    key = ((g.sent + 1) * g.inv_share, g.sent, origin is not None and g.tier != origin, g.energy_j)
+                    if best_key is None or key < best_key:
+                        best, best_key = (g, s, start, check), key
+                elif slack > tight_slack:
+                    tight, tight_slack = (g, s, start, check), slack
+            elif check < late_check:
+                late, late_check = (g, s, start, check), check
             if cands is not None:
-                cands.append({"pool": g.pool, "config": g.config_id, "replica": g.first_replica + i,
-                              "start_s": float(start), "finish_s": float(finish), "meets": bool(meets),
-                              "share": g.share, "sent": g.sent, "fallback": g.fallback})
-        victim = None
-        if best is None and self.overload == "sacrifice":  # only when the request will be late anyway
-            cap_s = self.sacrifice_cap * deadline_ms / 1000.0
-            for g in groups:
-                j = int(g.free.argmax()) if g.replicas > 1 else 0
-                s_j = max(now, g.free[j])
-                f_j = s_j + g.service_s + g.rtt_s
-                if f_j - due <= cap_s and (victim is None or s_j > victim[2]):
-                    victim = (g, j, s_j, f_j)
+                cands.append({"server": g.server, "pool": g.pool, "config": g.config_id, "replica": s,
+                              "shared": g.shared, "start_s": float(start), "check_s": float(check),
+                              "slack_ms": float(slack * 1000.0), "meets": slack >= 0.0,
+                              "comfortable": slack >= margin, "share": g.share, "sent": g.sent,
+                              "fallback": g.fallback})
         if best is not None:
-            g, i, start, finish = best
-            reason = "meets deadline; furthest behind the plan's routing share"
-            meets = True
-        elif victim is not None:
-            g, i, start, finish = victim
-            reason = "no replica meets the deadline; sent to the most backlogged replica (keeps the others on time)"
-            meets = False
+            pick, reason = best, "meets deadline with slack; furthest behind the plan's routing share"
+        elif tight is not None:
+            pick, reason = tight, "meets deadline; no group with comfortable slack, so the most slack"
         else:
-            g, i, start, finish = late_best
-            reason = "no replica meets the deadline; least lateness"
-            meets = False
-        g.free[i] = start + g.occupancy_s
+            pick = None
+            rule = self.overload
+            if rule == "sacrifice":
+                pick = self._victim(groups, now, due, dl)
+                if pick is not None:
+                    reason = "no server meets the deadline; sent to the most backlogged server within the cap"
+                else:
+                    rule = self.beyond_cap
+            if pick is None:
+                if rule == "shed":
+                    g, s, start, check = late
+                    return Decision(model, -1, -1, g.pool, start, INF, False, max(0.0, check - due) * 1000.0,
+                                    "shed", cands or [], server="", check_s=check, end_s=INF, shed=True)
+                pick = late
+                reason = "no server meets the deadline; least lateness" + (
+                    " (no server within the sacrifice cap)" if self.overload == "sacrifice" else "")
+        g, s, start, check = pick
+        free_before = self.free[s]
+        est = start + g.work_s
+        self._move(g.sg, s, est)
         g.sent += 1
-        lateness = max(0.0, finish - due) * 1000.0
-        r = g.first_replica + i
-        return Decision(model, r, g.gid, g.pool, float(start), float(finish), meets, lateness,
+        end = start + (g.sm.batch_wait if free_before <= now else 0.0) + g.mean_s
+        return Decision(model, s, g.gid, g.pool, start, end + g.rtt_s, check <= due, max(0.0, check - due) * 1000.0,
                         reason + (" (fallback: model not in plan)" if g.fallback else ""), cands or [],
-                        est_free_s=float(g.free[i]), corr=float(self.corr[r]))
+                        est, self.corr[s], g.server, check, end)
 
+    def _victim(self, groups: list[Group], now: float, due: float, dl: float):
+        """Most backlogged server whose pessimistic finish stays within the sacrifice cap (None if none)."""
+        limit = due + self.sacrifice_cap * dl
+        z = self._z_cap
+        best = None
+        for g in groups:
+            # largest backlog x >= 0 with  x + z sqrt(var_rate x) + cap_fixed <= limit - now
+            room = limit - now - g.cap_fixed_s
+            if room < 0.0:
+                continue
+            k = z * math.sqrt(g.var_rate)
+            r = (-k + math.sqrt(k * k + 4.0 * room)) / 2.0
+            x_max = r * r
+            order = g.sg.order
+            i = bisect_right(order, (now + x_max, INF)) - 1
+            if i < 0:
+                continue
+            free, s = order[i]
+            start = free if free > now else now
+            if best is None or start > best[2]:
+                best = (g, s, start, start + g.fixed_s)
+        return best
+
+    # ------------------------------------------------------------------ feedback
     def complete(self, decision: Decision, actual_free_s: float, actual_start_s: Optional[float] = None) -> None:
-        """Feed back when the replica really became free after this request (executor/simulator).
+        """Feed back when this request's service really ended (``actual_free_s``, before the return RTT;
+        the simulator's and executor's finish time) and, optionally, when its call started.
 
-        The error against the estimate shifts the replica's queued work; corrections already
-        applied since the decision (earlier requests on the same FIFO replica) are not counted twice.
-        With ``actual_start_s`` the observed service time also recalibrates the group's estimates
-        (EWMA of observed / profiled, weight ``drift_alpha``): profiles that drifted stop misleading
-        the deadline check.
+        The error against the decision's expected end of service shifts the server's queued work;
+        corrections already applied since the decision (earlier requests on the same FIFO server) are not
+        counted twice.  With ``actual_start_s`` the observed call duration also recalibrates this
+        (group, model)'s estimates (EWMA of observed / profiled mean, weight ``drift_alpha``).
         """
-        r = decision.replica
-        if r < 0:
+        s = decision.replica
+        if s < 0 or decision.group < 0:
             return
+        g = self.groups[decision.group]
         if actual_start_s is not None and self.drift_alpha > 0:
-            g0 = self.groups[self.replica_group[r]]
-            base = g0.service_s / g0.drift
+            base = g.sm.mean
             if base > 0:
                 ratio = min(10.0, max(0.1, (actual_free_s - actual_start_s) / base))
-                new = (1 - self.drift_alpha) * g0.drift + self.drift_alpha * ratio
-                f = new / g0.drift
-                g0.service_s *= f
-                g0.occupancy_s *= f
-                g0.check_s *= f
-                g0.drift = new
-        believed = decision.est_free_s + (self.corr[r] - decision.corr)
+                g.drift = (1 - self.drift_alpha) * g.drift + self.drift_alpha * ratio
+                g._calibrate(self.cap_q)
+        believed = decision.end_s + (self.corr[s] - decision.corr)
         delta = actual_free_s - believed
-        g = self.groups[self.replica_group[r]]
-        i = r - g.first_replica
-        g.free[i] = max(actual_free_s, g.free[i] + delta)
-        self.corr[r] += delta
+        if delta != 0.0:
+            self._move(g.sg, s, self.free[s] + delta)
+            self.corr[s] += delta
 
     def observe(self, replica: int, estimated_free_s: float, actual_free_s: float) -> None:
-        """Shift a replica's free time by ``actual - estimated`` (no bookkeeping: prefer ``complete``)."""
-        g = self.groups[self.replica_group[replica]]
-        i = replica - g.first_replica
-        g.free[i] = max(actual_free_s, g.free[i] + (actual_free_s - estimated_free_s))
+        """Shift a server's free time by ``actual - estimated`` (no bookkeeping: prefer ``complete``)."""
+        sg = self._group_of_server(replica)
+        self._move(sg, replica, max(actual_free_s, self.free[replica] + (actual_free_s - estimated_free_s)))
+
+    def _group_of_server(self, s: int) -> ServerGroup:
+        for sg in self.server_groups:
+            if sg.first <= s < sg.first + sg.replicas:
+                return sg
+        raise IndexError(s)
