@@ -1,0 +1,672 @@
+"""``synergai gateway``: the request path. Runs the online stage on every real V2 request.
+
+Per ``POST /v2/models/{m}[/versions/{v}]/infer``:
+
+1. deadline: header ``X-Deadline-Ms``, else V2 ``parameters.deadline_ms``, else the plan's deadline
+   for the model (the body is parsed only when the header is absent);
+2. routing (``--routing``): ``synergai`` = ``OnlineScheduler.assign`` over the live servers (each
+   scheduler replica is one concrete server URL of the group), ``lor`` = least outstanding requests,
+   ``rr`` = round robin, all over the servers hosting the model;
+3. forward the body unchanged with a pooled keep-alive client; on an answer, ``complete()`` with the
+   measured times (finish = answer received, start = finish - the server's reported compute time) so
+   queue estimates and drift recalibration follow real completions;
+4. a server that fails before answering (refused, reset, died mid-request) is ejected and the request
+   is retried once on another server if its deadline has not passed; else 502 (504 on timeout) with a
+   JSON error. Every request is answered.
+5. ``--overload shed``: a request that the online stage says meets its deadline nowhere gets 503 with
+   ``Retry-After`` at once.
+
+Response headers: ``X-Synergai-Pool``, ``X-Synergai-Server`` (group), ``X-Synergai-Endpoint`` (URL),
+``X-Synergai-Meets-Deadline``, ``X-Synergai-Estimated-Ms``, ``X-Synergai-Routing``, ``X-Synergai-Retries``,
+``X-Synergai-Gateway-Ms`` (time spent in the gateway outside the upstream call), plus the server's own
+``X-Synergai-Server-Ms`` etc.
+
+Endpoints (server group -> URLs): ``--endpoints FILE`` (YAML/JSON, reloaded on change), repeated
+``--endpoint GROUP=URL``, or ``--kube-namespace NS``: a watch on the Endpoints of the plan's Services.
+The plan (``--plan file:PATH | configmap:NS/NAME``) hot-reloads: a new router is built aside and swapped
+in one assignment; requests in flight finish on the router they started with.
+
+Several gateway replicas behind one Service each run their own scheduler; their queue estimates stay
+consistent through the servers: every answer carries the server's queue depth
+(``X-Synergai-Queue-Depth``, requests in it not yet answered), and a replica whose reported depth
+exceeds this gateway's own in-flight requests to it has its free time pushed back by the difference
+times its per-request occupancy.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from aiohttp import ClientSession, ClientTimeout, TCPConnector, client_exceptions, web
+
+from synergai.models import InputError, Plan
+
+from . import v2
+from .httpkit import (HttpLimits, TokenAuth, add_v2_routes, json_error, json_response, make_app, prometheus, read_body,
+                      run_main)
+from .serve import group_assignments
+
+log = logging.getLogger("synergai.gateway")
+
+POLICIES = ("synergai", "lor", "rr")
+OVERLOADS = ("sacrifice", "least-lateness", "shed")
+FORWARD_HEADERS = ("Content-Type", v2.HEADER_LENGTH, "Content-Encoding", "Accept-Encoding", v2.DEADLINE_HEADER)
+PASS_BACK = ("X-Synergai-Server-Ms", "X-Synergai-Compute-Ms", "X-Synergai-Batch", "X-Synergai-Queue-Depth",
+             v2.HEADER_LENGTH)
+
+
+@dataclass
+class Target:
+    url: str
+    group: str
+    pool: str
+
+
+@dataclass
+class Pick:
+    target: Target
+    meets: Optional[bool] = None
+    estimated_ms: Optional[float] = None
+    decision: Any = None         # the OnlineScheduler Decision (synergai routing)
+    reason: str = ""
+
+
+class Router:
+    """Routing state for one (plan, live endpoints) pair. Built aside and swapped in atomically.
+
+    The thin adapter over :class:`planner.OnlineScheduler`: each plan assignment becomes a scheduler
+    group whose replicas are the live URLs of its server group (sorted), so ``Decision.replica``
+    names a concrete server. TODO(issue 11): when Decision carries the server group and its index,
+    read them here instead of zipping assignments with scheduler groups.
+    """
+
+    def __init__(self, plan: Plan, endpoints: dict[str, list[str]], *, overload: str = "sacrifice",
+                 previous: Optional["Router"] = None):
+        from synergai.planner import OnlineScheduler
+
+        self.plan = plan
+        self.endpoints = {g: sorted(set(u)) for g, u in endpoints.items()}
+        self.groups = group_assignments(plan)
+        pools = {p.name: p for p in plan.pools}
+        self.deadline_ms = {d.model: d.deadline_ms for d in plan.demands}
+        # model -> every live target hosting it (rr / lor)
+        self.targets: dict[str, list[Target]] = {}
+        group_of: dict[int, str] = {}
+        new_assign = []
+        for a in plan.assignments:
+            grp = next((g for g, lst in self.groups.items() if any(x is a for x in lst)), None)
+            urls = self.endpoints.get(grp, []) if grp else []
+            if grp and a.replicas > 0 and urls:
+                group_of[id(a)] = grp
+                for u in urls:
+                    self.targets.setdefault(a.model, []).append(Target(u, grp, a.pool))
+            new_assign.append(a.model_copy(update={"replicas": len(urls) if (grp and a.replicas > 0) else 0}))
+        live_plan = plan.model_copy(update={"assignments": new_assign})
+        self.sched = OnlineScheduler(live_plan, overload="sacrifice" if overload == "shed" else overload)
+        # scheduler group id -> (group name, urls): the scheduler adds one group per assignment with replicas
+        self.sg: dict[int, tuple[str, list[str]]] = {}
+        live = [(a, orig) for a, orig in zip(new_assign, plan.assignments) if a.replicas > 0]
+        for g, (a, orig) in zip(self.sched.groups, live):
+            assert g.model == a.model and g.pool == a.pool, "scheduler groups out of step with the plan"
+            grp = group_of[id(orig)]
+            self.sg[g.gid] = (grp, self.endpoints[grp])
+        self.models = set(self.targets)
+        self._rr: dict[str, Any] = {m: itertools.cycle(range(len(t))) for m, t in self.targets.items()}
+        self.pools = pools
+        if previous is not None:
+            self._carry(previous)
+
+    def _carry(self, old: "Router") -> None:
+        """Keep the queue estimate of every server that is in both routers."""
+        free: dict[tuple[str, str], float] = {}
+        for gid, (grp, urls) in old.sg.items():
+            g = old.sched.groups[gid]
+            for i, u in enumerate(urls):
+                free[(g.model, u)] = float(g.free[i])
+        for gid, (grp, urls) in self.sg.items():
+            g = self.sched.groups[gid]
+            for i, u in enumerate(urls):
+                if (g.model, u) in free:
+                    g.free[i] = free[(g.model, u)]
+
+    # ------------------------------------------------------------ policies
+    def pick(self, policy: str, model: str, deadline_ms: Optional[float], now: float, origin: Optional[str],
+             inflight: dict[str, int], exclude: frozenset = frozenset()) -> Optional[Pick]:
+        targets = self.targets.get(model)
+        if not targets:
+            return None
+        if policy == "synergai" and not exclude:
+            d = self.sched.assign(model, deadline_ms, now=now, origin=origin)
+            if d.replica < 0 or d.group not in self.sg:
+                return None
+            grp, urls = self.sg[d.group]
+            g = self.sched.groups[d.group]
+            return Pick(Target(urls[d.replica - g.first_replica], grp, g.pool), bool(d.meets),
+                        (d.finish_s - now) * 1000.0, d, d.reason)
+        cands = [t for t in targets if t.url not in exclude] or ([] if exclude else targets)
+        if not cands:
+            return None
+        if policy == "rr" and not exclude:
+            return Pick(targets[next(self._rr[model]) % len(targets)])
+        best = min(cands, key=lambda t: inflight.get(t.url, 0))
+        return Pick(best, reason="least outstanding requests")
+
+    def cancel(self, pick: Pick) -> None:
+        """Undo a decision whose request was never served (shed, or the server failed)."""
+        d = pick.decision
+        if d is not None:
+            try:
+                self.sched.complete(d, d.start_s)
+            except (IndexError, KeyError):
+                pass
+
+    def complete(self, pick: Pick, free_s: float, start_s: Optional[float], server_depth: Optional[int],
+                 own_inflight: int) -> None:
+        d = pick.decision
+        if d is None:
+            return
+        self.sched.complete(d, free_s, start_s)
+        if server_depth is not None and server_depth > own_inflight:
+            g = self.sched.groups[self.sched.replica_group[d.replica]]
+            i = d.replica - g.first_replica
+            g.free[i] = max(g.free[i], free_s + (server_depth - own_inflight) * g.occupancy_s)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("synergai_gateway_requests_total", "Inference requests, by model, pool and code.",
+                                ["model", "pool", "code"], registry=r)
+        self.violations = Counter("synergai_gateway_deadline_violations_total",
+                                  "Answered after their deadline, by model and pool.", ["model", "pool"], registry=r)
+        self.latency = Histogram("synergai_gateway_latency_seconds", "Response time seen by the gateway.",
+                                 ["model", "pool"], registry=r,
+                                 buckets=(.001, .0025, .005, .01, .015, .025, .05, .075, .1, .15, .25, .5, 1, 2.5, 5))
+        self.decision = Histogram("synergai_gateway_decision_seconds", "Routing decision time.", registry=r,
+                                  buckets=(5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3))
+        self.overhead = Histogram("synergai_gateway_overhead_seconds", "Time in the gateway outside the upstream call.",
+                                  registry=r, buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2))
+        self.retries = Counter("synergai_gateway_retries_total", "Requests retried on another server.", ["model"],
+                               registry=r)
+        self.sheds = Counter("synergai_gateway_shed_total", "Requests shed (503) by the overload rule.", ["model"],
+                             registry=r)
+        self.upstream_errors = Counter("synergai_gateway_upstream_errors_total", "Failed upstream calls, by kind.",
+                                       ["kind"], registry=r)
+        self.endpoints = Gauge("synergai_gateway_endpoints", "Live servers, by server group.", ["group"], registry=r)
+        self.reloads = Counter("synergai_gateway_plan_reloads_total", "Plan reloads, by result.", ["result"],
+                               registry=r)
+        self.plan_info = Gauge("synergai_gateway_plan_info", "The live plan.", ["plan_id"], registry=r)
+        self.http_rejects = Counter("synergai_gateway_http_rejects_total", "Requests refused by HTTP limits.",
+                                    ["code"], registry=r)
+
+
+# ------------------------------------------------------------------------------------------ gateway
+
+
+@dataclass
+class GatewayConfig:
+    plan: str                                   # file:PATH | configmap:NS/NAME | PATH
+    host: str = "127.0.0.1"
+    port: int = 8000
+    routing: str = "synergai"
+    overload: str = "sacrifice"
+    endpoints_file: Optional[str] = None
+    endpoints: dict[str, list[str]] = field(default_factory=dict)
+    kube_namespace: Optional[str] = None        # discover endpoints from the plan's Services
+    kubeconfig: Optional[str] = None
+    token_file: Optional[str] = None
+    auth_inference: bool = False
+    reload_interval: float = 1.0
+    upstream_timeout: float = 30.0
+    connect_timeout: float = 1.0
+    eject_seconds: float = 5.0
+    max_connections_upstream: int = 512
+    limits: HttpLimits = field(default_factory=HttpLimits)
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig):
+        if config.routing not in POLICIES:
+            raise InputError(f"--routing must be one of {', '.join(POLICIES)}", field="--routing")
+        if config.overload not in OVERLOADS:
+            raise InputError(f"--overload must be one of {', '.join(OVERLOADS)}", field="--overload")
+        self.config = config
+        self.policy = config.routing
+        self.metrics = GatewayMetrics()
+        self.auth = TokenAuth(config.token_file)
+        self.router: Optional[Router] = None
+        self.plan: Optional[Plan] = None
+        self.plan_digest: Optional[str] = None
+        self.plan_error = ""
+        self.static_endpoints = {g: list(u) for g, u in config.endpoints.items()}
+        self.file_endpoints: dict[str, list[str]] = {}
+        self.kube_endpoints: dict[str, list[str]] = {}     # Service name -> URLs
+        self.ejected: dict[str, float] = {}
+        self.inflight: dict[str, int] = {}
+        self.session: Optional[ClientSession] = None
+        self._ep_mtime: Optional[float] = None
+        self._tasks: list[asyncio.Task] = []
+        self._kube = None
+        self._kube_stop = threading.Event()
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.served = 0
+        from .source import parse_source
+
+        spec = config.plan if ":" in config.plan.split("/")[0] else f"file:{config.plan}"
+        self.source = parse_source(spec, config.kube_namespace)
+
+    # ---------------------------------------------------------------- endpoints / plan
+    def live_endpoints(self) -> dict[str, list[str]]:
+        now = time.monotonic()
+        out: dict[str, list[str]] = {}
+        for src in (self.static_endpoints, self.file_endpoints):
+            for g, urls in src.items():
+                out.setdefault(g, []).extend(urls)
+        if self.kube_endpoints and self.plan is not None:
+            from .gateway_objects import service_names
+
+            for grp, svc in service_names(self.plan).items():
+                out.setdefault(grp, []).extend(self.kube_endpoints.get(svc, []))
+        return {g: [u.rstrip("/") for u in urls if self.ejected.get(u.rstrip("/"), 0) <= now]
+                for g, urls in out.items()}
+
+    def rebuild(self, plan: Optional[Plan] = None) -> None:
+        plan = plan or self.plan
+        if plan is None:
+            return
+        eps = self.live_endpoints()
+        self.router = Router(plan, eps, overload=self.config.overload, previous=self.router)
+        self.plan = plan
+        for g in group_assignments(plan):
+            self.metrics.endpoints.labels(g).set(len(eps.get(g, [])))
+
+    def _read_plan_sync(self) -> tuple[Optional[Plan], str]:
+        from .source import parse_document
+
+        doc = self.source.read(self._kube)
+        if doc.digest == self.plan_digest:
+            return None, doc.digest
+        parsed = parse_document(doc)
+        if not isinstance(parsed, Plan):
+            raise InputError("the gateway needs a plan, not a workload", file=doc.origin)
+        return parsed, doc.digest
+
+    async def reload_plan(self) -> bool:
+        try:
+            plan, digest = await asyncio.get_running_loop().run_in_executor(None, self._read_plan_sync)
+        except Exception as e:  # keep serving the old plan
+            msg = str(e)
+            if msg != self.plan_error:
+                log.error("plan reload failed (still serving plan %s): %s",
+                          self.plan.plan_id if self.plan else None, msg)
+            self.plan_error = msg
+            self.metrics.reloads.labels("error").inc()
+            return False
+        if plan is None:
+            return True
+        if not plan.plan_id:
+            plan = plan.model_copy(update={"plan_id": plan.compute_id()})
+        old = self.plan
+        self.rebuild(plan)
+        self.plan_digest, self.plan_error = digest, ""
+        if old is not None:
+            self.metrics.plan_info.remove(old.plan_id) if old.plan_id != plan.plan_id else None
+        self.metrics.plan_info.labels(plan.plan_id).set(1)
+        self.metrics.reloads.labels("ok").inc()
+        log.info("plan %s live (%d server groups)", plan.plan_id, len(group_assignments(plan)))
+        return True
+
+    def _read_endpoints_file(self) -> bool:
+        p = self.config.endpoints_file
+        if not p:
+            return False
+        try:
+            m = Path(p).stat().st_mtime
+        except OSError:
+            return False
+        if m == self._ep_mtime:
+            return False
+        from synergai.models.cluster import load_structured
+
+        try:
+            data = load_structured(Path(p))
+            if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+                raise InputError("endpoints file must map server group -> list of URLs", file=p)
+            self.file_endpoints = {str(g): [str(u) for u in v] for g, v in data.items()}
+        except Exception as e:
+            log.error("endpoints file %s: %s (keeping the previous endpoints)", p, e)
+            return False
+        self._ep_mtime = m
+        return True
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reload_interval)
+            changed = self._read_endpoints_file()
+            now = time.monotonic()
+            expired = [u for u, t in self.ejected.items() if t <= now]
+            for u in expired:
+                del self.ejected[u]
+            if changed or expired:
+                self.rebuild()
+            await self.reload_plan()
+
+    def eject(self, url: str) -> None:
+        if url not in self.ejected:
+            log.warning("server %s failed: ejected for %.0f s", url, self.config.eject_seconds)
+        self.ejected[url] = time.monotonic() + self.config.eject_seconds
+        self.rebuild()
+
+    # ---------------------------------------------------------------- kubernetes endpoints
+    def _kube_watch_thread(self) -> None:
+        from .kube import KubeClient, KubeError, Stopped
+        from .manifests import MANAGED_SELECTOR
+
+        ns = self.config.kube_namespace
+        kube = self._kube
+        state: dict[str, list[str]] = {}
+
+        def urls(ep: dict) -> list[str]:
+            out = []
+            for ss in ep.get("subsets") or []:
+                ports = ss.get("ports") or []
+                port = next((p["port"] for p in ports if p.get("name") == "http"), ports[0]["port"] if ports else 80)
+                for a in ss.get("addresses") or []:
+                    out.append(f"http://{a['ip']}:{port}")
+            return out
+
+        def push() -> None:
+            snap = {k: list(v) for k, v in state.items()}
+            if self.loop is not None:
+                self.loop.call_soon_threadsafe(self._set_kube_endpoints, snap)
+
+        rv = ""
+        while not self._kube_stop.is_set():
+            try:
+                if not rv:
+                    items, rv = kube.list("v1", "Endpoints", ns, label_selector=MANAGED_SELECTOR)
+                    state.clear()
+                    for it in items:
+                        state[it["metadata"]["name"]] = urls(it)
+                    push()
+                for ev in kube.watch("v1", "Endpoints", ns, rv, label_selector=MANAGED_SELECTOR, timeout_seconds=30):
+                    obj = ev.get("object") or {}
+                    md = obj.get("metadata") or {}
+                    rv = md.get("resourceVersion") or rv
+                    if ev.get("type") == "BOOKMARK":
+                        continue
+                    if ev.get("type") == "DELETED":
+                        state.pop(md.get("name"), None)
+                    else:
+                        state[md.get("name")] = urls(obj)
+                    push()
+            except Stopped:
+                return
+            except KubeError as e:
+                if e.gone or e.status != 0:
+                    rv = ""
+                log.info("endpoints watch interrupted (%s); retrying", e)
+                self._kube_stop.wait(0.5)
+            except Exception as e:  # pragma: no cover - defensive
+                log.warning("endpoints watch failed: %r", e)
+                rv = ""
+                self._kube_stop.wait(1.0)
+        _ = KubeClient
+
+    def _set_kube_endpoints(self, snap: dict[str, list[str]]) -> None:
+        if snap != self.kube_endpoints:
+            self.kube_endpoints = snap
+            self.rebuild()
+
+    # ---------------------------------------------------------------- lifecycle
+    async def startup(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        c = self.config
+        self.session = ClientSession(
+            connector=TCPConnector(limit=c.max_connections_upstream, limit_per_host=0, keepalive_timeout=30,
+                                   enable_cleanup_closed=True),
+            timeout=ClientTimeout(total=c.upstream_timeout, connect=c.connect_timeout),
+            auto_decompress=False, skip_auto_headers=("User-Agent",))
+        if c.kube_namespace or self.source.kind == "configmap":
+            from .kube import KubeClient
+
+            self._kube = KubeClient.from_kubeconfig(c.kubeconfig, stop=self._kube_stop)
+        self._read_endpoints_file()
+        await self.reload_plan()
+        if c.kube_namespace:
+            threading.Thread(target=self._kube_watch_thread, name="endpoints-watch", daemon=True).start()
+        self._tasks.append(asyncio.create_task(self._watch_loop()))
+
+    async def shutdown(self) -> None:
+        self._kube_stop.set()
+        for t in self._tasks:
+            t.cancel()
+        if self.session is not None:
+            await self.session.close()
+        if self._kube is not None:
+            self._kube.close()
+
+    # ---------------------------------------------------------------- HTTP
+    def app(self) -> web.Application:
+        app = make_app(self.config.limits, on_error=lambda code: self.metrics.http_rejects.labels(str(code)).inc())
+        add_v2_routes(app, self)
+        g, p = app.router.add_get, app.router.add_post
+        g("/v1/status", self.status)
+        p("/v1/routing", self.set_routing)
+        p("/v1/reload", self.reload_h)
+        return app
+
+    async def live(self, request):
+        return web.Response(text="ok\n")
+
+    async def ready(self, request):
+        r = self.router
+        if r is None:
+            return json_error(503, f"no plan loaded{': ' + self.plan_error if self.plan_error else ''}")
+        if not r.models:
+            return json_error(503, "no live server for any model of the plan")
+        return web.Response(text=f"ok: plan {r.plan.plan_id}, {sum(len(u) for u in r.endpoints.values())} servers\n")
+
+    async def metrics_h(self, request):
+        return await prometheus(self.metrics.registry)
+
+    async def server_meta(self, request):
+        return json_response({"name": "synergai-gateway", "version": _version(), "extensions": ["binary_tensor_data"]})
+
+    async def status(self, request):
+        r = self.router
+        return json_response({"plan_id": r.plan.plan_id if r else None, "routing": self.policy,
+                              "overload": self.config.overload, "endpoints": r.endpoints if r else {},
+                              "ejected": sorted(self.ejected), "plan_error": self.plan_error, "served": self.served})
+
+    async def set_routing(self, request):
+        denied = self.auth.check(request)
+        if denied is not None:
+            return denied
+        try:
+            obj = v2.loads(await read_body(request, self.config.limits))
+        except v2.V2Error as e:
+            return json_error(e.status, e.message)
+        pol = obj.get("routing") if isinstance(obj, dict) else None
+        if pol not in POLICIES:
+            return json_error(400, f"body must be {{\"routing\": one of {', '.join(POLICIES)}}}")
+        self.policy = pol
+        return json_response({"routing": pol})
+
+    async def reload_h(self, request):
+        denied = self.auth.check(request)
+        if denied is not None:
+            return denied
+        ok = await self.reload_plan()
+        return json_response({"reloaded": ok, "plan_id": self.plan.plan_id if self.plan else None,
+                              "error": self.plan_error or None}, status=200 if ok else 400)
+
+    async def _proxy_get(self, request, suffix: str):
+        """Metadata/readiness of a model: asked of one live server hosting it."""
+        r = self.router
+        model = request.match_info["model"]
+        if r is None or model not in r.models:
+            return json_error(404, f"unknown model {model[:100]!r} (not served by the live plan)")
+        t = r.pick("lor", model, None, 0.0, None, self.inflight)
+        try:
+            async with self.session.get(t.target.url + request.path) as resp:  # type: ignore[union-attr]
+                body = await resp.read()
+                return web.Response(body=body, status=resp.status,
+                                    content_type=resp.content_type or "application/json")
+        except (client_exceptions.ClientError, asyncio.TimeoutError) as e:
+            return json_error(502, f"server {t.target.url} did not answer: {type(e).__name__}")
+
+    async def model_meta(self, request):
+        return await self._proxy_get(request, "")
+
+    async def model_ready(self, request):
+        r = self.router
+        model = request.match_info["model"]
+        if r is None or model not in r.models:
+            return json_response({"name": model, "ready": False}, status=404 if r else 503)
+        return json_response({"name": model, "ready": True})
+
+    async def infer(self, request: web.Request) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        model = request.match_info["model"]
+        r = self.router
+        m = self.metrics
+        if self.config.auth_inference:
+            denied = self.auth.check(request)
+            if denied is not None:
+                return denied
+        if r is None:
+            return json_error(503, "no plan loaded yet", {"Retry-After": "1"})
+        try:
+            body = await read_body(request, self.config.limits)
+            t_body = loop.time()
+            obj = None
+            if v2.DEADLINE_HEADER not in request.headers:
+                obj = v2.header_object(body, request.headers.get(v2.HEADER_LENGTH))
+            deadline = v2.deadline_from(request.headers, obj)
+        except v2.V2Error as e:
+            m.requests.labels(model if r and model in r.models else "unknown", "", str(e.status)).inc()
+            return json_error(e.status, e.message)
+        if model not in r.models:
+            m.requests.labels("unknown", "", "404").inc()
+            return json_error(404, f"unknown model {model[:100]!r} (not served by the live plan "
+                                   f"{r.plan.plan_id}; models: {', '.join(sorted(r.models))})")
+        if deadline is None:
+            deadline = r.deadline_ms.get(model)
+        due = t_body + deadline / 1000.0 if deadline else float("inf")
+        origin = request.headers.get("X-Synergai-Origin")
+        td = time.perf_counter()
+        pick = r.pick(self.policy, model, deadline, t_body, origin if origin in ("edge", "cloud") else None,
+                      self.inflight)
+        m.decision.observe(time.perf_counter() - td)
+        if pick is None:
+            m.requests.labels(model, "", "503").inc()
+            return json_error(503, f"no live server for model {model}", {"Retry-After": "1"})
+        if self.config.overload == "shed" and pick.meets is False:
+            r.cancel(pick)
+            m.sheds.labels(model).inc()
+            m.requests.labels(model, pick.target.pool, "503").inc()
+            return json_error(503, f"overloaded: no server can meet the {deadline:g} ms deadline for {model}",
+                              {"Retry-After": "1", "X-Synergai-Shed": "1"})
+        fwd = {k: request.headers[k] for k in FORWARD_HEADERS if k in request.headers}
+        retries = 0
+        upstream_s = 0.0
+        tried: set[str] = set()
+        while True:
+            url = pick.target.url
+            tried.add(url)
+            self.inflight[url] = self.inflight.get(url, 0) + 1
+            tu = loop.time()
+            err = None
+            try:
+                async with self.session.post(url + request.path, data=body, headers=fwd) as resp:  # type: ignore[union-attr]
+                    payload = await resp.read()
+                    status, rh = resp.status, resp.headers
+            except asyncio.TimeoutError:
+                err = ("timeout", 504, f"server {url} did not answer within {self.config.upstream_timeout:g} s")
+            except (client_exceptions.ClientConnectionError, client_exceptions.ClientPayloadError) as e:
+                err = ("connection", 502, f"server {url} failed: {type(e).__name__}")
+            finally:
+                self.inflight[url] -= 1
+            t1 = loop.time()
+            upstream_s += t1 - tu
+            if err is None:
+                break
+            kind, code, msg = err
+            m.upstream_errors.labels(kind).inc()
+            r.cancel(pick)
+            if kind == "connection":
+                self.eject(url)
+            r2 = self.router or r
+            nxt = None
+            if retries == 0 and t1 < due:
+                nxt = r2.pick(self.policy, model, deadline, t1, None, self.inflight)
+                if nxt is not None and nxt.target.url in tried:
+                    nxt = r2.pick("lor", model, deadline, t1, None, self.inflight, exclude=frozenset(tried))
+            if nxt is None:
+                why = "deadline passed" if t1 >= due else ("already retried" if retries else "no other server")
+                m.requests.labels(model, pick.target.pool, str(code)).inc()
+                return json_error(code, f"{msg}; not retried: {why}", {"X-Synergai-Retries": str(retries)})
+            retries += 1
+            m.retries.labels(model).inc()
+            r, pick = r2, nxt
+        # feedback: the server was free again when its answer arrived; it started compute_ms before
+        try:
+            comp = float(rh.get("X-Synergai-Compute-Ms", "nan")) / 1000.0
+        except ValueError:
+            comp = float("nan")
+        try:
+            depth = int(rh.get("X-Synergai-Queue-Depth", ""))
+        except ValueError:
+            depth = None
+        if 200 <= status < 300:
+            r.complete(pick, t1, t1 - comp if comp == comp else None, depth, self.inflight.get(pick.target.url, 0))
+        else:
+            r.cancel(pick)
+        tot = t1 - t0
+        pool = pick.target.pool
+        m.requests.labels(model, pool, str(status)).inc()
+        if 200 <= status < 300:
+            self.served += 1
+            m.latency.labels(model, pool).observe(tot)
+            if t1 > due:
+                m.violations.labels(model, pool).inc()
+        over = loop.time() - t0 - upstream_s
+        m.overhead.observe(over)
+        headers = {k: rh[k] for k in PASS_BACK if k in rh}
+        headers.update({
+            "X-Synergai-Pool": pool, "X-Synergai-Server": pick.target.group, "X-Synergai-Endpoint": pick.target.url,
+            "X-Synergai-Routing": self.policy, "X-Synergai-Retries": str(retries),
+            "X-Synergai-Gateway-Ms": f"{over * 1000:.3f}", "X-Synergai-Plan": r.plan.plan_id,
+        })
+        if pick.meets is not None:
+            headers["X-Synergai-Meets-Deadline"] = "true" if pick.meets else "false"
+            headers["X-Synergai-Estimated-Ms"] = f"{pick.estimated_ms:.3f}"
+        if deadline:
+            headers["X-Synergai-Deadline-Ms"] = f"{deadline:g}"
+        return web.Response(body=payload, status=status, headers=headers,
+                            content_type=rh.get("Content-Type", "application/json").split(";")[0])
+
+
+def _version() -> str:
+    from .serve import _version as v
+
+    return v()
+
+
+def run_gateway(config: GatewayConfig, port_file: Optional[str] = None) -> int:
+    gw = Gateway(config)
+    return run_main(gw.app, config.host, config.port, config.limits, label="synergai gateway", port_file=port_file,
+                    before=gw.startup, cleanup=gw.shutdown)

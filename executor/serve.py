@@ -1,0 +1,507 @@
+"""``synergai serve``: the reference V2 (Open Inference Protocol) model server for CPU engines.
+
+One process serves one or several models (a *shared* server time-shares its cores between them:
+one pool of execution slots for every model). Per model a dynamic batcher forms batches of up to
+``batch_size`` rows: once an execution slot is free it takes what is queued, waiting at most
+``batch_wait_ms`` (from the first request's arrival) for more (Triton's ``max_queue_delay``).
+
+Runtimes:
+
+* **emulated** (``--emulate DEVICE/CONFIG``, or ``--plan P --server GROUP``): a real V2 server whose
+  inference sleeps for a service time drawn from the profile of that configuration (log-normal
+  fitted to p50/p99), with its batch size, batch wait and concurrency slots, so one machine can
+  stand in for a heterogeneous cluster of dozens of servers. Signature: ``INPUT0`` FP32 ``[-1, 16]``
+  -> ``OUTPUT0`` FP32 ``[-1, 1]`` (the row sums: a checkable answer).
+* **onnx** (``--onnx NAME[=PATH|zoo:ZOO_NAME]``): ONNX Runtime on the CPU, with the model's real
+  signature (the profiler's locally built models from ``profiling_data/profiler/zoo.py``, or any
+  ONNX file with a dynamic batch dimension).
+
+Readiness (``/v2/health/ready``, ``/readyz``) only once every model is loaded and warmed up.
+Every response carries ``X-Synergai-Server-Ms`` (arrival to answer), ``X-Synergai-Compute-Ms``
+(the batch's execution), ``X-Synergai-Batch`` (rows in it) and ``X-Synergai-Queue-Depth``
+(requests in this server not yet answered), which the gateway uses for feedback.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from aiohttp import web
+
+from . import v2
+from .httpkit import (HttpLimits, add_v2_routes, json_error, json_response, make_app, prometheus, read_body,
+                      run_main)
+
+log = logging.getLogger("synergai.serve")
+
+EMU_FEATURES = 16
+
+
+# ------------------------------------------------------------------------------------------ service model
+
+
+def service_model(cfg: Any):
+    """The service model of one configuration (a :class:`models.ConfigChoice`): the planner's own
+    (``planner.service.ServiceModel``: clipped log-normal fitted to the profile's p50/p90/p99, slots,
+    batch wait), so the emulator, the simulator and the planner agree."""
+    from synergai.planner.service import ServiceModel
+
+    return ServiceModel.of(cfg)
+
+
+# ------------------------------------------------------------------------------------------ runtimes
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: list[int]          # -1 = any
+
+    def doc(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+class Runtime:
+    """One loaded model: signature, batching parameters, execution."""
+
+    platform = "synergai"
+
+    def __init__(self, name: str, *, batch_size: int = 1, batch_wait_ms: float = 0.0, slots: int = 1):
+        self.name = name
+        self.version = "1"
+        self.batch_size = max(1, int(batch_size))
+        self.batch_wait_s = max(0.0, batch_wait_ms) / 1000.0
+        self.slots = max(1, int(slots))
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+        self.ready = False
+        self.info: dict = {}
+
+    def metadata(self) -> dict:
+        return {"name": self.name, "versions": [self.version], "platform": self.platform,
+                "inputs": [t.doc() for t in self.inputs], "outputs": [t.doc() for t in self.outputs],
+                "parameters": {"max_batch_size": self.batch_size,
+                               "max_queue_delay_ms": round(self.batch_wait_s * 1000, 3),
+                               "slots": self.slots, **self.info}}
+
+    def validate(self, req: v2.InferRequest) -> int:
+        """Rows in the request (its batch dimension); 400 on a signature mismatch."""
+        by_name = {t.name: t for t in req.inputs}
+        want = {s.name for s in self.inputs}
+        if set(by_name) != want:
+            raise v2.V2Error(400, f"model {self.name} takes inputs {sorted(want)}, got {sorted(by_name)}")
+        rows = None
+        for s in self.inputs:
+            t = by_name[s.name]
+            if t.datatype != s.datatype:
+                raise v2.V2Error(400, f"input {s.name}: datatype {t.datatype}, model expects {s.datatype}")
+            if len(t.shape) != len(s.shape) or any(w not in (-1, g) for w, g in zip(s.shape, t.shape)):
+                raise v2.V2Error(400, f"input {s.name}: shape {t.shape}, model expects {s.shape}")
+            if not t.shape or t.shape[0] < 1:
+                raise v2.V2Error(400, f"input {s.name}: empty batch")
+            if rows is not None and t.shape[0] != rows:
+                raise v2.V2Error(400, "inputs disagree on the batch dimension")
+            rows = t.shape[0]
+        if rows > self.batch_size and self.batch_size > 1:
+            raise v2.V2Error(400, f"batch of {rows} rows exceeds the model's max_batch_size {self.batch_size}")
+        return int(rows or 1)
+
+    async def load(self) -> None:
+        self.ready = True
+
+    async def execute(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        """Outputs for a (concatenated) batch and the execution time, s."""
+        raise NotImplementedError
+
+
+class EmulatedRuntime(Runtime):
+    platform = "synergai_emulated"
+
+    def __init__(self, name: str, cfg: Any, *, seed: int = 0, label: str = ""):
+        sm = service_model(cfg)
+        super().__init__(name, batch_size=cfg.batch_size, batch_wait_ms=sm.batch_wait * 1000.0, slots=sm.slots)
+        self.service = sm
+        self.rng = np.random.default_rng(seed)
+        self.inputs = [TensorSpec("INPUT0", "FP32", [-1, EMU_FEATURES])]
+        self.outputs = [TensorSpec("OUTPUT0", "FP32", [-1, 1])]
+        self.info = {"emulates": label or getattr(cfg, "config_id", ""),
+                     "latency_p50_ms": cfg.latency_p50_ms, "latency_p99_ms": cfg.latency_p99_ms}
+
+    async def execute(self, inputs):
+        t = self.service.sample(self.rng)
+        await asyncio.sleep(t)
+        x = inputs["INPUT0"]
+        return {"OUTPUT0": x.sum(axis=1, keepdims=True, dtype=np.float32)}, t
+
+
+_ORT_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
+              "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int8)": "INT8", "tensor(uint8)": "UINT8",
+              "tensor(bool)": "BOOL", "tensor(string)": "BYTES"}
+
+
+class OnnxRuntime(Runtime):
+    platform = "onnxruntime_onnx"
+
+    def __init__(self, name: str, path: Path, *, batch_size: int = 1, batch_wait_ms: float = 0.0, slots: int = 1,
+                 threads: int = 1):
+        super().__init__(name, batch_size=batch_size, batch_wait_ms=batch_wait_ms, slots=slots)
+        self.path = Path(path)
+        self.threads = max(1, int(threads))
+        self.session = None
+        self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"ort-{name}")
+        self.info = {"file": self.path.name, "threads": self.threads}
+
+    def _load_sync(self) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=["CPUExecutionProvider"])
+        for i in self.session.get_inputs():
+            dims = [d if isinstance(d, int) else -1 for d in i.shape]
+            self.inputs.append(TensorSpec(i.name, _ORT_TYPES.get(i.type, "FP32"), dims))
+        for o in self.session.get_outputs():
+            dims = [d if isinstance(d, int) else -1 for d in o.shape]
+            self.outputs.append(TensorSpec(o.name, _ORT_TYPES.get(o.type, "FP32"), dims))
+        # warm-up: one full batch of zeros (or ones for token ids)
+        feed = {}
+        for s in self.inputs:
+            shape = [self.batch_size if k == 0 else (d if d > 0 else 1) for k, d in enumerate(s.shape)]
+            dt = v2.DTYPES[s.datatype]
+            feed[s.name] = np.ones(shape, dtype=dt) if np.dtype(dt).kind in "iu" else np.zeros(shape, dtype=dt)
+        self.session.run(None, feed)
+
+    async def load(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.pool, self._load_sync)
+        self.ready = True
+
+    def _run(self, inputs):
+        t0 = time.perf_counter()
+        outs = self.session.run(None, inputs)
+        return {s.name: o for s, o in zip(self.outputs, outs)}, time.perf_counter() - t0
+
+    async def execute(self, inputs):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._run, inputs)
+
+
+# ------------------------------------------------------------------------------------------ batching
+
+
+@dataclass
+class _Item:
+    req: v2.InferRequest
+    rows: int
+    arrived: float
+    fut: asyncio.Future
+
+
+class Batcher:
+    """Dynamic batching of one model over a pool of execution slots (shared by a shared server's models)."""
+
+    def __init__(self, rt: Runtime, slots: asyncio.Semaphore):
+        self.rt = rt
+        self.slots = slots
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.task: Optional[asyncio.Task] = None
+        self.pending = 0
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._loop(), name=f"batcher-{self.rt.name}")
+
+    async def submit(self, req: v2.InferRequest, rows: int) -> tuple[dict[str, np.ndarray], float, int]:
+        loop = asyncio.get_running_loop()
+        item = _Item(req, rows, loop.time(), loop.create_future())
+        self.pending += 1
+        try:
+            self.queue.put_nowait(item)
+            return await item.fut
+        finally:
+            self.pending -= 1
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        rt = self.rt
+        while True:
+            first = await self.queue.get()
+            await self.slots.acquire()
+            batch, rows = [first], first.rows
+            while rows < rt.batch_size:
+                try:
+                    nxt = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    wait = first.arrived + rt.batch_wait_s - loop.time()
+                    if wait <= 0:
+                        break
+                    try:
+                        nxt = await asyncio.wait_for(self.queue.get(), wait)
+                    except asyncio.TimeoutError:
+                        break
+                if rows + nxt.rows > rt.batch_size:
+                    self.queue._queue.appendleft(nxt)  # type: ignore[attr-defined]  # next batch starts with it
+                    break
+                batch.append(nxt)
+                rows += nxt.rows
+            asyncio.create_task(self._execute(batch, rows))
+
+    async def _execute(self, batch: list[_Item], rows: int) -> None:
+        try:
+            live = [b for b in batch if not b.fut.done()]
+            if not live:
+                return
+            names = [s.name for s in self.rt.inputs]
+            if len(live) == 1:
+                feed = {t.name: t.array for t in live[0].req.inputs}
+            else:
+                feed = {n: np.concatenate([next(t.array for t in b.req.inputs if t.name == n) for b in live])
+                        for n in names}
+            outs, dt = await self.rt.execute(feed)
+            off = 0
+            for b in live:
+                part = {k: v[off:off + b.rows] for k, v in outs.items()}
+                off += b.rows
+                if not b.fut.done():
+                    b.fut.set_result((part, dt, rows))
+        except Exception as e:  # the model failed: every request of the batch gets the error
+            log.exception("model %s failed on a batch", self.rt.name)
+            for b in batch:
+                if not b.fut.done():
+                    b.fut.set_exception(v2.V2Error(500, f"model {self.rt.name} failed: {type(e).__name__}: {e}"))
+        finally:
+            self.slots.release()
+
+
+# ------------------------------------------------------------------------------------------ server
+
+
+class ModelServer:
+    def __init__(self, runtimes: list[Runtime], *, shared: Optional[bool] = None, name: str = "synergai-serve",
+                 limits: Optional[HttpLimits] = None):
+        if not runtimes:
+            raise ValueError("a server needs at least one model")
+        names = [r.name for r in runtimes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate model names: {names}")
+        self.models = {r.name: r for r in runtimes}
+        self.shared = len(runtimes) > 1 if shared is None else shared
+        self.name = name
+        self.limits = limits or HttpLimits()
+        self.batchers: dict[str, Batcher] = {}
+        self.is_ready = False
+        self.inflight = 0
+        self.served = 0
+        self.load_error = ""
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        r = self.registry = CollectorRegistry()
+        self.m_requests = Counter("synergai_serve_requests_total", "Inference requests, by model and code.",
+                                  ["model", "code"], registry=r)
+        self.m_batch = Histogram("synergai_serve_batch_rows", "Rows per executed batch.", ["model"],
+                                 buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        self.m_latency = Histogram("synergai_serve_latency_seconds", "Arrival to answer, by model.", ["model"],
+                                   buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5), registry=r)
+
+    async def load(self) -> None:
+        try:
+            if self.shared:
+                sem = asyncio.Semaphore(max(r.slots for r in self.models.values()))
+                for r in self.models.values():
+                    self.batchers[r.name] = Batcher(r, sem)
+            else:
+                for r in self.models.values():
+                    self.batchers[r.name] = Batcher(r, asyncio.Semaphore(r.slots))
+            for r in self.models.values():
+                await r.load()
+            for b in self.batchers.values():
+                b.start()
+            self.is_ready = True
+            log.info("ready: %s", ", ".join(f"{r.name} ({r.platform}, b{r.batch_size}, "
+                                            f"wait {r.batch_wait_s * 1000:.2f} ms, {r.slots} slot(s))"
+                                            for r in self.models.values()))
+        except Exception as e:
+            self.load_error = f"{type(e).__name__}: {e}"
+            log.exception("loading the models failed")
+
+    # ---------------------------------------------------------------- HTTP
+    def app(self) -> web.Application:
+        app = make_app(self.limits)
+        add_v2_routes(app, self)
+        return app
+
+    async def live(self, request):
+        return web.Response(text="ok\n")
+
+    async def ready(self, request):
+        if self.is_ready:
+            return web.Response(text="ok\n")
+        return json_error(503, self.load_error or "models loading")
+
+    async def metrics(self, request):
+        return await prometheus(self.registry)
+
+    async def server_meta(self, request):
+        return json_response({"name": self.name, "version": _version(), "extensions": ["binary_tensor_data"]})
+
+    def _model(self, request) -> Runtime:
+        name = request.match_info["model"]
+        rt = self.models.get(name)
+        if rt is None:
+            raise v2.V2Error(404, f"unknown model {name[:100]!r} (this server has: {', '.join(self.models)})")
+        ver = request.match_info.get("version")
+        if ver is not None and ver != rt.version:
+            raise v2.V2Error(404, f"model {name} has no version {ver[:20]!r} (versions: {rt.version})")
+        return rt
+
+    async def model_meta(self, request):
+        try:
+            return json_response(self._model(request).metadata())
+        except v2.V2Error as e:
+            return json_error(e.status, e.message)
+
+    async def model_ready(self, request):
+        try:
+            rt = self._model(request)
+        except v2.V2Error as e:
+            return json_error(e.status, e.message)
+        return json_response({"name": rt.name, "ready": rt.ready and self.is_ready},
+                             status=200 if rt.ready and self.is_ready else 503)
+
+    async def infer(self, request: web.Request) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        name = request.match_info["model"]
+        label = name if name in self.models else "unknown"
+        self.inflight += 1
+        try:
+            rt = self._model(request)
+            if not self.is_ready:
+                raise v2.V2Error(503, "models loading")
+            body = await read_body(request, self.limits)
+            js, tail = v2.split_binary(body, request.headers.get(v2.HEADER_LENGTH))
+            obj = v2.loads(js)
+            if not isinstance(obj, dict):
+                raise v2.V2Error(400, "an inference request must be a JSON object")
+            req = v2.parse_infer_request(obj, tail)
+            rows = rt.validate(req)
+            outs, compute_s, batch_rows = await self.batchers[rt.name].submit(req, rows)
+            payload, headers = v2.encode_response(rt.name, rt.version, req.id, outs, req)
+            server_ms = (time.perf_counter() - t0) * 1000.0
+            headers.update({"X-Synergai-Server-Ms": f"{server_ms:.3f}", "X-Synergai-Compute-Ms": f"{compute_s * 1000:.3f}",
+                            "X-Synergai-Batch": str(batch_rows), "X-Synergai-Queue-Depth": str(self.inflight - 1)})
+            ctype = headers.pop("Content-Type")
+            self.m_requests.labels(label, "200").inc()
+            self.m_batch.labels(label).observe(batch_rows)
+            self.m_latency.labels(label).observe(server_ms / 1000.0)
+            self.served += 1
+            return web.Response(body=payload, headers=headers, content_type=ctype)
+        except v2.V2Error as e:
+            self.m_requests.labels(label, str(e.status)).inc()
+            return json_error(e.status, e.message)
+        except web.HTTPException as e:
+            self.m_requests.labels(label, str(e.status)).inc()
+            raise
+        finally:
+            self.inflight -= 1
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("synergai")
+    except Exception:  # pragma: no cover
+        return "dev"
+
+
+# ------------------------------------------------------------------------------------------ building models
+
+
+def emulated_from_profile(model: str, spec: str, profiles=None, seed: int = 0) -> EmulatedRuntime:
+    """``spec`` = ``DEVICE/CONFIG_ID`` (e.g. ``jetson-agx-orin/tensorrt/int8/b1/tauto/maxn``)."""
+    from synergai.models import InputError
+
+    device, _, config_id = spec.strip().partition("/")
+    if not device or not config_id:
+        raise InputError(f"--emulate {spec!r}: expected DEVICE/CONFIG_ID, e.g. "
+                         "x86-xeon-8275cl/onnxruntime/fp32/b1/tauto/default", field="--emulate")
+    if profiles is None:
+        from synergai import profiling_data
+
+        profiles = profiling_data.default_profiles()
+    recs = [r for r in profiles.for_model_device(model.strip().lower(), device.strip().lower())]
+    for r in recs:
+        if r.config_id == config_id.strip().lower():
+            from synergai.planner.offline import _choice
+
+            return EmulatedRuntime(model, _choice(r), seed=seed, label=f"{device}/{config_id}")
+    have = ", ".join(sorted(r.config_id for r in recs)[:8]) or "none"
+    raise InputError(f"no profile for model {model!r} on device {device!r} with configuration {config_id!r} "
+                     f"(configurations there: {have})", field="--emulate")
+
+
+def group_assignments(plan) -> dict[str, list]:
+    """Server group name -> its assignments. Without ``plan.servers`` every assignment with replicas is
+    its own dedicated group ``{model}-{pool}``."""
+    out: dict[str, list] = {}
+    if plan.servers:
+        for a in plan.assignments:
+            if a.server:
+                out.setdefault(a.server, []).append(a)
+        for s in plan.servers:
+            out.setdefault(s.name, [a for a in plan.assignments if a.pool == s.pool and a.model in s.models])
+        return out
+    for a in plan.assignments:
+        if a.replicas > 0:
+            out.setdefault(f"{a.model}-{a.pool}", []).append(a)
+    return out
+
+
+def emulated_from_plan(plan, group: str, seed: int = 0) -> list[EmulatedRuntime]:
+    from synergai.models import InputError
+
+    groups = group_assignments(plan)
+    if group not in groups:
+        raise InputError(f"plan has no server group {group!r} (groups: {', '.join(sorted(groups))})",
+                         field="--server")
+    return [EmulatedRuntime(a.model, a.config, seed=seed + k, label=f"{a.pool}/{a.config.config_id}")
+            for k, a in enumerate(groups[group])]
+
+
+def onnx_runtime(spec: str, *, batch_size: int = 1, batch_wait_ms: float = 0.0, slots: int = 1,
+                 threads: int = 1) -> OnnxRuntime:
+    """``NAME`` (a zoo model), ``NAME=zoo:ZOO_NAME`` or ``NAME=/path/model.onnx``."""
+    from synergai.models import InputError
+
+    name, _, src = spec.partition("=")
+    name = name.strip()
+    src = src.strip() or f"zoo:{name}"
+    if src.startswith("zoo:"):
+        from synergai.profiling_data.profiler import zoo
+
+        z = zoo.resolve(src[4:])
+        if z is None:
+            raise InputError(f"--onnx {spec!r}: no zoo model {src[4:]!r} (zoo: {', '.join(zoo.model_names())})",
+                             field="--onnx")
+        path = zoo.build(z)
+    else:
+        path = Path(src)
+        if not path.is_file():
+            raise InputError(f"--onnx {spec!r}: file not found", field="--onnx")
+    return OnnxRuntime(name, path, batch_size=batch_size, batch_wait_ms=batch_wait_ms, slots=slots, threads=threads)
+
+
+# ------------------------------------------------------------------------------------------ entry point
+
+
+def run_server(runtimes: list[Runtime], host: str, port: int, *, shared: Optional[bool] = None,
+               limits: Optional[HttpLimits] = None, port_file: Optional[str] = None) -> int:
+    server = ModelServer(runtimes, shared=shared, limits=limits)
+    return run_main(server.app, host, port, server.limits, label="synergai serve", port_file=port_file,
+                    after_listen=server.load)
