@@ -1,23 +1,29 @@
-"""Data step: enumerate (model, pool, configuration) candidates and reject the hopeless ones.
+"""Data step: enumerate what the MILP may deploy, and reject the hopeless with a reason.
 
-Plain data in (profiles, cluster, workload), plain data out (``Candidates``): the
-MILP builder never sees a pydantic object.
+Two kinds of deployable unit, both plain data (the MILP builder never sees a pydantic object):
+
+- a **dedicated** candidate ``k`` = (model, pool, configuration): replicas that each run one
+  configuration of one model with the configuration's own resource request, usable up to the
+  utilisation ``rho_k`` at which the service model (``service.py``) still meets the deadline;
+- a **shared** candidate ``j`` = (model, pool, configuration) loadable on the pool's *shared
+  servers*: one server per slice of a node (one accelerator and its share of cores and memory on
+  accelerator pools, the whole node on CPU pools) that loads several models and time-shares the
+  device between them, under the pool's utilisation cap and the linear mixed-queue condition.
+
+Every (model, pool, configuration) considered gets a ``Candidate`` report (chosen, or why not).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from synergai.models import ClusterSpec, InputError, ProfileRecord, ProfileTable, WorkloadSpec
+from synergai.models import ClusterSpec, InputError, NodePool, ProfileRecord, ProfileTable, WorkloadSpec
 from synergai.models.plan import Candidate
 
-from .queueing import LatencyDist, max_utilisation
+from .service import (ServiceModel, device_power_ceiling, energy_per_request, g_factor, max_utilisation,
+                      serving_power)
 
-#: Power estimate (W) when a profile has none: per CPU core and per accelerator.
-WATTS_PER_CORE = 4.0
-WATTS_PER_ACCELERATOR = 60.0
+RES = ("cpu", "mem", "acc")
 
 
 @dataclass
@@ -25,178 +31,292 @@ class PlanOptions:
     """Planner knobs; defaults are what the CLI uses."""
 
     util_cap: float = 0.85
-    """Hard upper bound on a replica's utilisation, whatever the queueing model allows (0-1)."""
+    """Hard upper bound on a server's utilisation, whatever the queueing model allows (0-1); shared
+    servers are planned at exactly this cap (their mixed-queue condition is stated for it)."""
     quantile: float = 0.99
     """Response-time quantile that must meet the deadline."""
     objective: str = "lexicographic"
-    """`lexicographic` (unserved first, then energy+resources, two solves) or `weighted` (one solve)."""
+    """`lexicographic` (unserved, then headroom, then energy: several solves) or `weighted` (one solve)."""
     unserved_weight: float = 1e5
     """Weight of 1 req/s unserved (times priority) in the weighted objective (W-equivalents)."""
     resource_weight: float = 1e-2
-    """Weight of one pool-capacity-normalised replica footprint in phase 2 (W-equivalents)."""
+    """Weight of one pool-capacity-normalised server footprint in the energy phase (W-equivalents)."""
     headroom: float = 1.5
-    """Phase H: after the unserved optimum, grow deadline-feasible capacity for every served model up to
-    this factor of its served load before minimising energy (1 = off: pure energy after unserved)."""
+    """After the unserved optimum, make every served model's load able to grow by a factor alpha_m up to
+    this value at once (max-min first, then the sum), before minimising energy (1 = off)."""
     load_scenarios: tuple = ()
     """Optional ``((factor, probability), ...)`` including ``(1.0, p)``: the plan must also do well when
     every rate is multiplied by ``factor`` (e.g. an MMPP's burst state); minimises expected unserved."""
-    use_spare_capacity: bool = True
-    """After solving, add replicas of the chosen configurations into idle capacity (lowers queueing)."""
+    shared_servers: bool = True
+    """Offer shared servers (several models per server on one accelerator or node)."""
+    shared_configs: int = 3
+    """At most this many configurations per (model, pool) are offered to shared servers (the highest
+    capacity, the lowest energy and the loosest queueing budget first); 0 = all."""
     prune_dominated: bool = True
+    skip_unprofiled: bool = False
+    """Plan around pools whose device has no profile (the pool stays unused and a note says so)
+    instead of rejecting the cluster."""
 
 
 @dataclass
-class Candidates:
-    """Feasible candidates as parallel arrays plus the reports of every candidate considered."""
+class Dedicated:
+    """Dedicated candidates as parallel lists (index k)."""
 
-    models: list[str]
-    pools: list[str]
     records: list[ProfileRecord] = field(default_factory=list)
-    m: list[int] = field(default_factory=list)          # model index
-    p: list[int] = field(default_factory=list)          # pool index
-    cap_rps: list[float] = field(default_factory=list)  # usable rate per replica (rho* x mu)
-    rho: list[float] = field(default_factory=list)      # utilisation cap
-    energy_j: list[float] = field(default_factory=list)  # J per request
-    power_w: list[float] = field(default_factory=list)   # W while serving (possibly imputed)
+    sm: list[ServiceModel] = field(default_factory=list)
+    m: list[int] = field(default_factory=list)
+    p: list[int] = field(default_factory=list)
+    cap: list[float] = field(default_factory=list)        # c_k = rho_k * capacity, req/s per replica
+    rho: list[float] = field(default_factory=list)
+    energy: list[float] = field(default_factory=list)     # e_k, J per request
+    power: list[float] = field(default_factory=list)      # W while serving
+    power_est: list[bool] = field(default_factory=list)
     res: list[tuple[float, float, float]] = field(default_factory=list)  # cpu, mem, acc per replica
     nmax: list[int] = field(default_factory=list)
-    response_ms: list[float] = field(default_factory=list)
-    batch_wait_ms: list[float] = field(default_factory=list)
-    reports: list[Candidate] = field(default_factory=list)
-    report_index: list[int] = field(default_factory=list)  # candidate -> index into reports
+    mode: list[str] = field(default_factory=list)
+    report: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.m)
 
 
-BATCH_WAIT_FRACTION = 0.5
+@dataclass
+class Shared:
+    """Shared-server candidates (index j) and per-pool slices."""
+
+    records: list[ProfileRecord] = field(default_factory=list)
+    sm: list[ServiceModel] = field(default_factory=list)
+    m: list[int] = field(default_factory=list)
+    p: list[int] = field(default_factory=list)
+    work: list[float] = field(default_factory=list)       # w_j = 1 / capacity, server-s per request
+    resid: list[float] = field(default_factory=list)      # a_j, mean residual work per req/s, s^2
+    budget: list[float] = field(default_factory=list)     # B_j = deadline - rtt - batch wait - S(q), s
+    mem: list[float] = field(default_factory=list)        # memory footprint when loaded, MiB
+    energy: list[float] = field(default_factory=list)
+    power: list[float] = field(default_factory=list)
+    power_est: list[bool] = field(default_factory=list)
+    mode: list[str] = field(default_factory=list)
+    report: list[int] = field(default_factory=list)
+    slice: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # pool -> cpu, mem, acc per server
+    per_node: dict[int, int] = field(default_factory=dict)                      # pool -> shared servers per node
+    g: float = 0.0                                                                # G(rho_bar)
+
+    def __len__(self) -> int:
+        return len(self.m)
 
 
-def batch_wait_ms(rec: ProfileRecord) -> float:
-    """Longest a request waits for its batch to fill (the runtime's max queue delay): half a median
-    batch call, so a partly filled batch starts rather than idling (0 for batch 1).  The simulator
-    and the executor (env MAX_BATCH_DELAY_MS) use the same bound."""
-    return 0.0 if rec.batch_size <= 1 else BATCH_WAIT_FRACTION * rec.latency_p50_ms
+@dataclass
+class Candidates:
+    models: list[str]
+    pools: list[str]
+    ded: Dedicated
+    sh: Shared
+    reports: list[Candidate]
+    rho_bar: float
+    max_factor: float
+    unprofiled: list[str] = field(default_factory=list)
 
-
-def _power(rec: ProfileRecord, device_median: dict[str, float]) -> tuple[float, bool]:
-    if rec.power_w is not None:
-        return rec.power_w, False
-    if rec.device in device_median:
-        return device_median[rec.device], True
-    return WATTS_PER_CORE * rec.cpu_cores + WATTS_PER_ACCELERATOR * rec.accelerators, True
+    def __len__(self) -> int:
+        return len(self.ded) + len(self.sh)
 
 
 def check_inputs(profiles: ProfileTable, cluster: ClusterSpec, workload: WorkloadSpec,
-                 cluster_file: str | None = None, workload_file: str | None = None) -> None:
-    """Cross-file checks the single-file validators cannot do."""
+                 cluster_file: str | None = None, workload_file: str | None = None,
+                 skip_unprofiled: bool = False) -> list[str]:
+    """Cross-file checks the single-file validators cannot do; returns the pools left unused."""
     devices = set(profiles.devices)
+    skipped = []
     for i, pool in enumerate(cluster.pools):
         if pool.device not in devices:
-            raise InputError(f"unknown device {pool.device!r} (no profile has it; known: {', '.join(sorted(devices))})",
+            if skip_unprofiled:
+                skipped.append(pool.name)
+                continue
+            near = _nearest(pool.device, sorted(devices))
+            raise InputError(f"pool {pool.name!r}: no profile for device {pool.device!r} (nearest known: "
+                             f"{', '.join(near)}); profile it, or pass --skip-unprofiled to leave the pool unused",
                              file=cluster_file or "<cluster>", field=f"pools.{i}.device")
     models = set(profiles.models)
     for i, d in enumerate(workload.models):
         if d.model not in models:
             raise InputError(f"unknown model {d.model!r} (no profile has it; known: {', '.join(sorted(models))})",
                              file=workload_file or "<workload>", field=f"models.{i}.model")
+    return skipped
+
+
+def _nearest(name: str, known: list[str], k: int = 3) -> list[str]:
+    import difflib
+
+    best = difflib.get_close_matches(name, known, n=k, cutoff=0.0)
+    return best or known[:k]
+
+
+def shared_slice(pool: NodePool) -> tuple[tuple[float, float, float], int]:
+    """(cpu, mem, acc) of one shared server on this pool, and shared servers per node."""
+    if pool.accelerators > 0:
+        k = pool.accelerators
+        return (pool.cpu / k, pool.memory_mb / k, 1.0), k
+    return (pool.cpu, pool.memory_mb, 0.0), 1
 
 
 def build_candidates(profiles: ProfileTable, cluster: ClusterSpec, workload: WorkloadSpec,
-                     opts: PlanOptions | None = None) -> Candidates:
+                     opts: PlanOptions | None = None, skip_pools: tuple[str, ...] = ()) -> Candidates:
     opts = opts or PlanOptions()
-    pools = [p for p in cluster.pools]
+    pools = list(cluster.pools)
     models = [d.model for d in workload.models]
-    cands = Candidates(models=models, pools=[p.name for p in pools])
-
-    powered: dict[str, list[float]] = {}
-    for r in profiles.records:
-        if r.power_w is not None:
-            powered.setdefault(r.device, []).append(r.power_w)
-    device_median = {d: float(np.median(v)) for d, v in powered.items()}
+    ceiling = device_power_ceiling(profiles.records)
+    scen = list(opts.load_scenarios) or [(1.0, 1.0)]
+    max_factor = max(f for f, _ in scen) * max(1.0, opts.headroom)
+    rho_bar = opts.util_cap
+    ded, sh, reports = Dedicated(), Shared(g=g_factor(rho_bar, opts.quantile)), []
 
     by_md: dict[tuple[str, str], list[ProfileRecord]] = {}
     for r in profiles.records:
         by_md.setdefault((r.model, r.device), []).append(r)
+    for pi, pool in enumerate(pools):
+        if pool.name not in skip_pools and pool.nodes > 0:
+            sh.slice[pi], sh.per_node[pi] = shared_slice(pool)
 
     for mi, dem in enumerate(workload.models):
         for pi, pool in enumerate(pools):
-            feas: list[dict] = []
+            if pool.name in skip_pools:
+                continue
+            group_d: list[dict] = []
+            group_s: list[dict] = []
             for rec in by_md.get((dem.model, pool.device), []):
-                wait = batch_wait_ms(rec)
-                resp = rec.latency_p99_ms + pool.rtt_ms + wait
-                pw, _ = _power(rec, device_median)
-                epr = pw / rec.throughput_rps
+                sm = ServiceModel.of(rec)
+                fixed = sm.batch_wait + sm.quantile(opts.quantile) + pool.rtt_ms / 1e3
+                pw, est = serving_power(rec, ceiling)
+                epr = energy_per_request(pw, sm)
                 rep = Candidate(model=dem.model, pool=pool.name, config_id=rec.config_id,
-                                latency_p99_ms=rec.latency_p99_ms, response_p99_ms=round(resp, 6), capacity_rps=0.0,
-                                energy_j_per_request=round(epr, 9), status="not_chosen")
-                cands.reports.append(rep)
+                                latency_p99_ms=rec.latency_p99_ms, response_p99_ms=round(fixed * 1e3, 6),
+                                capacity_rps=0.0, energy_j_per_request=round(epr, 9), power_estimated=est,
+                                status="not_chosen")
+                reports.append(rep)
+                ri = len(reports) - 1
                 if pool.architecture != rec.architecture:
                     rep.status, rep.detail = "does_not_fit", f"profile is {rec.architecture}, pool is {pool.architecture}"
                     continue
-                if resp > dem.deadline_ms:
+                if fixed * 1e3 > dem.deadline_ms:
                     rep.status = "misses_deadline"
-                    rep.detail = (f"p99 {rec.latency_p99_ms:.3g} ms + rtt {pool.rtt_ms:.3g} ms"
-                                  + (f" + batch wait {wait:.3g} ms" if wait else "")
-                                  + f" = {resp:.3g} ms > deadline {dem.deadline_ms:.3g} ms")
-                    continue
-                need = (rec.cpu_cores, rec.memory_request_mb, float(rec.accelerators))
-                have = (pool.cpu, pool.memory_mb, float(pool.accelerators))
-                short = [n for n, a, b in zip(("cpu", "memory", "accelerators"), need, have) if a > b + 1e-9]
-                if short:
-                    rep.status = "does_not_fit"
-                    rep.detail = "one replica needs more " + ", ".join(short) + " than a node has"
+                    rep.detail = (f"p{opts.quantile * 100:g} {sm.quantile(opts.quantile) * 1e3:.3g} ms + rtt "
+                                  f"{pool.rtt_ms:.3g} ms" + (f" + batch wait {sm.batch_wait * 1e3:.3g} ms" if sm.batch_wait else "")
+                                  + f" = {fixed * 1e3:.3g} ms > deadline {dem.deadline_ms:.3g} ms")
                     continue
                 if pool.nodes == 0:
                     rep.status, rep.detail = "does_not_fit", "pool has no nodes"
                     continue
-                dist = LatencyDist(rec.latency_p50_ms, rec.latency_p90_ms, rec.latency_p99_ms)
-                per_req = 1000.0 / rec.throughput_rps
-                rho = min(opts.util_cap, max_utilisation(dist, dem.deadline_ms - pool.rtt_ms - wait, cap=opts.util_cap,
-                                                         q=opts.quantile, per_request_mean_ms=per_req))
-                if rho <= 1e-6:
+                budget = (dem.deadline_ms - pool.rtt_ms) / 1e3
+                rho = min(opts.util_cap, max_utilisation(sm, budget, cap=opts.util_cap, q=opts.quantile))
+                need = (rec.cpu_cores, rec.memory_request_mb, float(rec.accelerators))
+                have = (pool.cpu, pool.memory_mb, float(pool.accelerators))
+                fits = all(a <= b + 1e-9 for a, b in zip(need, have))
+                mem_fp = rec.memory_mb or rec.memory_request_mb
+                sl = sh.slice.get(pi)
+                sfits = (opts.shared_servers and sl is not None and rec.cpu_cores <= sl[0] + 1e-9
+                         and mem_fp <= sl[1] + 1e-9 and rec.accelerators <= sl[2] + 1e-9)
+                qbudget = dem.deadline_ms / 1e3 - fixed
+                if not fits and not sfits:
+                    short = [n for n, a, b in zip(("cpu", "memory", "accelerators"), need, have) if a > b + 1e-9]
+                    rep.status = "does_not_fit"
+                    rep.detail = "one replica needs more " + ", ".join(short) + " than a node has"
+                    continue
+                if rho <= 1e-6 and not (sfits and qbudget > 0):
                     rep.status = "misses_deadline"
-                    rep.detail = "no queueing headroom: any load pushes the p99 response past the deadline"
+                    rep.detail = "no queueing headroom: any load pushes the response quantile past the deadline"
                     continue
-                per_node = min(math.floor(h / n + 1e-9) if n > 0 else 10 ** 6 for n, h in zip(need, have))
-                cap_rps = rho * rec.throughput_rps
-                need_for_all = math.ceil(dem.rate_rps / cap_rps - 1e-9) if dem.rate_rps > 0 else 0
-                nmax = min(per_node * pool.nodes, max(need_for_all, 0))
-                rep.capacity_rps = round(cap_rps, 6)
-                if nmax <= 0:
-                    rep.status = "not_chosen"
-                    rep.detail = "no demand" if dem.rate_rps <= 0 else "no room"
-                    continue
-                feas.append(dict(records=rec, m=mi, p=pi, cap_rps=cap_rps, rho=rho, energy_j=epr, power_w=pw,
-                                 res=need, nmax=nmax, response_ms=resp, batch_wait_ms=wait,
-                                 report_index=len(cands.reports) - 1))
-            if opts.prune_dominated and len(feas) > 1:
-                feas = _prune_dominated(cands.reports, feas)
-            for e in feas:
+                rep.capacity_rps = round(rho * sm.capacity, 6)
+                if fits and rho > 1e-6:
+                    cap = rho * sm.capacity
+                    per_node = min(math.floor(h / n + 1e-9) if n > 0 else 10 ** 6 for n, h in zip(need, have))
+                    need_max = math.ceil(max_factor * dem.rate_rps / cap - 1e-9) if dem.rate_rps > 0 else 0
+                    nmax = min(per_node * pool.nodes, need_max)
+                    if nmax > 0:
+                        group_d.append(dict(records=rec, sm=sm, m=mi, p=pi, cap=cap, rho=rho, energy=epr, power=pw,
+                                            power_est=est, res=need, nmax=nmax, mode=rec.power_mode, report=ri))
+                if sfits and qbudget > 0 and dem.rate_rps > 0:
+                    group_s.append(dict(records=rec, sm=sm, m=mi, p=pi, work=sm.work_per_request,
+                                        resid=sm.residual_per_request, budget=qbudget, mem=mem_fp, energy=epr,
+                                        power=pw, power_est=est, mode=rec.power_mode, report=ri))
+                if dem.rate_rps <= 0:
+                    rep.detail = "no demand"
+            if opts.prune_dominated and len(group_d) > 1:
+                group_d = _prune(reports, group_d, better=("cap",), worse=("energy",), res=True)
+            if len(group_s) > 1:
+                group_s = _prune(reports, group_s, better=("budget",), worse=("work", "resid", "energy", "mem"),
+                                 res=False, mark=False)
+                if opts.shared_configs and len(group_s) > opts.shared_configs:
+                    group_s = _top_shared(group_s, opts.shared_configs)
+            for e in group_d:
                 for k, v in e.items():
-                    getattr(cands, k).append(v)
-    return cands
+                    getattr(ded, k).append(v)
+            for e in group_s:
+                for k, v in e.items():
+                    getattr(sh, k).append(v)
+    _shrink_slices(sh)
+    return Candidates(models=models, pools=[p.name for p in pools], ded=ded, sh=sh, reports=reports,
+                      rho_bar=rho_bar, max_factor=max_factor, unprofiled=list(skip_pools))
 
 
-def _prune_dominated(reports: list[Candidate], group: list[dict]) -> list[dict]:
-    """Drop a candidate when another of the same (model, pool) and power mode is at least as good in every respect.
+def _shrink_slices(sh: Shared) -> None:
+    """Reserve for a shared server only what its candidates can use: the most cores any of them needs and
+    the memory of the largest configuration of every model (never more than the node's share)."""
+    for p, (cpu, mem, acc) in list(sh.slice.items()):
+        js = [j for j in range(len(sh)) if sh.p[j] == p]
+        if not js:
+            del sh.slice[p]
+            continue
+        need_cpu = max(sh.records[j].cpu_cores for j in js)
+        per_model: dict[int, float] = {}
+        for j in js:
+            per_model[sh.m[j]] = max(per_model.get(sh.m[j], 0.0), sh.mem[j])
+        sh.slice[p] = (min(cpu, need_cpu), min(mem, sum(per_model.values())), acc)
 
-    Safe: swapping the dominated configuration for the dominating one with the same replica
-    count keeps every constraint satisfied and does not raise the objective.
+
+def _prune(reports: list[Candidate], group: list[dict], *, better: tuple, worse: tuple, res: bool,
+           mark: bool = True) -> list[dict]:
+    """Drop a candidate when another of the same (model, pool) and power mode is at least as good in every
+    respect (``better`` keys larger-is-better, ``worse`` smaller-is-better, resources smaller-is-better).
+
+    Safe: swapping the dominated configuration for the dominating one keeps every constraint
+    satisfied and does not raise the objective.
     """
     drop = set()
     for i, a in enumerate(group):
         for j, b in enumerate(group):
-            if i == j or j in drop or a["records"].power_mode != b["records"].power_mode:
+            if i == j or j in drop or a["mode"] != b["mode"]:
                 continue
-            better_eq = (b["cap_rps"] >= a["cap_rps"] and b["energy_j"] <= a["energy_j"]
-                         and all(x <= y for x, y in zip(b["res"], a["res"])))
-            strictly = (b["cap_rps"] > a["cap_rps"] or b["energy_j"] < a["energy_j"]
-                        or any(x < y for x, y in zip(b["res"], a["res"])) or j < i)
-            if better_eq and strictly:
+            ge = all(b[x] >= a[x] for x in better) and all(b[x] <= a[x] for x in worse)
+            if res:
+                ge = ge and all(x <= y for x, y in zip(b["res"], a["res"]))
+            strict = (any(b[x] > a[x] for x in better) or any(b[x] < a[x] for x in worse) or j < i
+                      or (res and any(x < y for x, y in zip(b["res"], a["res"]))))
+            if ge and strict:
                 drop.add(i)
-                rep = reports[a["report_index"]]
-                rep.status = "dominated"
-                rep.detail = f"{b['records'].config_id} serves at least as much with no more energy or resources"
+                if mark:
+                    rep = reports[a["report"]]
+                    rep.status = "dominated"
+                    rep.detail = f"{b['records'].config_id} serves at least as much with no more energy or resources"
                 break
     return [e for k, e in enumerate(group) if k not in drop]
+
+
+def _top_shared(group: list[dict], k: int) -> list[dict]:
+    """At most k shared configurations per (model, pool): best capacity, least energy, loosest budget, ..."""
+    keys = [lambda e: e["work"], lambda e: e["energy"], lambda e: -e["budget"]]
+    chosen: list[int] = []
+    rounds = 0
+    while len(chosen) < k and rounds < k:
+        for key in keys:
+            order = sorted(range(len(group)), key=lambda i: (key(group[i]), i))
+            for i in order:
+                if i not in chosen:
+                    chosen.append(i)
+                    break
+            if len(chosen) >= k:
+                break
+        rounds += 1
+    return [group[i] for i in sorted(chosen)]
+
+
+# re-exported for callers that configure runtimes (the values live in service.py)
+from .service import BATCH_WAIT_FRACTION, batch_wait_ms  # noqa: E402,F401

@@ -1,47 +1,65 @@
-r"""Model step: the offline MILP as arrays (vectorised; names kept so a dumped LP reads like the maths).
+r"""Model step: the offline MILP as arrays (vectorised; named rows and columns so a dumped LP reads like the maths).
 
 Notation
 --------
-- ``m`` models, ``p`` node pools, ``r`` in {cpu, mem, acc} resources, ``h`` power modes.
-- ``k`` a feasible candidate (model ``m(k)``, pool ``p(k)``, one profiled configuration).
-  Candidates whose p99 latency + RTT (+ batch wait) misses the deadline, or whose replica
-  does not fit on one node, were removed by the data step (this *is* the deadline and
-  per-node-fit constraint family, applied as a domain restriction).
-- ``lam_m`` expected rate (req/s), ``w_m`` priority, ``c_k = rho_k * mu_k`` usable rate per
-  replica (throughput times the utilisation cap that keeps the p99 response inside the
-  deadline, see ``queueing.py``), ``e_k`` energy per request (J), ``a_kr`` per-replica request
-  of resource ``r``, ``C_pr = nodes_p * cap_pr`` pool capacity, ``N_k`` replica bound.
+- ``m`` models, ``p`` node pools of ``N_p`` identical nodes with per-node capacity ``K_pr`` for
+  ``r`` in {cpu, mem, acc} and idle power ``pi_p`` (W per powered node), ``h`` power modes
+  (``default``, an undeclared mode, is a mode of its own), ``s`` load scenarios with factor ``f_s``
+  and probability ``P_s`` (one scenario ``f = 1`` unless burst scenarios are given).
+- ``k`` a dedicated candidate (model ``m(k)``, pool ``p(k)``, one configuration), ``j`` a shared
+  candidate (a configuration of ``m(j)`` loadable on the shared servers of ``p(j)``); both
+  already meet the deadline at zero load (the data step removed the others: this is the
+  deadline and per-node-fit family, applied as a domain restriction).
+- ``lam_m`` rate (req/s), ``w_m`` priority; ``c_k`` usable rate of one dedicated replica (the
+  service model's capacity times the largest utilisation whose response quantile meets the
+  deadline); ``e_k, e_j`` energy per request (J); ``a_kr`` per-replica resource request, ``b_pr``
+  the resources of one shared server (one accelerator and its share of the node, or a whole
+  CPU node); ``w_j`` server-seconds per request, ``a_j`` mean residual work per req/s, ``B_j`` the
+  queueing budget (deadline - RTT - batch wait - service quantile), ``G = G(rho_bar)`` the
+  queueing factor at the shared servers' utilisation cap ``rho_bar`` (see ``service.py``);
+  ``B_mp = min_{j in (m,p)} B_j``; ``mu_j`` memory footprint; ``N_k`` replica bound derived from
+  the largest rate the model can be asked to carry (``max_s f_s * alpha_max * lam_m``).
 
 Variables
 ---------
-``y_k`` in {0,1} configuration chosen; ``n_k`` in Z+ replicas; ``x_k >= 0`` routed rate (req/s);
-``u_m >= 0`` unserved rate (req/s); ``z_ph`` in {0,1} pool ``p`` runs power mode ``h`` (only
-for pools whose candidates span several power modes).
-
-Objective (lexicographic, up to three solves; or weighted, one solve)
---------------------------------------------------------------------
-1. ``min sum_m w_m u_m``                                   (priority-weighted unserved rate)
-H. ``max (M+1) t + sum_m alpha_m``, ``1 <= t <= alpha_m <= alpha_max``  (headroom: model m's served load
-   could grow by ``alpha_m``, so bursts and profile error meet deadline-feasible capacity; the smallest
-   factor first, then the rest), with C8 ``hdr[m]: sum_{k: m(k)=m} c_k n_k - alpha_m s*_m >= 0``
-   (``s*_m`` the rate phase 1 routes for m), ``hdrmin[m]: t - alpha_m <= 0`` and C7.
-2. ``min sum_k e_k x_k + beta * sum_k n_k sum_r a_kr / C_p(k)r``  (serving power in W, then resources)
-   subject to C7 and ``alpha_m >= alpha_m* (1 - eps)`` (phase H skipped when ``alpha_max = 1``).
-Weighted mode minimises ``W_u * (1) + (2)`` in one solve.
+``y_k`` in {0,1} configuration chosen for dedicated replicas; ``n_k`` in Z+ replicas;
+``v_j`` in {0,1} configuration loaded on the pool's shared servers; ``sigma_p`` in Z+ shared
+servers; ``x_{k,s}, x_{j,s} >= 0`` routed rates (req/s) per scenario; ``u_{m,s} >= 0`` unserved
+rate; ``o_p`` in {0..N_p} powered nodes; ``z_ph`` in {0,1} pool ``p`` runs mode ``h`` (pools whose
+candidates span several modes); headroom phase: ``alpha_m`` in [1, alpha_max], ``t``, and a
+routing block ``x_{k,H}, x_{j,H}``.
 
 Constraints
 -----------
-- C1 ``dem[m]``:      ``sum_{k: m(k)=m} x_k + u_m = lam_m``        demand conservation
-- C2 ``util[k]``:     ``x_k - c_k n_k <= 0``                       utilisation cap per replica
-- C3 ``link[k]``:     ``n_k - N_k y_k <= 0``                       replicas only for the chosen config
-- C4 ``one[m,p]``:    ``sum_{k in (m,p)} y_k <= 1``                one configuration per (model, pool)
-- C5 ``cap[p,r]``:    ``sum_{k: p(k)=p} a_kr n_k <= C_pr``          pool capacity
-- C6 ``mode[k]``:     ``y_k - z_{p(k),h(k)} <= 0`` and ``onemode[p]: sum_h z_ph <= 1``  one power mode per pool
-  (profiles with power mode ``default``, i.e. not declared, are compatible with any mode)
-- C7 ``lex``:         ``sum_m w_m u_m <= OPT_1 (1 + eps) + eps``     (phases H and 2)
-- C8 ``hdr[m]``:      headroom, see phase H (phases H and 2)
-- C9 ``dem[m,s]``, ``util[k,s]``: optional load scenarios ``(f_s, p_s)`` (e.g. a burst state of an MMPP):
-  the same y, n must also route ``f_s lam_m``; objective 1 becomes ``sum_s p_s sum_m w_m u_{m,s}``
+- C1 ``dem[m,s]``:   ``sum_k x_{k,s} + sum_j x_{j,s} + u_{m,s} = f_s lam_m``      demand conservation
+- C2 ``util[k,s]``:  ``x_{k,s} - c_k n_k <= 0``                                  dedicated utilisation cap
+- C3 ``link[k]``:    ``n_k - N_k y_k <= 0``                                       replicas only for the chosen config
+- C4 ``one[m,p]``:   ``sum_{k in (m,p)} y_k <= 1``; ``sone[m,p]``: ``sum_{j in (m,p)} v_j <= 1``
+- C5 ``cap[p,r]``:   ``sum_k a_kr n_k + b_pr sigma_p - K_pr o_p <= 0``, ``o_p <= N_p``   capacity of powered nodes
+- C6 ``mode[k]``, ``smode[j]``: ``y_k - z_{p,h(k)} <= 0``, ``v_j - z_{p,h(j)} <= 0``; ``onemode[p]``: ``sum_h z_ph <= 1``
+- S1 ``sutil[p,s]``: ``sum_{j in p} w_j x_{j,s} - rho_bar sigma_p <= 0``          shared utilisation cap
+- S2 ``sload[j,s]``: ``x_{j,s} - f_s lam_m v_j <= 0``                              route only to loaded models
+- S3 ``smem[p]``:    ``sum_{j in p} mu_j v_j <= b_p,mem``                         loaded models fit in memory
+- S4 ``sq[m,p,s]``:  ``sum_{j in p} (G a_j - B_mp w_j) x_{j,s} + M_mps sum_{j in (m,p)} v_j <= M_mps``
+  every model loaded on a shared server meets its deadline at the mixed queue (sufficient
+  condition, linear and homogeneous, so it holds per server when traffic is split evenly;
+  ``M_mps`` = the largest value the sum can take, so the row is void when m is not loaded)
+- P  ``node[p,i,r]``: lazily, for pools whose aggregate solution does not pack onto nodes,
+  per-node copies ``n_{k,i}``, ``sigma_{p,i}``, ``on_{p,i}`` with ``n_k = sum_i n_{k,i}``,
+  ``sigma_p = sum_i sigma_{p,i}``, ``o_p = sum_i on_{p,i}``, ``sum_k a_kr n_{k,i} + b_pr sigma_{p,i} <= K_pr on_{p,i}``
+  and ``on_{p,i} >= on_{p,i+1}`` (symmetry): exact packing (``packing.py``).
+
+Objective (lexicographic: a solve per phase, each holding the earlier optima; or weighted, one solve)
+---------------------------------------------------------------------------------------------------
+1. ``min sum_s P_s sum_m w_m u_{m,s}``                                   (expected priority-weighted unserved rate)
+H. headroom, for the models phase 1 serves (``s*_m`` their nominal routed rate): a routing block
+   ``dem[m,H]: sum_k x_{k,H} + sum_j x_{j,H} - s*_m alpha_m = 0`` under C2, S1, S2 and S4 for the block
+   (every served model's load grows by its own ``alpha_m`` at once); H1 ``max t``, ``t <= alpha_m``
+   (max-min), then H2 ``max sum_m alpha_m`` with ``t >= t*`` (ties of the max-min broken by the sum).
+2. ``min sum_s P_s (sum_k e_k x_{k,s} + sum_j e_j x_{j,s}) + sum_p pi_p o_p + beta sum (server footprints)``
+   (serving power plus idle power of every powered node, W; then resources), subject to
+   ``sum_s P_s sum_m w_m u_{m,s} <= OPT_1 (1+eps) + eps`` (C7) and ``alpha_m >= alpha*_m (1-eps)`` (C8).
+Weighted mode minimises ``W_u * (1) + (2)`` in one solve (no headroom phase).
 """
 from __future__ import annotations
 
@@ -51,11 +69,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .candidates import Candidates, PlanOptions
-
-RES = ("cpu", "mem", "acc")
-#: A profile measured without a declared power mode runs under whatever mode the pool is in.
-UNSPECIFIED_MODE = "default"
+from .candidates import RES, Candidates, PlanOptions
 
 
 @dataclass
@@ -72,18 +86,6 @@ class MilpArrays:
     col_names: list[str]
     row_names: list[str]
     offset: float = 0.0
-    # column blocks, for decoding
-    iy: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    in_: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    ix: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    iu: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    unserved_cost: np.ndarray = field(default_factory=lambda: np.zeros(0))  # w_m per u column
-    iu_all: np.ndarray = field(default_factory=lambda: np.zeros(0, int))    # u columns of every load scenario
-    u_cost_all: np.ndarray = field(default_factory=lambda: np.zeros(0))     # p_s w_m for iu_all
-    ix_scen: list = field(default_factory=list)                             # x columns of each extra load scenario
-    cap_k: np.ndarray = field(default_factory=lambda: np.zeros(0))          # c_k, usable rate per replica
-    m_k: np.ndarray = field(default_factory=lambda: np.zeros(0, int))       # model index of each candidate
-    phase2_cost: np.ndarray = field(default_factory=lambda: np.zeros(0))    # full-length phase-2 objective
 
     @property
     def n_cols(self) -> int:
@@ -96,32 +98,14 @@ class MilpArrays:
     def with_objective(self, c: np.ndarray) -> "MilpArrays":
         return MilpArrays(**{**self.__dict__, "c": c})
 
-    def with_row(self, coefs: np.ndarray, lo: float, hi: float, name: str) -> "MilpArrays":
-        row = sp.csr_matrix(coefs.reshape(1, -1))
-        return MilpArrays(**{**self.__dict__, "A": sp.vstack([self.A, row], format="csr"),
-                             "row_lo": np.append(self.row_lo, lo), "row_hi": np.append(self.row_hi, hi),
-                             "row_names": self.row_names + [name]})
-
-    def with_column(self, name: str, lb: float, ub: float, cost: float = 0.0, integer: bool = False) -> "MilpArrays":
-        """Append one column (all-zero in existing rows); returns the new model."""
-        A = sp.hstack([self.A, sp.csr_matrix((self.n_rows, 1))], format="csr")
-        return MilpArrays(**{**self.__dict__, "A": A, "c": np.append(self.c, cost), "lb": np.append(self.lb, lb),
-                             "ub": np.append(self.ub, ub), "integer": np.append(self.integer, integer),
-                             "col_names": self.col_names + [name],
-                             "phase2_cost": np.append(self.phase2_cost, 0.0)})
-
-    def with_rows(self, A_new: sp.spmatrix, lo: np.ndarray, hi: np.ndarray, names: list[str]) -> "MilpArrays":
-        return MilpArrays(**{**self.__dict__, "A": sp.vstack([self.A, sp.csr_matrix(A_new)], format="csr"),
-                             "row_lo": np.concatenate([self.row_lo, lo]), "row_hi": np.concatenate([self.row_hi, hi]),
-                             "row_names": self.row_names + names})
-
     def to_lp(self) -> str:
         """CPLEX-LP text with the model's names (for `synergai plan --dump-lp`)."""
-        lines = ["\\ synergai offline MILP", "Minimize", " obj: " + _expr(self.c, self.col_names) or "0", "Subject To"]
+        lines = ["\\ synergai offline MILP", "Minimize", " obj: " + (_expr(self.c, self.col_names) or "0"), "Subject To"]
         A = self.A.tocsr()
         for i in range(self.n_rows):
             s, e = A.indptr[i], A.indptr[i + 1]
             expr = " + ".join(f"{v:.12g} {self.col_names[j]}" for j, v in zip(A.indices[s:e], A.data[s:e])).replace("+ -", "- ")
+            expr = expr or "0 " + self.col_names[0]
             lo, hi = self.row_lo[i], self.row_hi[i]
             if lo == hi:
                 lines.append(f" {self.row_names[i]}: {expr} = {hi:.12g}")
@@ -153,234 +137,384 @@ def _n(s: str) -> str:
     return _SAFE.sub("_", s)
 
 
-def build_milp(c: Candidates, demands: list[tuple[float, float]], pool_caps: list[tuple[float, float, float, int]],
-               opts: PlanOptions, cap_scale: np.ndarray | None = None) -> MilpArrays:
-    """Build the arrays. ``demands[m] = (lam_m, w_m)``; ``pool_caps[p] = (cpu, mem, acc, nodes)`` per node.
+class Builder:
+    """Accumulates named column blocks and row families as sparse triplets."""
 
-    ``cap_scale[p, r]`` (default 1) shrinks pool capacity; the decode step uses it when
-    the aggregate solution does not pack onto individual nodes.
+    def __init__(self) -> None:
+        self.lb: list[np.ndarray] = []
+        self.ub: list[np.ndarray] = []
+        self.integer: list[np.ndarray] = []
+        self.col_names: list[str] = []
+        self.ncol = 0
+        self.ri: list[np.ndarray] = []
+        self.cj: list[np.ndarray] = []
+        self.v: list[np.ndarray] = []
+        self.row_lo: list[np.ndarray] = []
+        self.row_hi: list[np.ndarray] = []
+        self.row_names: list[str] = []
+        self.nrow = 0
+
+    def cols(self, names: list[str], lb, ub, integer: bool = False) -> np.ndarray:
+        n = len(names)
+        idx = self.ncol + np.arange(n)
+        self.lb.append(np.broadcast_to(np.asarray(lb, dtype=float), (n,)).copy())
+        self.ub.append(np.broadcast_to(np.asarray(ub, dtype=float), (n,)).copy())
+        self.integer.append(np.full(n, integer))
+        self.col_names += names
+        self.ncol += n
+        return idx
+
+    def ub_of(self, col: int) -> float:
+        start = 0
+        for blk in self.ub:
+            if col < start + len(blk):
+                return float(blk[col - start])
+            start += len(blk)
+        raise IndexError(col)
+
+    def rows(self, names: list[str], lo, hi) -> int:
+        """Open a family of rows; returns the index of its first row (entries added with :meth:`add`)."""
+        n = len(names)
+        r0 = self.nrow
+        self.row_lo.append(np.broadcast_to(np.asarray(lo, dtype=float), (n,)).copy())
+        self.row_hi.append(np.broadcast_to(np.asarray(hi, dtype=float), (n,)).copy())
+        self.row_names += names
+        self.nrow += n
+        return r0
+
+    def add(self, rows, cols, vals) -> None:
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        cols = np.asarray(cols, dtype=np.int64).ravel()
+        vals = np.broadcast_to(np.asarray(vals, dtype=float), rows.shape).ravel()
+        self.ri.append(rows)
+        self.cj.append(cols)
+        self.v.append(vals.copy())
+
+    def arrays(self, c: np.ndarray | None = None) -> MilpArrays:
+        A = sp.csr_matrix((np.concatenate(self.v) if self.v else np.zeros(0),
+                           (np.concatenate(self.ri) if self.ri else np.zeros(0, int),
+                            np.concatenate(self.cj) if self.cj else np.zeros(0, int))), shape=(self.nrow, self.ncol))
+        A.sum_duplicates()
+        return MilpArrays(c=np.zeros(self.ncol) if c is None else c, A=A,
+                          row_lo=np.concatenate(self.row_lo) if self.row_lo else np.zeros(0),
+                          row_hi=np.concatenate(self.row_hi) if self.row_hi else np.zeros(0),
+                          lb=np.concatenate(self.lb) if self.lb else np.zeros(0),
+                          ub=np.concatenate(self.ub) if self.ub else np.zeros(0),
+                          integer=np.concatenate(self.integer) if self.integer else np.zeros(0, bool),
+                          col_names=list(self.col_names), row_names=list(self.row_names))
+
+
+@dataclass
+class Layout:
+    """Where each variable block lives, for the phases and the decode step."""
+
+    K: int
+    J: int
+    M: int
+    P: int
+    iy: np.ndarray
+    in_: np.ndarray
+    iv: np.ndarray
+    isig: np.ndarray           # per pool (-1 where the pool has no shared candidates)
+    io: np.ndarray             # per pool
+    ix: list[np.ndarray]       # per scenario: dedicated routed rates
+    ixs: list[np.ndarray]      # per scenario: shared routed rates
+    iu: list[np.ndarray]       # per scenario: unserved
+    scen: list[tuple[float, float]]
+    nominal: int
+    u_cost: np.ndarray         # full-length phase-1 objective
+    energy_cost: np.ndarray    # full-length phase-2 objective
+    node_level: dict[int, dict] = field(default_factory=dict)
+
+
+def build_milp(c: Candidates, demands: list[tuple[float, float]], pools: list, opts: PlanOptions,
+               node_level: tuple[int, ...] = ()) -> tuple[Builder, Layout]:
+    """Build families C1-C6, S1-S4 (and P for the pools in ``node_level``); objectives are set per phase.
+
+    ``demands[m] = (lam_m, w_m)``; ``pools[p]`` a ``NodePool``.
     """
-    K, M, P = len(c), len(c.models), len(c.pools)
-    mk = np.asarray(c.m, dtype=np.int64)
-    pk = np.asarray(c.p, dtype=np.int64)
-    cap = np.asarray(c.cap_rps, dtype=float)
-    nmax = np.asarray(c.nmax, dtype=float)
-    res = np.asarray(c.res, dtype=float).reshape(K, 3)
-    energy = np.asarray(c.energy_j, dtype=float)
-    lam = np.array([d[0] for d in demands], dtype=float)
-    w = np.array([d[1] for d in demands], dtype=float)
-    C = np.array([[pc[0] * pc[3], pc[1] * pc[3], pc[2] * pc[3]] for pc in pool_caps], dtype=float).reshape(P, 3)
-    if cap_scale is not None:
-        C = C * cap_scale
-
-    # power modes per pool: only pools whose candidates span more than one mode get z variables
-    modes_by_pool: dict[int, list[str]] = {}
-    for k in range(K):
-        pm = c.records[k].power_mode
-        if pm == UNSPECIFIED_MODE:
-            continue
-        lst = modes_by_pool.setdefault(int(pk[k]), [])
-        if pm not in lst:
-            lst.append(pm)
-    zpairs = [(p, h) for p, hs in sorted(modes_by_pool.items()) if len(hs) > 1 for h in hs]
-    Z = len(zpairs)
-    zindex = {pair: i for i, pair in enumerate(zpairs)}
-
-    # columns: y (K) | n (K) | x (K) | u (M) | z (Z)
-    iy = np.arange(K)
-    in_ = K + iy
-    ix = 2 * K + iy
-    iu = 3 * K + np.arange(M)
-    iz = 3 * K + M + np.arange(Z)
-    ncol = 3 * K + M + Z
-
-    cfg_names = [f"{_n(c.models[mk[k]])},{_n(c.pools[pk[k]])},{_n(c.records[k].config_id)}" for k in range(K)]
-    col_names = ([f"y({s})" for s in cfg_names] + [f"n({s})" for s in cfg_names] + [f"x({s})" for s in cfg_names]
-                 + [f"u({_n(m)})" for m in c.models] + [f"z({_n(c.pools[p])},{_n(h)})" for p, h in zpairs])
-
-    lb = np.zeros(ncol)
-    ub = np.full(ncol, np.inf)
-    ub[iy] = 1.0
-    ub[in_] = nmax
-    ub[ix] = np.minimum(lam[mk], cap * nmax) if K else ub[ix]
-    ub[iu] = lam
-    ub[iz] = 1.0
-    integer = np.zeros(ncol, dtype=bool)
-    integer[iy] = integer[in_] = integer[iz] = True
-
-    rows_i, cols_j, vals = [], [], []
-    row_lo, row_hi, row_names = [], [], []
-    r0 = 0
-
-    # C1 dem[m]
-    rows_i += [mk + r0, r0 + np.arange(M)]
-    cols_j += [ix, iu]
-    vals += [np.ones(K), np.ones(M)]
-    row_lo.append(lam)
-    row_hi.append(lam)
-    row_names += [f"dem({_n(m)})" for m in c.models]
-    r0 += M
-
-    # C2 util[k]
-    rows_i += [r0 + iy, r0 + iy]
-    cols_j += [ix, in_]
-    vals += [np.ones(K), -cap]
-    row_lo.append(np.full(K, -np.inf))
-    row_hi.append(np.zeros(K))
-    row_names += [f"util({s})" for s in cfg_names]
-    r0 += K
-
-    # C3 link[k]
-    rows_i += [r0 + iy, r0 + iy]
-    cols_j += [in_, iy]
-    vals += [np.ones(K), -nmax]
-    row_lo.append(np.full(K, -np.inf))
-    row_hi.append(np.zeros(K))
-    row_names += [f"link({s})" for s in cfg_names]
-    r0 += K
-
-    # C4 one[m,p]
-    mp = mk * P + pk
-    uniq, inv = np.unique(mp, return_inverse=True)
-    rows_i.append(r0 + inv)
-    cols_j.append(iy)
-    vals.append(np.ones(K))
-    row_lo.append(np.full(len(uniq), -np.inf))
-    row_hi.append(np.ones(len(uniq)))
-    row_names += [f"one({_n(c.models[u // P])},{_n(c.pools[u % P])})" for u in uniq]
-    r0 += len(uniq)
-
-    # C5 cap[p,r]: only rows that some candidate touches
-    used_p = np.unique(pk)
-    prow = {int(p): i for i, p in enumerate(used_p)}
-    for ri, rname in enumerate(RES):
-        nz = res[:, ri] > 0
-        if not nz.any():
-            continue
-        local = np.array([prow[int(p)] for p in pk[nz]], dtype=np.int64)
-        rows_i.append(r0 + local)
-        cols_j.append(in_[nz])
-        vals.append(res[nz, ri])
-        row_lo.append(np.full(len(used_p), -np.inf))
-        row_hi.append(C[used_p, ri])
-        row_names += [f"cap({_n(c.pools[p])},{rname})" for p in used_p]
-        r0 += len(used_p)
-
-    # C6 mode[k], onemode[p]
-    if Z:
-        ks = [k for k in range(K) if (int(pk[k]), c.records[k].power_mode) in zindex]
-        ks_arr = np.array(ks, dtype=np.int64)
-        zk = np.array([iz[zindex[(int(pk[k]), c.records[k].power_mode)]] for k in ks], dtype=np.int64)
-        rr = r0 + np.arange(len(ks))
-        rows_i += [rr, rr]
-        cols_j += [iy[ks_arr], zk]
-        vals += [np.ones(len(ks)), -np.ones(len(ks))]
-        row_lo.append(np.full(len(ks), -np.inf))
-        row_hi.append(np.zeros(len(ks)))
-        row_names += [f"mode({cfg_names[k]})" for k in ks]
-        r0 += len(ks)
-        zp = sorted({p for p, _ in zpairs})
-        zrow = {p: i for i, p in enumerate(zp)}
-        rows_i.append(r0 + np.array([zrow[p] for p, _ in zpairs], dtype=np.int64))
-        cols_j.append(iz)
-        vals.append(np.ones(Z))
-        row_lo.append(np.full(len(zp), -np.inf))
-        row_hi.append(np.ones(len(zp)))
-        row_names += [f"onemode({_n(c.pools[p])})" for p in zp]
-        r0 += len(zp)
-
-    A = sp.csr_matrix((np.concatenate(vals) if vals else np.zeros(0),
-                       (np.concatenate(rows_i) if rows_i else np.zeros(0, int),
-                        np.concatenate(cols_j) if cols_j else np.zeros(0, int))), shape=(r0, ncol))
-
-    phase1 = np.zeros(ncol)
-    phase1[iu] = w
-    phase2 = np.zeros(ncol)
-    phase2[ix] = energy
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.where(C[pk] > 0, res / C[pk], 0.0) if K else np.zeros((0, 3))
-    phase2[in_] = opts.resource_weight * frac.sum(axis=1)
-    obj = phase1 if opts.objective == "lexicographic" else phase1 * opts.unserved_weight + phase2
-
-    out = MilpArrays(c=obj, A=A, row_lo=np.concatenate(row_lo), row_hi=np.concatenate(row_hi), lb=lb, ub=ub,
-                     integer=integer, col_names=col_names, row_names=row_names, iy=iy, in_=in_, ix=ix, iu=iu,
-                     unserved_cost=w, phase2_cost=phase2, iu_all=iu.copy(), u_cost_all=w.copy(), cap_k=cap, m_k=mk)
-    scen = list(opts.load_scenarios) if opts.load_scenarios else [(1.0, 1.0)]
-    if len(scen) > 1:
-        out = _add_load_scenarios(out, c, lam, w, cap, energy, scen, opts)
-    return out
-
-
-def _add_load_scenarios(m: MilpArrays, c: Candidates, lam, w, cap, energy, scen, opts: PlanOptions) -> MilpArrays:
-    """Scenario blocks (family C9): the same configurations and replicas must also route ``f_s lam_m``.
-
-    For each extra load scenario s: columns ``x_{k,s}``, ``u_{m,s}``; rows ``dem[m,s]`` and
-    ``util[k,s]``; the unserved objective becomes ``sum_s p_s sum_m w_m u_{m,s}`` and phase 2's
-    energy the expectation over scenarios.  The nominal scenario (factor 1) keeps the original
-    columns, which the plan reports as its routing.
-    """
-    K, M = len(c), len(c.models)
-    p0 = next((p for f, p in scen if f == 1.0), None)
-    if p0 is None:
+    d, s = c.ded, c.sh
+    K, J, M, P = len(d), len(s), len(c.models), len(c.pools)
+    lam = np.array([x[0] for x in demands], dtype=float)
+    w = np.array([x[1] for x in demands], dtype=float)
+    mk = np.asarray(d.m, dtype=np.int64)
+    pk = np.asarray(d.p, dtype=np.int64)
+    mj = np.asarray(s.m, dtype=np.int64)
+    pj = np.asarray(s.p, dtype=np.int64)
+    capk = np.asarray(d.cap, dtype=float)
+    nmax = np.asarray(d.nmax, dtype=float)
+    res = np.asarray(d.res, dtype=float).reshape(K, 3)
+    Kcap = np.array([[pl.cpu, pl.memory_mb, float(pl.accelerators)] for pl in pools], dtype=float).reshape(P, 3)
+    nodes = np.array([pl.nodes for pl in pools], dtype=float)
+    scen = [(float(f), float(pr)) for f, pr in (opts.load_scenarios or [(1.0, 1.0)])]
+    if not any(f == 1.0 for f, _ in scen):
         raise ValueError("load_scenarios must contain the nominal load (factor 1.0)")
-    total = sum(p for _, p in scen)
-    mk = np.asarray(c.m, dtype=np.int64)
-    A, lo, hi, lb, ub, cost, names, rnames = m.A, [m.row_lo], [m.row_hi], [m.lb], [m.ub], [m.c], list(m.col_names), list(m.row_names)
-    integer = [m.integer]
-    phase2 = [m.phase2_cost.copy()]
-    phase2[0][m.ix] *= p0 / total
-    obj0 = m.c.copy()
-    obj0[m.iu] *= p0 / total
-    cost = [obj0]
-    iu_all = [m.iu]
-    u_cost = [w * p0 / total]
-    ncol = m.n_cols
-    blocks = []
-    for s, (f, p) in enumerate(scen):
-        if f == 1.0:
+    tot = sum(pr for _, pr in scen)
+    scen = [(f, pr / tot) for f, pr in scen]
+    nominal = next(i for i, (f, _) in enumerate(scen) if f == 1.0)
+
+    kn = [f"{_n(c.models[mk[k]])},{_n(c.pools[pk[k]])},{_n(d.records[k].config_id)}" for k in range(K)]
+    jn = [f"{_n(c.models[mj[j]])},{_n(c.pools[pj[j]])},{_n(s.records[j].config_id)}" for j in range(J)]
+    mn = [_n(x) for x in c.models]
+    pn = [_n(x) for x in c.pools]
+
+    b = Builder()
+    iy = b.cols([f"y({x})" for x in kn], 0, 1, True)
+    in_ = b.cols([f"n({x})" for x in kn], 0, nmax, True)
+    iv = b.cols([f"v({x})" for x in jn], 0, 1, True)
+    sh_pools = sorted(set(pj.tolist()))
+    isig = np.full(P, -1, dtype=np.int64)
+    if sh_pools:
+        sig_ub = [nodes[p] * s.per_node[p] for p in sh_pools]
+        isig[sh_pools] = b.cols([f"sigma({pn[p]})" for p in sh_pools], 0, sig_ub, True)
+    used = sorted(set(pk.tolist()) | set(sh_pools))
+    io = np.full(P, -1, dtype=np.int64)
+    if used:
+        io[used] = b.cols([f"o({pn[p]})" for p in used], 0, nodes[used], True)
+
+    ix, ixs, iu = [], [], []
+    for si, (f, _) in enumerate(scen):
+        tag = "" if si == nominal else f",s{f:g}"
+        ix.append(b.cols([f"x({x}{tag})" for x in kn], 0, np.minimum(f * lam[mk], capk * nmax) if K else 0))
+        ixs.append(b.cols([f"xs({x}{tag})" for x in jn], 0, f * lam[mj] if J else 0))
+        iu.append(b.cols([f"u({x}{tag})" for x in mn], 0, f * lam))
+
+    # C1 dem[m,s]
+    for si, (f, _) in enumerate(scen):
+        tag = "" if si == nominal else f",s{f:g}"
+        r0 = b.rows([f"dem({x}{tag})" for x in mn], f * lam, f * lam)
+        b.add(r0 + mk, ix[si], 1.0)
+        b.add(r0 + mj, ixs[si], 1.0)
+        b.add(r0 + np.arange(M), iu[si], 1.0)
+    # C2 util[k,s]
+    for si, (f, _) in enumerate(scen):
+        tag = "" if si == nominal else f",s{f:g}"
+        _util_rows(b, kn, tag, ix[si], in_, capk)
+    # C3 link[k]
+    if K:
+        r0 = b.rows([f"link({x})" for x in kn], -np.inf, 0.0)
+        b.add(r0 + np.arange(K), in_, 1.0)
+        b.add(r0 + np.arange(K), iy, -nmax)
+    # C4 one[m,p], sone[m,p]
+    for name, mm, pp, cols in (("one", mk, pk, iy), ("sone", mj, pj, iv)):
+        if len(cols):
+            key = mm * P + pp
+            uniq, inv = np.unique(key, return_inverse=True)
+            r0 = b.rows([f"{name}({mn[u // P]},{pn[u % P]})" for u in uniq], -np.inf, 1.0)
+            b.add(r0 + inv, cols, 1.0)
+    # C5 cap[p,r]
+    for ri, rname in enumerate(RES):
+        rows_p = [p for p in used if (res[pk == p, ri] > 0).any() or (isig[p] >= 0 and s.slice[p][ri] > 0)]
+        if not rows_p:
             continue
-        ix_s = ncol + np.arange(K)
-        iu_s = ncol + K + np.arange(M)
-        ncol += K + M
-        blocks.append((ix_s, iu_s, f, p))
-    # assemble with one sparse build per scenario (columns appended after the nominal model)
-    A = A.tocsr()
-    ncol_final = ncol
-    A = sp.hstack([A, sp.csr_matrix((A.shape[0], ncol_final - m.n_cols))], format="csr")
-    extra_rows = []
-    for ix_s, iu_s, f, p in blocks:
-        ri, cj, v = [], [], []
-        ri += [mk, np.arange(M)]
-        cj += [ix_s, iu_s]
-        v += [np.ones(K), np.ones(M)]
-        ri += [M + np.arange(K), M + np.arange(K)]
-        cj += [ix_s, m.in_]
-        v += [np.ones(K), -cap]
-        extra_rows.append(sp.csr_matrix((np.concatenate(v), (np.concatenate(ri), np.concatenate(cj))),
-                                        shape=(M + K, ncol_final)))
-        lo += [lam * f, np.full(K, -np.inf)]
-        hi += [lam * f, np.zeros(K)]
-        lb += [np.zeros(K + M)]
-        ub += [np.minimum(lam[mk] * f, cap * m.ub[m.in_]), lam * f]
-        integer += [np.zeros(K + M, dtype=bool)]
-        tag = f"s{f:g}"
-        names += [f"x({n[2:-1]},{tag})" for n in m.col_names[m.ix[0]:m.ix[0] + K]] if K else []
-        names += [f"u({n[2:-1]},{tag})" for n in (m.col_names[i] for i in m.iu)]
-        rnames += [f"dem({n[2:-1]},{tag})" for n in (m.col_names[i] for i in m.iu)]
-        rnames += [f"util({n[2:-1]},{tag})" for n in m.col_names[m.ix[0]:m.ix[0] + K]] if K else []
-        cs = np.zeros(K + M)
-        cs[K:] = (w * p / total) if opts.objective == "lexicographic" else (w * p / total) * opts.unserved_weight
-        if opts.objective != "lexicographic":
-            cs[:K] = energy * p / total
-        cost.append(cs)
-        p2 = np.zeros(K + M)
-        p2[:K] = energy * p / total
-        phase2.append(p2)
-        iu_all.append(iu_s)
-        u_cost.append(w * p / total)
-    A = sp.vstack([A] + extra_rows, format="csr")
-    return MilpArrays(c=np.concatenate(cost), A=A, row_lo=np.concatenate(lo), row_hi=np.concatenate(hi),
-                      lb=np.concatenate(lb), ub=np.concatenate(ub), integer=np.concatenate(integer), col_names=names,
-                      row_names=rnames, iy=m.iy, in_=m.in_, ix=m.ix, iu=m.iu, unserved_cost=m.unserved_cost,
-                      phase2_cost=np.concatenate(phase2), iu_all=np.concatenate(iu_all), u_cost_all=np.concatenate(u_cost),
-                      ix_scen=[b[0] for b in blocks], cap_k=m.cap_k, m_k=m.m_k)
+        r0 = b.rows([f"cap({pn[p]},{rname})" for p in rows_p], -np.inf, 0.0)
+        at = {p: r0 + i for i, p in enumerate(rows_p)}
+        nz = np.array([res[k, ri] > 0 and int(pk[k]) in at for k in range(K)], dtype=bool)
+        if nz.any():
+            b.add([at[int(p)] for p in pk[nz]], in_[nz], res[nz, ri])
+        for p in rows_p:
+            if isig[p] >= 0 and s.slice[p][ri] > 0:
+                b.add([at[p]], [isig[p]], s.slice[p][ri])
+            b.add([at[p]], [io[p]], -Kcap[p, ri])
+    # C6 power modes
+    _modes(b, c, pk, pj, iy, iv, pn)
+    # S1-S4 shared servers
+    if J:
+        work = np.asarray(s.work, dtype=float)
+        resid = np.asarray(s.resid, dtype=float)
+        budget = np.asarray(s.budget, dtype=float)
+        mem = np.asarray(s.mem, dtype=float)
+        for si, (f, _) in enumerate(scen):
+            tag = "" if si == nominal else f",s{f:g}"
+            _shared_rows(b, c, tag, ixs[si], iv, isig, f * lam, work, resid, budget, mn, pn, jn)
+        r0 = b.rows([f"smem({pn[p]})" for p in sh_pools], -np.inf, [s.slice[p][1] for p in sh_pools])
+        at = {p: r0 + i for i, p in enumerate(sh_pools)}
+        b.add([at[int(p)] for p in pj], iv, mem)
+    # P node-level packing for the given pools
+    lay = Layout(K=K, J=J, M=M, P=P, iy=iy, in_=in_, iv=iv, isig=isig, io=io, ix=ix, ixs=ixs, iu=iu, scen=scen,
+                 nominal=nominal, u_cost=np.zeros(0), energy_cost=np.zeros(0))
+    for p in node_level:
+        _node_level(b, lay, c, p, pools[p], res, pn)
+
+    # objectives (full length, after every column exists)
+    n = b.ncol
+    u_cost = np.zeros(n)
+    e_cost = np.zeros(n)
+    e_ded = np.asarray(d.energy, dtype=float)
+    e_sh = np.asarray(s.energy, dtype=float)
+    for si, (f, pr) in enumerate(scen):
+        u_cost[iu[si]] = pr * w
+        e_cost[ix[si]] = pr * e_ded
+        e_cost[ixs[si]] = pr * e_sh
+    for p in used:
+        e_cost[io[p]] = pools[p].idle_power_w
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tot_cap = Kcap * nodes[:, None]
+        frac = np.where(tot_cap[pk] > 0, res / tot_cap[pk], 0.0) if K else np.zeros((0, 3))
+    e_cost[in_] += opts.resource_weight * frac.sum(axis=1)
+    for p in sh_pools:
+        sl = np.array(s.slice[p])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e_cost[isig[p]] += opts.resource_weight * float(np.where(tot_cap[p] > 0, sl / tot_cap[p], 0.0).sum())
+    lay.u_cost, lay.energy_cost = u_cost, e_cost
+    return b, lay
+
+
+def _util_rows(b: Builder, kn: list[str], tag: str, ixk: np.ndarray, in_: np.ndarray, capk: np.ndarray) -> None:
+    if not len(ixk):
+        return
+    r0 = b.rows([f"util({x}{tag})" for x in kn], -np.inf, 0.0)
+    b.add(r0 + np.arange(len(ixk)), ixk, 1.0)
+    b.add(r0 + np.arange(len(ixk)), in_, -capk)
+
+
+def _shared_rows(b: Builder, c: Candidates, tag: str, ixj: np.ndarray, iv: np.ndarray, isig: np.ndarray,
+                 lam_f: np.ndarray, work, resid, budget, mn, pn, jn) -> None:
+    """S1 sutil[p], S2 sload[j], S4 sq[m,p] for one routing block (scenario or headroom)."""
+    s = c.sh
+    J = len(s)
+    mj = np.asarray(s.m, dtype=np.int64)
+    pj = np.asarray(s.p, dtype=np.int64)
+    pools = sorted(set(pj.tolist()))
+    # S1
+    r0 = b.rows([f"sutil({pn[p]}{tag})" for p in pools], -np.inf, 0.0)
+    at = {p: r0 + i for i, p in enumerate(pools)}
+    b.add([at[int(p)] for p in pj], ixj, work)
+    for p in pools:
+        b.add([at[p]], [isig[p]], -c.rho_bar)
+    # S2 (lam_f may be a per-model bound; for the headroom block it is alpha_max * s*)
+    r0 = b.rows([f"sload({x}{tag})" for x in jn], -np.inf, 0.0)
+    b.add(r0 + np.arange(J), ixj, 1.0)
+    b.add(r0 + np.arange(J), iv, -lam_f[mj])
+    # S4: one row per (m, p) with shared candidates, over every shared candidate of p
+    mp = sorted(set(zip(mj.tolist(), pj.tolist())), key=lambda t: (t[1], t[0]))
+    by_pool: dict[int, np.ndarray] = {p: np.flatnonzero(pj == p) for p in pools}
+    sig_max = {p: float(b.ub_of(isig[p])) for p in pools}
+    names, rows, cols, vals, his = [], [], [], [], []
+    vrows, vcols, vvals = [], [], []
+    for i, (m, p) in enumerate(mp):
+        js = by_pool[p]
+        own = js[mj[js] == m]
+        B = float(budget[own].min())
+        coef = c.sh.g * resid[js] - B * work[js]
+        pos = np.maximum(coef, 0.0)
+        # the largest the sum can be: each rate is bounded by its demand and, jointly, by the servers' work
+        # capacity sum_j w_j x_j <= rho_bar sigma_max (a knapsack: the best ratio fills it)
+        big = min(float(pos @ lam_f[mj[js]]), c.rho_bar * sig_max[p] * float((pos / work[js]).max()))
+        names.append(f"sq({mn[m]},{pn[p]}{tag})")
+        rows.append(np.full(len(js), i))
+        cols.append(ixj[js])
+        vals.append(coef)
+        his.append(big)
+        vrows.append(np.full(len(own), i))
+        vcols.append(iv[own])
+        vvals.append(np.full(len(own), big))
+    if mp:
+        r0 = b.rows(names, -np.inf, np.array(his))
+        b.add(r0 + np.concatenate(rows), np.concatenate(cols), np.concatenate(vals))
+        b.add(r0 + np.concatenate(vrows), np.concatenate(vcols), np.concatenate(vvals))
+
+
+def _modes(b: Builder, c: Candidates, pk, pj, iy, iv, pn) -> None:
+    """C6: one power mode per pool, over dedicated and shared candidates (``default`` is its own mode)."""
+    modes: dict[int, list[str]] = {}
+    for p, h in list(zip(pk.tolist(), c.ded.mode)) + list(zip(pj.tolist(), c.sh.mode)):
+        lst = modes.setdefault(int(p), [])
+        if h not in lst:
+            lst.append(h)
+    pairs = [(p, h) for p, hs in sorted(modes.items()) if len(hs) > 1 for h in hs]
+    if not pairs:
+        return
+    iz = b.cols([f"z({pn[p]},{_n(h)})" for p, h in pairs], 0, 1, True)
+    zi = {pair: iz[i] for i, pair in enumerate(pairs)}
+    for name, pp, hh, cols, labels in (("mode", pk, c.ded.mode, iy, c.ded.records), ("smode", pj, c.sh.mode, iv, c.sh.records)):
+        sel = [i for i in range(len(cols)) if (int(pp[i]), hh[i]) in zi]
+        if not sel:
+            continue
+        r0 = b.rows([f"{name}({pn[int(pp[i])]},{_n(labels[i].model)},{_n(labels[i].config_id)})" for i in sel],
+                    -np.inf, 0.0)
+        b.add(r0 + np.arange(len(sel)), cols[sel], 1.0)
+        b.add(r0 + np.arange(len(sel)), [zi[(int(pp[i]), hh[i])] for i in sel], -1.0)
+    zp = sorted({p for p, _ in pairs})
+    r0 = b.rows([f"onemode({pn[p]})" for p in zp], -np.inf, 1.0)
+    at = {p: r0 + i for i, p in enumerate(zp)}
+    b.add([at[p] for p, _ in pairs], iz, 1.0)
+
+
+def _node_level(b: Builder, lay: Layout, c: Candidates, p: int, pool, res: np.ndarray, pn: list[str]) -> None:
+    """Family P for pool p: per-node copies of its replicas, shared servers and power state."""
+    d = c.ded
+    ks = [k for k in range(len(d)) if d.p[k] == p]
+    N = int(pool.nodes)
+    has_sig = lay.isig[p] >= 0
+    slice_ = c.sh.slice.get(p, (0.0, 0.0, 0.0))
+    per_node_sig = c.sh.per_node.get(p, 0)
+    cols_n = {}
+    for k in ks:
+        cols_n[k] = b.cols([f"n({_n(c.models[d.m[k]])},{pn[p]},{_n(d.records[k].config_id)},node{i})" for i in range(N)],
+                           0, d.nmax[k], True)
+    csig = b.cols([f"sigma({pn[p]},node{i})" for i in range(N)], 0, per_node_sig, True) if has_sig else None
+    con = b.cols([f"on({pn[p]},node{i})" for i in range(N)], 0, 1, True)
+    # totals
+    for k in ks:
+        r = b.rows([f"nsum({_n(c.models[d.m[k]])},{pn[p]},{_n(d.records[k].config_id)})"], 0.0, 0.0)
+        b.add(np.full(N, r), cols_n[k], 1.0)
+        b.add([r], [lay.in_[k]], -1.0)
+    if has_sig:
+        r = b.rows([f"sigsum({pn[p]})"], 0.0, 0.0)
+        b.add(np.full(N, r), csig, 1.0)
+        b.add([r], [lay.isig[p]], -1.0)
+    r = b.rows([f"osum({pn[p]})"], 0.0, 0.0)
+    b.add(np.full(N, r), con, 1.0)
+    b.add([r], [lay.io[p]], -1.0)
+    # per-node capacity
+    Kc = (pool.cpu, pool.memory_mb, float(pool.accelerators))
+    for ri, rname in enumerate(RES):
+        if not any(res[k, ri] > 0 for k in ks) and not (has_sig and slice_[ri] > 0):
+            continue
+        r0 = b.rows([f"node({pn[p]},{i},{rname})" for i in range(N)], -np.inf, 0.0)
+        for k in ks:
+            if res[k, ri] > 0:
+                b.add(r0 + np.arange(N), cols_n[k], res[k, ri])
+        if has_sig and slice_[ri] > 0:
+            b.add(r0 + np.arange(N), csig, slice_[ri])
+        b.add(r0 + np.arange(N), con, -Kc[ri])
+    if N > 1:
+        r0 = b.rows([f"sym({pn[p]},{i})" for i in range(N - 1)], -np.inf, 0.0)
+        b.add(r0 + np.arange(N - 1), con[1:], 1.0)
+        b.add(r0 + np.arange(N - 1), con[:-1], -1.0)
+    lay.node_level[p] = {"n": cols_n, "sigma": csig, "on": con}
+
+
+def add_headroom_block(b: Builder, lay: Layout, c: Candidates, served: np.ndarray, alpha_max: float) -> tuple[dict, int]:
+    """Phase H's routing block: every model m with s*_m > 0 routes alpha_m s*_m at once (C2, S1, S2, S4 hold).
+
+    Returns ({m: alpha column}, t column).
+    """
+    d = c.ded
+    mk = np.asarray(d.m, dtype=np.int64)
+    mj = np.asarray(c.sh.m, dtype=np.int64)
+    ms = [m for m in range(lay.M) if served[m] > 0]
+    mn = [_n(x) for x in c.models]
+    pn = [_n(x) for x in c.pools]
+    kn = [f"{mn[d.m[k]]},{pn[d.p[k]]},{_n(d.records[k].config_id)}" for k in range(lay.K)]
+    jn = [f"{mn[c.sh.m[j]]},{pn[c.sh.p[j]]},{_n(c.sh.records[j].config_id)}" for j in range(lay.J)]
+    ub_m = alpha_max * served
+    ixh = b.cols([f"x({x},H)" for x in kn], 0, ub_m[mk] if lay.K else 0)
+    ixsh = b.cols([f"xs({x},H)" for x in jn], 0, ub_m[mj] if lay.J else 0)
+    ia = dict(zip(ms, b.cols([f"alpha({mn[m]})" for m in ms], 1.0, alpha_max)))
+    it = int(b.cols(["t"], 1.0, alpha_max)[0])
+    # dem[m,H]: routed - s*_m alpha_m = 0 ; models not served route nothing
+    r0 = b.rows([f"dem({mn[m]},H)" for m in range(lay.M)], 0.0, 0.0)
+    b.add(r0 + mk, ixh, 1.0)
+    b.add(r0 + mj, ixsh, 1.0)
+    for m in ms:
+        b.add([r0 + m], [ia[m]], -served[m])
+    _util_rows(b, [f"{x}" for x in kn], ",H", ixh, lay.in_, np.asarray(d.cap, dtype=float))
+    if lay.J:
+        _shared_rows(b, c, ",H", ixsh, lay.iv, lay.isig, ub_m, np.asarray(c.sh.work, float),
+                     np.asarray(c.sh.resid, float), np.asarray(c.sh.budget, float), mn, pn, jn)
+    r0 = b.rows([f"hdrmin({mn[m]})" for m in ms], -np.inf, 0.0)
+    for i, m in enumerate(ms):
+        b.add([r0 + i, r0 + i], [it, ia[m]], [1.0, -1.0])
+    return ia, it

@@ -28,7 +28,8 @@ class SolveResult:
     alpha: Optional[dict] = None  # headroom factors per model (phase H only)
 
 
-SolverFn = Callable[[MilpArrays, float, float], SolveResult]
+SolverFn = Callable[..., SolveResult]
+"""``fn(milp, time_limit_s, rel_gap, x0=None)``: ``x0`` an optional feasible start (a MIP start where supported)."""
 _REGISTRY: dict[str, tuple[SolverFn, Callable[[], bool], str]] = {}
 
 
@@ -103,7 +104,7 @@ def _new_highs():
 
 
 @register("highs", _has("highspy"), "pip install highspy")
-def solve_highs(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
+def solve_highs(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray] = None) -> SolveResult:
     import highspy
 
     h = _new_highs()
@@ -128,6 +129,11 @@ def solve_highs(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
     lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous for i in m.integer]
     t0 = time.perf_counter()
     h.passModel(lp)
+    if x0 is not None and len(x0) == m.n_cols:
+        sol = highspy.HighsSolution()
+        sol.col_value = [float(v) for v in x0]
+        sol.value_valid = True
+        h.setSolution(sol)
     h.run()
     secs = time.perf_counter() - t0
     ms = h.getModelStatus()
@@ -143,13 +149,15 @@ def solve_highs(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
         status = "infeasible"
     elif ms in (highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kIterationLimit,
                 highspy.HighsModelStatus.kSolutionLimit, highspy.HighsModelStatus.kInterrupt):
-        status = "time_limit" if has_sol else "error"
+        status = "time_limit"
     else:
         status = "error"
     if g is not None and not np.isfinite(g):
         g = None
-    return SolveResult(status, x, obj, bound if bound is not None and np.isfinite(bound) else None, g, secs,
-                       "" if status == "optimal" else f"HiGHS: {h.modelStatusToString(ms)}")
+    msg = "" if status == "optimal" else f"HiGHS: {h.modelStatusToString(ms)}"
+    if status == "time_limit" and not has_sol:
+        msg += " (no feasible solution found in time)"
+    return SolveResult(status, x, obj, bound if bound is not None and np.isfinite(bound) else None, g, secs, msg)
 
 
 # --- CBC through PuLP (optional) ----------------------------------------------------------------
@@ -180,7 +188,7 @@ def _cbc_available() -> bool:
 
 
 @register("cbc", _cbc_available, "pip install 'pulp[cbc]' or put a cbc binary on PATH")
-def solve_cbc(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
+def solve_cbc(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray] = None) -> SolveResult:
     import pulp
 
     prob = pulp.LpProblem("synergai", pulp.LpMinimize)
@@ -222,8 +230,10 @@ def solve_cbc(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
         obj = float(m.c @ x + m.offset)
     else:
         x, obj = None, None
-    return SolveResult(status, x, obj, obj if status == "optimal" else None, 0.0 if status == "optimal" else None,
-                       secs, f"CBC: LpStatus={pulp.LpStatus[prob.status]}, sol_status={sol}")
+    # PuLP exposes neither CBC's bound nor its gap: "optimal" means proven within gapRel, gap unknown
+    return SolveResult(status, x, obj, None, None if status != "optimal" or gap > 0 else 0.0,
+                       secs, f"CBC: LpStatus={pulp.LpStatus[prob.status]}, sol_status={sol}"
+                       + (f" (stops within relative gap {gap:g}; its gap is not reported)" if status == "optimal" and gap > 0 else ""))
 
 
 # --- OR-Tools (SCIP and CP-SAT through the linear solver wrapper) -------------------------------
@@ -266,7 +276,9 @@ def _ortools(backend: str, m: MilpArrays, time_limit: float, gap: float) -> Solv
         except Exception:
             bound = None
         status = "optimal" if rc == pywraplp.Solver.OPTIMAL else "time_limit"
-        return SolveResult(status, x, o, bound, 0.0 if status == "optimal" else _gap(o, bound), secs, f"OR-Tools {backend}")
+        if not m.integer.any():
+            bound = o
+        return SolveResult(status, x, o, bound, _gap(o, bound), secs, f"OR-Tools {backend}")
     if rc == pywraplp.Solver.INFEASIBLE:
         return SolveResult("infeasible", None, None, None, None, secs, f"OR-Tools {backend}: infeasible")
     return SolveResult("error", None, None, None, None, secs, f"OR-Tools {backend}: result code {rc}")
@@ -283,7 +295,7 @@ def _ortools_has(backend: str) -> Callable[[], bool]:
 
 
 @register("cpsat", _ortools_has("CP-SAT"), "pip install ortools")
-def solve_cpsat(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
+def solve_cpsat(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray] = None) -> SolveResult:
     """CP-SAT is integer-only: continuous columns are scaled by 1000 and made integer (resolution 1e-3)."""
     S = 1000.0
     cont = ~m.integer
@@ -302,5 +314,5 @@ def solve_cpsat(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
 
 
 @register("scip", _ortools_has("SCIP"), "pip install ortools (bundles SCIP)")
-def solve_scip(m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
+def solve_scip(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray] = None) -> SolveResult:
     return _ortools("SCIP", m, time_limit, gap)
