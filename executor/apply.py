@@ -164,23 +164,51 @@ def _rejected(e: KubeError, ref: str) -> ApplyError:
     if e.forbidden:
         return ApplyError(f"{ref}: forbidden: {e.message}", kube_error=e)
     if e.not_found and "namespaces" in e.message:
-        return ApplyError(f"{ref}: {e.message} (create the namespace first)", kube_error=e)
+        return ApplyError(f"{ref}: {e.message} (create the namespace first: synergai apply --create-namespace, "
+                          f"or kubectl create namespace NAME)", kube_error=e)
     if e.status in (400, 422) or (e.status >= 500 and not e.retryable):
         return ApplyError(f"{ref}: rejected by the API server: {e.message}", kube_error=e)
     return ApplyError(f"{ref}: {e}", kube_error=e)
 
 
+def ensure_namespace(kube: KubeClient, namespace: str, *, dry_run: bool = False) -> Optional[Change]:
+    """Create ``namespace`` unless it exists; the :class:`Change` made, or None when it existed."""
+    ref = f"Namespace/{namespace}"
+    try:
+        if kube.get("v1", "Namespace", namespace) is not None:
+            return None
+        if dry_run:
+            raise ApplyError(f"{ref} does not exist: a dry run cannot check objects in it; apply without --dry-run "
+                             f"(with --create-namespace) or create it first: kubectl create namespace {namespace}")
+        kube.create({"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": namespace, "labels": {"app.kubernetes.io/created-by": "synergai"}}})
+    except KubeError as e:
+        if e.conflict:  # created meanwhile
+            return None
+        raise _rejected(e, ref) from None
+    return Change("created", "Namespace", namespace, written=True)
+
+
 def apply_objects(kube: KubeClient, objs: list[dict], namespace: str, *, dry_run: bool = False,
                   prune: bool = False, force_conflicts: bool = True, write_interval: float = 0.0,
                   stop: Optional[threading.Event] = None,
-                  on_write: Optional[Callable[[Change, float], None]] = None) -> ApplyResult:
-    """Make the namespace hold ``objs`` (see module docstring). Raises :class:`ApplyError`."""
+                  on_write: Optional[Callable[[Change, float], None]] = None,
+                  create_namespace: bool = False) -> ApplyResult:
+    """Make the namespace hold ``objs`` (see module docstring). Raises :class:`ApplyError`.
+
+    ``create_namespace``: create the namespace first when it does not exist (reported as a created
+    ``Namespace``); a dry run cannot check objects in a namespace that does not exist yet and says so.
+    """
     t0 = time.monotonic()
     stop = stop or kube.stop
     res = ApplyResult(namespace=namespace, dry_run=dry_run)
     names = [(o["kind"], o["metadata"]["name"]) for o in objs]
     if len(set(names)) != len(names):
         raise ApplyError("duplicate object names in the desired state")
+    if create_namespace:
+        ns_change = ensure_namespace(kube, namespace, dry_run=dry_run)
+        if ns_change is not None:
+            res.changes.append(ns_change)
 
     # ---- 1. check (reads and dry runs only)
     plan: list[tuple[dict, Change, bool]] = []

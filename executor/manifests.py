@@ -9,7 +9,14 @@
 
 Objects are built as typed ``kubernetes.client`` models (``V1Deployment``, ``V1Service``)
 and turned into plain dicts with ``ApiClient().sanitize_for_serialization``; only fields
-that Kubernetes 1.20 accepts are used (checked by :mod:`executor.validate`).
+that Kubernetes 1.20 accepts are used (checked by :mod:`executor.validate`). The client
+(the ``kube`` extra) is imported on first use, so importing this module never needs it.
+
+The manifests are what the API server stores: no field the server drops (``hostPID:
+false`` and the other non-pointer booleans whose default is false) and quantities in
+canonical form (``4Gi``, not ``4096Mi``; ``500m``, ``2``), so ``kubectl apply`` of the
+same manifests reports ``unchanged`` and a server-side apply by another field manager
+(``kubectl apply --server-side``) does not conflict with synergai's values.
 
 The plan id goes into an annotation of the object metadata only, never into the pod
 template, so a new plan that does not change a Deployment's pods does not roll them.
@@ -20,8 +27,6 @@ import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
-
-from kubernetes import client as k
 
 from synergai.models import Assignment, InputError, NodePool, Plan
 
@@ -89,24 +94,46 @@ class ManifestSet:
         return None
 
 
-_API: Optional[k.ApiClient] = None
+# ``kubernetes.client``, imported by :func:`_client` on first use (the ``kube`` extra)
+k: Any = None
+_API: Any = None
+
+
+def _client() -> Any:
+    global k
+    if k is None:
+        from synergai.extras import require
+
+        k = require("kubernetes.client", "kube", "building Kubernetes objects")
+    return k
 
 
 def sanitize(obj: Any) -> Any:
     """``ApiClient().sanitize_for_serialization``: typed model -> the dict the API server takes."""
     global _API
     if _API is None:
-        _API = k.ApiClient()
+        _API = _client().ApiClient()
     return _API.sanitize_for_serialization(obj)
 
 
 def cpu_quantity(cores: float) -> str:
+    """CPU in the API server's canonical form: whole cores (``2``) or millicores (``500m``), rounded up."""
     m = max(1, int(math.ceil(round(cores * 1000, 6))))
     return str(m // 1000) if m % 1000 == 0 else f"{m}m"
 
 
+_BINARY_SUFFIXES = ("Mi", "Gi", "Ti", "Pi", "Ei")
+
+
 def memory_quantity(mib: float) -> str:
-    return f"{max(1, int(math.ceil(round(mib, 6))))}Mi"
+    """Memory (MiB, rounded up) in the API server's canonical form: the largest binary suffix with an
+    integer mantissa (``4Gi`` for 4096 MiB, ``1536Mi`` for 1536 MiB), so the stored value equals ours."""
+    v = max(1, int(math.ceil(round(mib, 6))))
+    i = 0
+    while v % 1024 == 0 and i + 1 < len(_BINARY_SUFFIXES):
+        v //= 1024
+        i += 1
+    return f"{v}{_BINARY_SUFFIXES[i]}"
 
 
 def _check_labels(labels: dict[str, str], where: str) -> None:
@@ -144,7 +171,7 @@ def pool_node_selector(pool: NodePool) -> dict[str, str]:
     return sel
 
 
-def _resources(a: Assignment, pool: NodePool) -> k.V1ResourceRequirements:
+def _resources(a: Assignment, pool: NodePool) -> Any:
     c = a.config
     cpu_req = c.cpu_cores
     cpu_lim = max(cpu_req, float(c.threads or 0))
@@ -162,7 +189,7 @@ def _resources(a: Assignment, pool: NodePool) -> k.V1ResourceRequirements:
     return k.V1ResourceRequirements(requests=requests, limits=limits)
 
 
-def _env(a: Assignment, pool: NodePool, img: ResolvedImage) -> list[k.V1EnvVar]:
+def _env(a: Assignment, pool: NodePool, img: ResolvedImage) -> list[Any]:
     c = a.config
     threads = "auto" if c.threads is None else str(c.threads)
     env = {
@@ -186,7 +213,7 @@ def _env(a: Assignment, pool: NodePool, img: ResolvedImage) -> list[k.V1EnvVar]:
     return [k.V1EnvVar(name=n, value=v) for n, v in env.items()]
 
 
-def _container(a: Assignment, pool: NodePool, img: ResolvedImage) -> k.V1Container:
+def _container(a: Assignment, pool: NodePool, img: ResolvedImage) -> Any:
     http = k.V1HTTPGetAction(path=img.readiness_path, port="http", scheme="HTTP")
     live = k.V1HTTPGetAction(path=img.liveness_path, port="http", scheme="HTTP")
     return k.V1Container(
@@ -217,6 +244,7 @@ def _container(a: Assignment, pool: NodePool, img: ResolvedImage) -> k.V1Contain
 
 def build(plan: Plan, images: Optional[ImageMap] = None) -> ManifestSet:
     """All objects for ``plan``; raises :class:`models.InputError` (nothing half-built) on bad input."""
+    k = _client()
     images = images or ImageMap.default()
     plan_id = plan.plan_id or plan.compute_id()
     pools = {p.name: p for p in plan.pools}
@@ -270,7 +298,8 @@ def build(plan: Plan, images: Optional[ImageMap] = None) -> ManifestSet:
             node_selector=dict(selectors[a.pool]),
             automount_service_account_token=False,
             enable_service_links=False,
-            host_network=False, host_pid=False, host_ipc=False,
+            # hostNetwork/hostPID/hostIPC are left unset: false is their default and the API server
+            # drops a false value, so writing it would make every kubectl re-apply a change
             security_context=k.V1PodSecurityContext(
                 run_as_non_root=True, run_as_user=RUN_AS_USER, run_as_group=RUN_AS_USER, fs_group=RUN_AS_USER,
                 seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault")),

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 TARGET_VERSION = "1.20.0"
-SNAPSHOT = Path(__file__).resolve().parent / "schema" / "k8s-1.20.json"
+#: the one Kubernetes version every validation message names (whatever schema file backs a check)
+K8S_VERSION = "1.20"
+SNAPSHOT = Path(__file__).resolve().parent / "schema" / f"k8s-{K8S_VERSION}.json"
 
 # kinds the snapshot covers: ours plus those of executor/deploy
 SNAPSHOT_KINDS = {
@@ -68,9 +70,17 @@ def validate_strict(obj: dict) -> None:
         kubernetes_validate.validate(obj, schema_version(), strict=True)
     except kubernetes_validate.ValidationError as e:
         err = e.args[0] if e.args else e
-        path = ".".join(str(p) for p in getattr(err, "absolute_path", [])) or "<root>"
+        path = _path(getattr(err, "absolute_path", [])) or "<root>"
         msg = getattr(err, "message", str(err))
-        raise ManifestInvalid(f"{_where(obj)}: {path}: {msg}") from None
+        raise ManifestInvalid(f"{_where(obj)}: {path}: {msg} (Kubernetes {K8S_VERSION} schema)") from None
+
+
+def _path(parts: Iterable[Any]) -> str:
+    """``spec.containers[0].name``: the same path notation as the field check."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
 
 
 # ---------------------------------------------------------------- 1.20 field snapshot
@@ -142,7 +152,7 @@ def _check(value: Any, schema: dict, path: str, defs: dict, errors: list[str]) -
                 errors.append(f"{path}.{req}: required field missing")
         for key, v in value.items():
             if key not in props:
-                errors.append(f"{path}.{key}: field not in the Kubernetes 1.20 schema")
+                errors.append(f"{path}.{key}: field not in the Kubernetes {K8S_VERSION} schema")
                 continue
             _check(v, props[key], f"{path}.{key}", defs, errors)
         return
