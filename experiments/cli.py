@@ -20,15 +20,23 @@ def register(app: typer.Typer) -> None:
                    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds 0..N-1 instead of the scenario's."),
                    policies: Optional[str] = typer.Option(None, "--policies", help="Comma-separated policy names (default: the scenario's)."),
                    list_: bool = typer.Option(False, "--list", help="List scenarios and policies, then exit."),
-                   no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots.")):
-        """Simulate policies on scenarios; write results.csv, report.md and PNG plots."""
+                   no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+                   profiles: Optional[list[Path]] = typer.Option(None, "--profiles", "-p", help="Profile CSV/Parquet for every scenario (repeatable; merged, newer wins). Default: each scenario's (embedded MLPerf table)."),
+                   cluster: Optional[Path] = typer.Option(None, "--cluster", "-c", help="Cluster YAML/JSON for every scenario (scenario variants apply on top; scenarios whose variant does not fit it are skipped)."),
+                   workload: Optional[Path] = typer.Option(None, "--workload", "-w", help="Workload YAML/JSON: the `default` mix and deadlines of every scenario."),
+                   data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Directory of trace files named by relative paths in scenarios (default: $SYNERGAI_DATA_DIR, else ../shared/data next to the repository if present)."),
+                   jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Local worker processes (default: min(2, CPUs)); results do not depend on it."),
+                   ray: Optional[str] = typer.Option(None, "--ray", help="Run cells on this Ray cluster (address, or `local`); needs `pip install 'ray[default]'`.")):
+        """Simulate policies on scenarios; write results.csv, report.md and PNG plots.
+
+        Without --scenario or --all, runs the default (headline) scenarios."""
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from .policies import POLICIES, get_policy
         from .report import write_plots, write_report
-        from .runner import count_tasks, run_sweep, write_outputs
-        from .scenarios import builtin_scenarios, load_scenario, resolve
+        from .runner import count_tasks, default_jobs, run_sweep, write_outputs
+        from .scenarios import DataOptions, builtin_scenarios, load_scenario, resolve
 
         console = Console(stderr=True)
         if list_:
@@ -40,6 +48,31 @@ def register(app: typer.Typer) -> None:
             return
         if seeds is not None and seeds < 1:
             raise InputError("must be >= 1", field="--seeds")
+        if jobs is not None and jobs < 1:
+            raise InputError("must be >= 1", field="--jobs")
+        for flag, paths in (("--profiles", profiles or []), ("--cluster", [cluster] if cluster else []),
+                            ("--workload", [workload] if workload else [])):
+            for p in paths:
+                if not p.is_file():
+                    raise InputError("file not found", file=str(p), field=flag)
+        if data_dir is not None and not data_dir.is_dir():
+            raise InputError("not a directory", file=str(data_dir), field="--data-dir")
+        if ray:
+            try:
+                import ray as _ray  # noqa: F401
+            except ImportError:
+                raise InputError("Ray is not installed; pip install 'ray[default]'", field="--ray") from None
+        data = DataOptions(profiles=tuple(str(p) for p in profiles or ()), cluster=str(cluster) if cluster else None,
+                           workload=str(workload) if workload else None,
+                           data_dir=str(data_dir) if data_dir else None)
+        if data.overrides:  # fail fast on a malformed user file (one line), before any simulation
+            from synergai.models import ClusterSpec, ProfileTable, WorkloadSpec
+            for p in data.profiles:
+                ProfileTable.load(p)
+            if data.cluster:
+                ClusterSpec.load(data.cluster)
+            if data.workload:
+                WorkloadSpec.load(data.workload)
         pol = None
         if policies:
             pol = [p.strip() for p in policies.split(",") if p.strip()]
@@ -49,8 +82,8 @@ def register(app: typer.Typer) -> None:
             scens = [load_scenario(p) for p in builtin_scenarios().values()]
         elif scenario:
             scens = [resolve(s) for s in scenario]
-        else:
-            raise InputError("give --scenario NAME (repeatable) or --all", field="--scenario")
+        else:  # the default set: the headline scenarios
+            scens = [sc for sc in (load_scenario(p) for p in builtin_scenarios().values()) if sc.headline]
         total = count_tasks(scens, quick, seeds, pol)
         t0 = time.perf_counter()
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -61,12 +94,18 @@ def register(app: typer.Typer) -> None:
                 prog.update(task, advance=k, description=f"simulating {name}")
 
             results, util, opt = run_sweep(scens, quick=quick, seeds=seeds, policies=pol, progress=advance,
-                                           log=lambda m: console.print(f"[yellow]{m}[/]"))
+                                           log=lambda m: console.print(f"[yellow]{m}[/]", soft_wrap=True),
+                                           data=data, jobs=jobs or default_jobs(), ray=ray)
         paths = write_outputs(out, results, util, opt)
         cmd = "synergai experiment " + " ".join(
             (["--all"] if all_ else [f"--scenario {shlex.quote(s)}" for s in scenario or []])
             + (["--quick"] if quick else []) + ([f"--seeds {seeds}"] if seeds else [])
-            + ([f"--policies {policies}"] if policies else []) + [f"--out {shlex.quote(str(out))}"])
+            + ([f"--policies {policies}"] if policies else [])
+            + [f"--profiles {shlex.quote(str(p))}" for p in profiles or []]
+            + ([f"--cluster {shlex.quote(str(cluster))}"] if cluster else [])
+            + ([f"--workload {shlex.quote(str(workload))}"] if workload else [])
+            + ([f"--data-dir {shlex.quote(str(data_dir))}"] if data_dir else [])
+            + [f"--out {shlex.quote(str(out))}"])
         paths.append(write_report(out, results, util, opt, command=cmd))
         if not no_plots:
             paths += write_plots(out, results, util)
