@@ -80,10 +80,10 @@ class Pick:
 class Router:
     """Routing state for one (plan, live endpoints) pair. Built aside and swapped in atomically.
 
-    The thin adapter over :class:`planner.OnlineScheduler`: each plan assignment becomes a scheduler
-    group whose replicas are the live URLs of its server group (sorted), so ``Decision.replica``
-    names a concrete server. TODO(issue 11): when Decision carries the server group and its index,
-    read them here instead of zipping assignments with scheduler groups.
+    The thin adapter over :class:`planner.OnlineScheduler`: the scheduler is built on a copy of the plan
+    whose server groups have as many replicas as the group has live URLs (sorted), so the decision's
+    server (``sched.servers[d.replica] = (group, index)``) names a concrete URL; a group without a live
+    server gets no traffic.
     """
 
     def __init__(self, plan: Plan, endpoints: dict[str, list[str]], *, overload: str = "sacrifice",
@@ -91,91 +91,92 @@ class Router:
         from synergai.planner import OnlineScheduler
 
         self.plan = plan
-        self.endpoints = {g: sorted(set(u)) for g, u in endpoints.items()}
         self.groups = group_assignments(plan)
-        pools = {p.name: p for p in plan.pools}
+        self.endpoints = {g: sorted(set(endpoints.get(g, []))) for g in self.groups}
+        self.pools = {p.name: p for p in plan.pools}
         self.deadline_ms = {d.model: d.deadline_ms for d in plan.demands}
-        # model -> every live target hosting it (rr / lor)
-        self.targets: dict[str, list[Target]] = {}
-        group_of: dict[int, str] = {}
-        new_assign = []
-        for a in plan.assignments:
-            grp = next((g for g, lst in self.groups.items() if any(x is a for x in lst)), None)
-            urls = self.endpoints.get(grp, []) if grp else []
-            if grp and a.replicas > 0 and urls:
-                group_of[id(a)] = grp
-                for u in urls:
-                    self.targets.setdefault(a.model, []).append(Target(u, grp, a.pool))
-            new_assign.append(a.model_copy(update={"replicas": len(urls) if (grp and a.replicas > 0) else 0}))
-        live_plan = plan.model_copy(update={"assignments": new_assign})
-        self.sched = OnlineScheduler(live_plan, overload="sacrifice" if overload == "shed" else overload)
-        # scheduler group id -> (group name, urls): the scheduler adds one group per assignment with replicas
-        self.sg: dict[int, tuple[str, list[str]]] = {}
-        live = [(a, orig) for a, orig in zip(new_assign, plan.assignments) if a.replicas > 0]
-        for g, (a, orig) in zip(self.sched.groups, live):
-            assert g.model == a.model and g.pool == a.pool, "scheduler groups out of step with the plan"
-            grp = group_of[id(orig)]
-            self.sg[g.gid] = (grp, self.endpoints[grp])
+        self.targets: dict[str, list[Target]] = {}    # model -> every live server hosting it (rr / lor)
+        srv_pool = {s.name: s.pool for s in plan.server_groups()}
+        for grp, assigns in self.groups.items():
+            for a in assigns:
+                if a.replicas > 0:
+                    for u in self.endpoints[grp]:
+                        self.targets.setdefault(a.model, []).append(Target(u, grp, srv_pool[grp]))
+        n = {g: len(u) for g, u in self.endpoints.items()}
+        if plan.servers:
+            live = plan.model_copy(update={"servers": [s.model_copy(update={"replicas": n.get(s.name, 0)})
+                                                       for s in plan.servers]})
+        else:
+            from synergai.models.plan import dedicated_name
+
+            live = plan.model_copy(update={"assignments": [
+                a.model_copy(update={"replicas": n.get(dedicated_name(a.model, a.pool, a.config.config_id), 0)
+                                     if a.replicas > 0 else 0}) for a in plan.assignments]})
+        self.sched = OnlineScheduler(live, overload=overload)
         self.models = set(self.targets)
         self._rr: dict[str, Any] = {m: itertools.cycle(range(len(t))) for m, t in self.targets.items()}
-        self.pools = pools
         if previous is not None:
             self._carry(previous)
 
+    def url_of(self, replica: int) -> Optional[str]:
+        grp, i = self.sched.servers[replica]
+        urls = self.endpoints.get(grp)
+        return urls[i] if urls and i < len(urls) else None
+
     def _carry(self, old: "Router") -> None:
         """Keep the queue estimate of every server that is in both routers."""
-        free: dict[tuple[str, str], float] = {}
-        for gid, (grp, urls) in old.sg.items():
-            g = old.sched.groups[gid]
-            for i, u in enumerate(urls):
-                free[(g.model, u)] = float(g.free[i])
-        for gid, (grp, urls) in self.sg.items():
-            g = self.sched.groups[gid]
-            for i, u in enumerate(urls):
-                if (g.model, u) in free:
-                    g.free[i] = free[(g.model, u)]
+        free = {}
+        for s, (grp, i) in enumerate(old.sched.servers):
+            u = old.url_of(s)
+            if u is not None:
+                free[(grp, u)] = old.sched.free[s]
+        for s, (grp, i) in enumerate(self.sched.servers):
+            f = free.get((grp, self.url_of(s)))
+            if f is not None and f != self.sched.free[s]:
+                self.sched.observe(s, self.sched.free[s], f)
 
     # ------------------------------------------------------------ policies
     def pick(self, policy: str, model: str, deadline_ms: Optional[float], now: float, origin: Optional[str],
              inflight: dict[str, int], exclude: frozenset = frozenset()) -> Optional[Pick]:
+        """A server for one request; None when no live server hosts the model; a Pick with
+        ``meets=False`` and no target URL when the online stage sheds it."""
         targets = self.targets.get(model)
         if not targets:
             return None
         if policy == "synergai" and not exclude:
             d = self.sched.assign(model, deadline_ms, now=now, origin=origin)
-            if d.replica < 0 or d.group not in self.sg:
+            if d.shed:
+                return Pick(Target("", "", ""), False, None, d, d.reason)
+            url = self.url_of(d.replica) if d.replica >= 0 else None
+            if url is None:
                 return None
-            grp, urls = self.sg[d.group]
-            g = self.sched.groups[d.group]
-            return Pick(Target(urls[d.replica - g.first_replica], grp, g.pool), bool(d.meets),
-                        (d.finish_s - now) * 1000.0, d, d.reason)
-        cands = [t for t in targets if t.url not in exclude] or ([] if exclude else targets)
+            return Pick(Target(url, d.server, d.pool), bool(d.meets), (d.finish_s - now) * 1000.0, d, d.reason)
+        cands = [t for t in targets if t.url not in exclude]
         if not cands:
             return None
         if policy == "rr" and not exclude:
-            return Pick(targets[next(self._rr[model]) % len(targets)])
-        best = min(cands, key=lambda t: inflight.get(t.url, 0))
-        return Pick(best, reason="least outstanding requests")
+            return Pick(targets[next(self._rr[model]) % len(targets)], reason="round robin")
+        return Pick(min(cands, key=lambda t: inflight.get(t.url, 0)), reason="least outstanding requests")
 
     def cancel(self, pick: Pick) -> None:
-        """Undo a decision whose request was never served (shed, or the server failed)."""
+        """Undo a decision whose request was never served (the server failed)."""
         d = pick.decision
-        if d is not None:
-            try:
-                self.sched.complete(d, d.start_s)
-            except (IndexError, KeyError):
-                pass
+        if d is not None and d.replica >= 0:
+            self.sched.complete(d, d.start_s)
 
-    def complete(self, pick: Pick, free_s: float, start_s: Optional[float], server_depth: Optional[int],
+    def complete(self, pick: Pick, end_s: float, start_s: Optional[float], server_depth: Optional[int],
                  own_inflight: int) -> None:
         d = pick.decision
-        if d is None:
+        if d is None or d.replica < 0:
             return
-        self.sched.complete(d, free_s, start_s)
+        self.sched.complete(d, end_s, start_s)
         if server_depth is not None and server_depth > own_inflight:
-            g = self.sched.groups[self.sched.replica_group[d.replica]]
-            i = d.replica - g.first_replica
-            g.free[i] = max(g.free[i], free_s + (server_depth - own_inflight) * g.occupancy_s)
+            # other gateways queued work on this server: push its free time back by that much
+            g = self.sched.groups[d.group]
+            s = d.replica
+            behind = end_s + (server_depth - own_inflight) * g.work_s
+            if behind > self.sched.free[s]:
+                self.sched.observe(s, self.sched.free[s], behind)
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -574,8 +575,7 @@ class Gateway:
         if pick is None:
             m.requests.labels(model, "", "503").inc()
             return json_error(503, f"no live server for model {model}", {"Retry-After": "1"})
-        if self.config.overload == "shed" and pick.meets is False:
-            r.cancel(pick)
+        if pick.decision is not None and pick.decision.shed:
             m.sheds.labels(model).inc()
             m.requests.labels(model, pick.target.pool, "503").inc()
             return json_error(503, f"overloaded: no server can meet the {deadline:g} ms deadline for {model}",

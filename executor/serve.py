@@ -447,20 +447,9 @@ def emulated_from_profile(model: str, spec: str, profiles=None, seed: int = 0) -
 
 
 def group_assignments(plan) -> dict[str, list]:
-    """Server group name -> its assignments. Without ``plan.servers`` every assignment with replicas is
-    its own dedicated group ``{model}-{pool}``."""
-    out: dict[str, list] = {}
-    if plan.servers:
-        for a in plan.assignments:
-            if a.server:
-                out.setdefault(a.server, []).append(a)
-        for s in plan.servers:
-            out.setdefault(s.name, [a for a in plan.assignments if a.pool == s.pool and a.model in s.models])
-        return out
-    for a in plan.assignments:
-        if a.replicas > 0:
-            out.setdefault(f"{a.model}-{a.pool}", []).append(a)
-    return out
+    """Server group name -> the assignments it hosts (``plan.server_groups()``: a plan without
+    ``servers`` has one dedicated group per assignment)."""
+    return {srv.name: plan.assignments_of(srv.name) for srv in plan.server_groups()}
 
 
 def emulated_from_plan(plan, group: str, seed: int = 0) -> list[EmulatedRuntime]:
