@@ -238,7 +238,7 @@ def profile_cluster(
     apply: bool = typer.Option(False, "--apply", help="Create the ServiceAccount/Role/RoleBinding and one Job per pool."),
     collect: bool = typer.Option(False, "--collect", help="Read the pools' profile ConfigMaps back into a CSV."),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace (default: the kubeconfig's, else default)."),
-    kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Kubeconfig (default: in-cluster, then ~/.kube/config)."),
+    kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Kubeconfig (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)."),
     pool: Optional[list[str]] = typer.Option(None, "--pool", help="Only these pools (repeatable)."),
     image: Optional[str] = typer.Option(None, "--image", help="Profiler image for every pool (default: image map `profiler` entry, else synergai/profiler:<version>)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Image map YAML (default: executor/images.yaml)."),

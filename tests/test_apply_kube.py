@@ -10,13 +10,13 @@ import time
 
 import pytest
 
+from synergai.cli import main as cli_main
 from synergai.executor.apply import ApplyError, apply_objects
 from synergai.executor.inventory import parse_quantity
 from synergai.executor.kube import KubeError
 from synergai.executor.manifests import LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER, build
 from synergai.executor.validate import SNAPSHOT, snapshot_from_openapi
 from synergai.models import Plan
-from synergai.cli import main as cli_main
 from tests.conftest import wait_for
 from tests.test_manifests import default_plan, hostile_plan, random_plan
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from synergai.cli import main
 from synergai.models import ProfileTable
 from synergai.profiling_data import DEFAULT_PROFILES
 from synergai.profiling_data.mlperf import DEFAULT_DATA_DIR
-from synergai.cli import main
 
 HAVE_DATA = (DEFAULT_DATA_DIR / "results.csv").exists() and (DEFAULT_DATA_DIR / "systems.csv").exists()
 needs_data = pytest.mark.skipif(not HAVE_DATA, reason=f"MLPerf extract not present at {DEFAULT_DATA_DIR}")

@@ -3,19 +3,28 @@ from __future__ import annotations
 
 import copy
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
 import yaml
 
+from synergai.cli import main as cli_main
 from synergai.executor.images import ImageMap
-from synergai.executor.manifests import (ANN_PLAN_ID, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_POOL, MANAGER,
-                                build, cpu_quantity, memory_quantity)
+from synergai.executor.manifests import (
+    ANN_PLAN_ID,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_POOL,
+    MANAGER,
+    build,
+    cpu_quantity,
+    memory_quantity,
+)
 from synergai.executor.names import is_dns1035_label, label_value_error
 from synergai.executor.validate import ManifestInvalid, schema_version, validate, validate_all, validate_fields_1_20
 from synergai.models import InputError, Plan
-from synergai.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 # ------------------------------------------------------------------------------------------ plans
 
 
-@lru_cache(maxsize=None)
+@cache
 def default_plan() -> Plan:
     import synergai.profiling_data as pdd
     from synergai.planner import plan_offline
@@ -31,7 +40,7 @@ def default_plan() -> Plan:
     return plan_offline(pdd.default_profiles(), pdd.default_cluster(), pdd.default_workload())
 
 
-@lru_cache(maxsize=None)
+@cache
 def random_plan(seed: int) -> Plan:
     from synergai.planner import plan_offline
     from synergai.planner.synthetic import random_instance
