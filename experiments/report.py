@@ -105,7 +105,11 @@ def write_report(out: Path, results: pd.DataFrame, util: pd.DataFrame | None = N
     L += ["Violations are QoS (deadline) misses, summed over loads and seeds. Reduction factor = "
           "(baseline violations + 1) / (synergai violations + 1) per scenario; excess reduction uses summed "
           "lateness past the deadline, (baseline ms + 1) / (synergai ms + 1). Headline = mean over the scenarios "
-          "marked `headline` (geometric mean and pooled ratio beside it).", ""]
+          "marked `headline` (geometric mean and pooled ratio beside it).", "",
+          "Load is a fraction of each scenario's neutral capacity (`experiments/capacity.py`): an upper bound on the "
+          "rate, at the scenario's model mix, that any deployment of the cluster could serve within the deadlines "
+          "(fluid LP, no queueing, no integrality), the same for every policy. Absolute rates are given per scenario.",
+          ""]
     L += ["## Headline: SynergAI vs SLO-MAEL (default scenarios)", ""]
     if REF in head:
         h = head[REF]
@@ -151,10 +155,16 @@ def write_report(out: Path, results: pd.DataFrame, util: pd.DataFrame | None = N
                "decision_us_mean"]].copy()
         t["reduction (violations)"] = [float(f.loc[p, "violation_reduction"]) if p in f.index else math.nan for p in t["policy"]]
         t["reduction (excess)"] = [float(f.loc[p, "excess_reduction"]) if p in f.index else math.nan for p in t["policy"]]
-        L += [f"### {sc}{' (headline)' if bool(g['headline'].iloc[0]) else ''}", "", _table(t), ""]
+        L += [f"### {sc}{' (headline)' if bool(g['headline'].iloc[0]) else ''}", ""]
         per_load = results[(results["scenario"] == sc) & (results["policy"] != "optimal")].copy()
+        cap = pd.to_numeric(per_load["capacity_rps"], errors="coerce").dropna()
+        if len(cap):
+            L += [f"Neutral capacity (load 1.0): {_fmt(float(cap.iloc[0]))} req/s.", ""]
+        L += [_table(t), ""]
         if per_load["load"].nunique() > 1:
             pv = per_load.groupby(["load", "policy"])["violation_rate"].mean().unstack("policy")
+            rate = pd.to_numeric(per_load["rate_rps"], errors="coerce").groupby(per_load["load"]).first()
+            pv.insert(0, "rate req/s", rate)
             pv = pv.reset_index()
             L += ["Violation rate by load (mean over seeds):", "", _table(pv), ""]
     errs = results[results["status"] == "error"]
@@ -208,7 +218,7 @@ def _by_load_plot(df: pd.DataFrame, metric: str, ylabel: str, path: Path, symlog
             ax.plot(h.index, h.values, marker="o", ms=3, lw=2.4 if p == SYN else 1.2, color=colors[p], label=p,
                     zorder=3 if p == SYN else 2)
         ax.set_title(sc, fontsize=10)
-        ax.set_xlabel("load (fraction of plan capacity)")
+        ax.set_xlabel("load (fraction of neutral capacity)")
         ax.set_ylabel(ylabel)
         ax.set_yscale("symlog", linthresh=symlog)
         top = float(np.nanmax(g[metric])) if len(g) else 1.0

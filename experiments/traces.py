@@ -187,7 +187,8 @@ def resolve_path(spec: TraceSpec, scenario_file: str = "", data: Optional[str | 
                      file=scenario_file or None, field="arrivals.path")
 
 
-def _read(path: Path, spec: TraceSpec) -> pd.DataFrame:
+def _read(path: Path, spec: TraceSpec) -> tuple[pd.DataFrame, int]:
+    """The table and the file line of its first data row (csv: 2, after the header; jsonl/parquet: 1)."""
     fmt = spec.format or {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet",
                           ".pq": "parquet"}.get(path.suffix.lower(), "csv")
     cols = [spec.time_column] + [c for c in (spec.model_column, spec.service_column) if c] + list(spec.filter)
@@ -207,11 +208,11 @@ def _read(path: Path, spec: TraceSpec) -> pd.DataFrame:
                              file=str(path), field=c)
     if df.empty:
         raise InputError("no data rows", file=str(path))
-    return df
+    return df, (2 if fmt == "csv" else 1)
 
 
-def _times_ns(col: pd.Series, rows: np.ndarray, unit: str, path: Path, name: str) -> np.ndarray:
-    """Timestamps of ``rows`` as int64 nanoseconds; a bad value raises naming its file row (header = row 1)."""
+def _times_ns(col: pd.Series, rows: np.ndarray, unit: str, path: Path, name: str, first: int) -> np.ndarray:
+    """Timestamps of ``rows`` as int64 nanoseconds; a bad value raises naming its file row (``first`` = row 0's line)."""
     sub = col.iloc[rows]
     if unit.startswith("datetime"):
         fmt = unit.split(":", 1)[1] if ":" in unit else "ISO8601"
@@ -226,7 +227,7 @@ def _times_ns(col: pd.Series, rows: np.ndarray, unit: str, path: Path, name: str
         vals = None if bad.any() else np.round(x * _UNIT_NS[unit]).astype(np.int64)
     if vals is None:
         i = int(np.argmax(bad))
-        raise InputError(f"not {what}: {sub.iloc[i]!r}", file=str(path), row=int(rows[i]) + 2, field=name)
+        raise InputError(f"not {what}: {sub.iloc[i]!r}", file=str(path), row=int(rows[i]) + first, field=name)
     return vals
 
 
@@ -270,7 +271,7 @@ _READ_FIELDS = {"format", "time_column", "time_unit", "model_column", "service_c
 def _load(path_s: str, spec_json: str) -> Trace:
     path = Path(path_s)
     spec = TraceSpec.model_validate({**json.loads(spec_json), "path": path_s})
-    df = _read(path, spec)
+    df, first = _read(path, spec)
     keep = np.ones(len(df), dtype=bool)
     for c, v in spec.filter.items():
         keep &= df[c].astype(str).str.strip().to_numpy() == str(v)
@@ -283,7 +284,7 @@ def _load(path_s: str, spec_json: str) -> Trace:
     if len(rows) < 2:
         raise InputError(f"{len(rows)} rows left after filter/service checks (need >= 2)", file=path_s,
                          field=spec.service_column or (next(iter(spec.filter), None)) or spec.time_column)
-    t_ns = _times_ns(df[spec.time_column], rows, spec.time_unit, path, spec.time_column)
+    t_ns = _times_ns(df[spec.time_column], rows, spec.time_unit, path, spec.time_column, first)
     order = np.argsort(t_ns, kind="stable")
     t_ns, rows = t_ns[order], rows[order]
     tick = int(round(spec.tick_s * 1e9)) if spec.tick_s else detect_tick_ns(t_ns)
@@ -293,7 +294,7 @@ def _load(path_s: str, spec_json: str) -> Trace:
         models = df[spec.model_column].iloc[rows].astype(str).str.strip().str.lower().to_numpy()
         empty = models == ""
         if empty.any():
-            raise InputError("empty model name", file=path_s, row=int(rows[np.argmax(empty)]) + 2,
+            raise InputError("empty model name", file=path_s, row=int(rows[np.argmax(empty)]) + first,
                              field=spec.model_column)
     return Trace(path_s, times, models, None if svc is None else svc[rows], tick / 1e9)
 
