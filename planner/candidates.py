@@ -42,8 +42,13 @@ class PlanOptions:
     resource_weight: float = 1e-2
     """Weight of one pool-capacity-normalised server footprint in the energy phase (W-equivalents)."""
     headroom: float = 1.5
-    """After the unserved optimum, make every served model's load able to grow by a factor alpha_m up to
-    this value at once (max-min first, then the sum), before minimising energy (1 = off)."""
+    """After the unserved optimum, make every served model's load able to grow at once by a factor
+    alpha_m >= t with the common t as large as possible up to this value (max-min), before minimising
+    energy (1 = off)."""
+    headroom_fill: bool = False
+    """After the max-min headroom t*, also maximise the sum of the factors (ties of the max-min broken by the
+    sum) and hold them while minimising energy.  Off by default: extra headroom beyond t* is not worth
+    powering idle nodes for; every served model keeps alpha_m >= t* either way."""
     load_scenarios: tuple = ()
     """Optional ``((factor, probability), ...)`` including ``(1.0, p)``: the plan must also do well when
     every rate is multiplied by ``factor`` (e.g. an MMPP's burst state); minimises expected unserved."""

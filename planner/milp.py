@@ -55,10 +55,15 @@ Objective (lexicographic: a solve per phase, each holding the earlier optima; or
 H. headroom, for the models phase 1 serves (``s*_m`` their nominal routed rate): a routing block
    ``dem[m,H]: sum_k x_{k,H} + sum_j x_{j,H} - s*_m alpha_m = 0`` under C2, S1, S2 and S4 for the block
    (every served model's load grows by its own ``alpha_m`` at once); H1 ``max t``, ``t <= alpha_m``
-   (max-min), then H2 ``max sum_m alpha_m`` with ``t >= t*`` (ties of the max-min broken by the sum).
+   (max-min: the worst-off model's growth factor is as large as possible).  Optionally
+   (``headroom_fill``) H2 ``max sum_m alpha_m`` with ``t >= t*``: ties of the max-min broken by the sum,
+   an approximation of the full lexicographic max-min whose guarantee is that the smallest factor is
+   still the max-min optimum ``t*``.
 2. ``min sum_s P_s (sum_k e_k x_{k,s} + sum_j e_j x_{j,s}) + sum_p pi_p o_p + beta sum (server footprints)``
    (serving power plus idle power of every powered node, W; then resources), subject to
-   ``sum_s P_s sum_m w_m u_{m,s} <= OPT_1 (1+eps) + eps`` (C7) and ``alpha_m >= alpha*_m (1-eps)`` (C8).
+   ``sum_s P_s sum_m w_m u_{m,s} <= OPT_1 (1+eps) + eps`` (C7) and ``t >= t* (1-eps)`` (C8; with
+   ``headroom_fill`` every ``alpha_m >= alpha*_m (1-eps)``).  Headroom is not free: a replica held for it
+   powers its node, and that idle power is in this objective.
 Weighted mode minimises ``W_u * (1) + (2)`` in one solve (no headroom phase).
 """
 from __future__ import annotations

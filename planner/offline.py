@@ -149,12 +149,15 @@ def _solve_phases(fn, b: Builder, lay: Layout, cands: Candidates, opts: PlanOpti
     b.add(np.full(len(nz), row), nz, lay.u_cost[nz])
     best = r1
 
-    # H: headroom (max-min, then sum), holding phase 1
+    # H: headroom (max-min; optionally then the sum), holding phase 1, for the models phase 1 fully serves
     if opts.headroom > 1.0:
         served = np.zeros(lay.M)
         np.add.at(served, np.asarray(cands.ded.m, dtype=np.int64), r1.x[lay.ix[lay.nominal]])
         np.add.at(served, np.asarray(cands.sh.m, dtype=np.int64), r1.x[lay.ixs[lay.nominal]])
         served[served < 1e-6] = 0.0
+        # a model phase 1 cannot fully serve has no room to grow (phase 1 would have used it): leave it out
+        short = r1.x[lay.iu[lay.nominal]] > 1e-6 * np.maximum(1.0, a1.ub[lay.iu[lay.nominal]])
+        served[short] = 0.0
         if served.any():
             n0 = b.ncol
             ia, it = add_headroom_block(b, lay, cands, served, opts.headroom)
@@ -172,20 +175,23 @@ def _solve_phases(fn, b: Builder, lay: Layout, cands: Candidates, opts: PlanOpti
             rh1 = fn(ah.with_objective(c), left(0.25), gap, x0=x0)
             if rh1.x is not None:
                 t_star = float(rh1.x[it])
-                ah.lb[it] = max(1.0, t_star * (1 - 1e-6))
-                c2 = np.zeros(ah.n_cols)
-                c2[list(ia.values())] = -1.0
-                rh2 = fn(ah.with_objective(c2), left(0.35), gap, x0=rh1.x)
-                src = rh2 if rh2.x is not None else rh1
-                alpha = {cands.models[m]: round(float(src.x[col]), 6) for m, col in ia.items()}
-                phases.append(_phase("headroom-min", rh1, {"t": round(t_star, 6)}))
-                phases.append(_phase("headroom-sum", rh2, {"alpha": alpha}))
-                done += [rh1, rh2]
-                # hold every alpha for the energy phase
-                for m, col in ia.items():
-                    _set_lb(b, col, max(1.0, float(src.x[col]) * (1 - 1e-4)))
-                _set_lb(b, it, max(1.0, t_star * (1 - 1e-6)))
-                best = src
+                alpha = {cands.models[m]: round(float(rh1.x[col]), 6) for m, col in ia.items()}
+                phases.append(_phase("headroom-min", rh1, {"t": round(t_star, 6), "alpha": alpha}))
+                done.append(rh1)
+                best = rh1
+                _set_lb(b, it, max(1.0, t_star * (1 - 1e-6)))  # hold the max-min level (every alpha_m >= t*)
+                if opts.headroom_fill:
+                    ah.lb[it] = max(1.0, t_star * (1 - 1e-6))
+                    c2 = np.zeros(ah.n_cols)
+                    c2[list(ia.values())] = -1.0
+                    rh2 = fn(ah.with_objective(c2), left(0.35), gap, x0=rh1.x)
+                    done.append(rh2)
+                    if rh2.x is not None:
+                        alpha = {cands.models[m]: round(float(rh2.x[col]), 6) for m, col in ia.items()}
+                        for m, col in ia.items():
+                            _set_lb(b, col, max(1.0, float(rh2.x[col]) * (1 - 1e-4)))
+                        best = rh2
+                    phases.append(_phase("headroom-sum", rh2, {"alpha": alpha}))
             else:
                 phases.append(_phase("headroom-min", rh1))
                 done.append(rh1)

@@ -131,16 +131,23 @@ class Group:
     cap_fixed_s: float = 0.0        # batch wait + S(cap quantile) + RTT
     var_rate: float = 0.0           # Var(S) / (slots * E[S]): backlog variance per second of backlog
     inv_share: float = INF
+    order: list = field(default_factory=list)  # the server group's order list (shared, mutated in place)
+    _base: Optional[tuple] = None
 
     def _calibrate(self, cap_q: float) -> None:
-        sm, d = self.sm, self.drift
-        self.work_s = sm.work_per_request * d
-        self.mean_s = sm.mean * d
-        svc = self.mean_s if self.q is None else sm.quantile(self.q) * d
-        self.fixed_s = sm.batch_wait + svc + self.rtt_s
-        self.cap_fixed_s = sm.batch_wait + max(svc, sm.quantile(cap_q) * d) + self.rtt_s
-        var = max(0.0, sm.second_moment - sm.mean ** 2) * d * d
-        self.var_rate = var / (sm.slots * self.mean_s) if self.mean_s > 0 else 0.0
+        """Derive the per-decision constants (the service model's figures, computed once, times drift)."""
+        if self._base is None:
+            sm = self.sm
+            var = max(0.0, sm.second_moment - sm.mean ** 2)
+            self._base = (sm.work_per_request, sm.mean, sm.mean if self.q is None else sm.quantile(self.q),
+                          sm.quantile(cap_q), var / (sm.slots * sm.mean) if sm.mean > 0 else 0.0)
+        work, mean, svc, svc_cap, var_rate = self._base
+        d = self.drift
+        self.work_s = work * d
+        self.mean_s = mean * d
+        self.fixed_s = self.sm.batch_wait + svc * d + self.rtt_s
+        self.cap_fixed_s = self.sm.batch_wait + max(svc, svc_cap) * d + self.rtt_s
+        self.var_rate = var_rate * d    # Var scales with d^2, the mean with d
         self.inv_share = 1.0 / self.share if self.share > 0 else INF
 
     # compatibility with callers of the former per-assignment groups
@@ -258,6 +265,7 @@ class OnlineScheduler:
         g = Group(gid=len(self.groups), model=model, pool=sg.pool, tier=sg.tier, config_id=config_id, server=sg.name,
                   sg=sg, sm=sm, replicas=sg.replicas, first_replica=sg.first, rtt_s=sg.rtt_s, share=share,
                   energy_j=energy, q=self.q, fallback=sg.fallback, shared=sg.shared)
+        g.order = sg.order
         g._calibrate(self.cap_q)
         self.groups.append(g)
         self.by_model.setdefault(model, []).append(g)
@@ -298,7 +306,7 @@ class OnlineScheduler:
             self.free[i] = 0.0
             self.corr[i] = 0.0
         for sg in self.server_groups:
-            sg.order = [(0.0, sg.first + i) for i in range(sg.replicas)]
+            sg.order[:] = [(0.0, sg.first + i) for i in range(sg.replicas)]
         for g in self.groups:
             g.sent = 0
 
@@ -337,7 +345,7 @@ class OnlineScheduler:
         late_check = INF
         cands = [] if explain else None
         for g in groups:
-            free, s = g.sg.order[0]
+            free, s = g.order[0]
             start = free if free > now else now
             check = start + g.fixed_s
             slack = due - check
@@ -400,7 +408,7 @@ class OnlineScheduler:
             k = z * math.sqrt(g.var_rate)
             r = (-k + math.sqrt(k * k + 4.0 * room)) / 2.0
             x_max = r * r
-            order = g.sg.order
+            order = g.order
             i = bisect_right(order, (now + x_max, INF)) - 1
             if i < 0:
                 continue
@@ -425,7 +433,7 @@ class OnlineScheduler:
             return
         g = self.groups[decision.group]
         if actual_start_s is not None and self.drift_alpha > 0:
-            base = g.sm.mean
+            base = g._base[1]
             if base > 0:
                 ratio = min(10.0, max(0.1, (actual_free_s - actual_start_s) / base))
                 g.drift = (1 - self.drift_alpha) * g.drift + self.drift_alpha * ratio
