@@ -340,6 +340,35 @@ def test_cli_apply_api_error_is_one_line(kube_cluster, tmp_path, capsys):
     assert err.startswith("synergai: error:") and "\n" not in err and "namespace" in err
 
 
+def test_cli_apply_to_a_missing_namespace_says_how_and_create_namespace_creates_it(
+        kube_cluster, kube_admin, tmp_path, capsys):
+    import uuid
+
+    f = tmp_path / "a.json"
+    default_plan().save(f)
+    ns = f"created-by-apply-{uuid.uuid4().hex[:6]}"
+    kc = ["--kubeconfig", kube_cluster.kubeconfig_path, "-n", ns]
+    assert cli_main(["apply", str(f), *kc]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--create-namespace" in err and f"kubectl create namespace" in err, err
+    assert kube_admin.get("v1", "Namespace", ns) is None
+    # a dry run cannot check objects in a namespace that does not exist: it says so, creates nothing
+    assert cli_main(["apply", str(f), *kc, "--create-namespace", "--dry-run"]) == 1
+    assert "dry run" in capsys.readouterr().err and kube_admin.get("v1", "Namespace", ns) is None
+    try:
+        assert cli_main(["apply", str(f), *kc, "--create-namespace"]) == 0
+        out = capsys.readouterr().out
+        n = len(build(default_plan()).objects)
+        assert f"+ created   Namespace/{ns}" in out and out.count("+ created") == n + 1
+        assert len(managed(kube_admin, ns)) == n
+        # the namespace exists now: nothing more to create, nothing changes
+        assert cli_main(["apply", str(f), *kc, "--create-namespace"]) == 0
+        out = capsys.readouterr().out
+        assert "Namespace/" not in out and f"0 created, 0 updated, {n} unchanged" in out
+    finally:
+        kube_admin.delete("v1", "Namespace", ns)
+
+
 def test_cli_inventory_reads_node_labels(kube_cluster, fake_kubelet, tmp_path, capsys):
     from synergai.models import ClusterSpec
 
