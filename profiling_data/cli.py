@@ -199,23 +199,41 @@ def import_mlperf(
     results: Optional[Path] = typer.Option(None, "--results", help="results.csv of an MLPerf Inference round (with --systems)."),
     systems: Optional[Path] = typer.Option(None, "--systems", help="systems.csv of the same round."),
     round_label: Optional[str] = typer.Option(None, "--round", help="Round label (e.g. v3.1) when the results have no `round` column."),
+    published: Optional[str] = typer.Option(None, "--published", help="Round publication date YYYY-MM-DD (measured_at); default: from the round's own metadata (a date column, or round.yaml/SOURCE.md/README.md beside results.csv)."),
+    aliases: Optional[list[Path]] = typer.Option(None, "--aliases", help="Extra device alias YAML (repeatable; consulted before the bundled profiling_data/device_aliases.yaml)."),
+    pick: str = typer.Option("representative", "--pick", help="Among runs of one profile key: `representative` (median p99, upper median) or `lowest-p99`."),
     out: Path = typer.Option(Path("mlperf_profiles.csv"), "--out", "-o", help="Profile CSV to write. Point it at profiling_data/default_profiles.csv to rebuild the embedded default."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the one-line summary."),
 ):
-    """Turn an MLPerf Inference results table into ProfileRecords (same normalisation as the default data)."""
+    """Turn an MLPerf Inference results table into ProfileRecords (same normalisation as the default data).
+
+    Prints what was skipped and why, and what was flagged (assumed Server batch sizes, missing dates)."""
+    import os
+    from datetime import datetime
+
     import synergai.profiling_data as pdata
-    from synergai.profiling_data.mlperf import DEFAULT_DATA_DIR, coverage_matrix, import_mlperf_with_report
+    from synergai.profiling_data.mlperf import (DEFAULT_DATA_DIR, coverage_matrix, import_mlperf_with_report,
+                                                load_aliases)
 
     if (results is None) != (systems is None):
         raise InputError("give both --results and --systems (or --data DIR)", field="--results" if results is None else "--systems")
+    when = None
+    if published:
+        try:
+            when = datetime.strptime(published.strip(), "%Y-%m-%d")
+        except ValueError:
+            raise InputError(f"not a date YYYY-MM-DD: {published!r}", field="--published") from None
+    al = load_aliases(aliases or [])
     if results is None:
-        d = data or DEFAULT_DATA_DIR
+        env = os.environ.get("SYNERGAI_DATA_DIR")
+        d = data or (Path(env) / "mlperf-inference-v3.0" if env else DEFAULT_DATA_DIR)
         if not d.is_dir():
             raise InputError("directory not found; pass --data DIR or --results/--systems", file=str(d), field="--data")
         results, systems = d / "results.csv", d / "systems.csv"
     elif data is not None:
         raise InputError("give --data or --results/--systems, not both", field="--data")
-    table, report = import_mlperf_with_report(results, systems, round_label=round_label)
+    table, report = import_mlperf_with_report(results, systems, round_label=round_label, published=when,
+                                              aliases=al, pick=pick)
     if len(table) == 0:
         raise InputError("no row became a profile record (" + report.summary().splitlines()[0] + ")", file=str(results))
     out.parent.mkdir(parents=True, exist_ok=True)

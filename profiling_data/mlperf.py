@@ -13,10 +13,11 @@ What becomes a profile record
   the batched high-throughput configuration: latencies are per request *under the scheduled load*
   (queueing and batching included; bounded by MLPerf's latency constraint), ``throughput_rps`` =
   ``completed_samples_per_s`` (else ``result_value``) / ``accelerators_per_node`` (one accelerator per
-  replica). The batch size is parsed from ``system_id`` (``batch_size.N`` / ``bsN``) where encoded;
-  otherwise it comes from ``SERVER_BATCH`` (NVIDIA's v3.0 ``gpu_batch_size`` for that GPU and model in
-  ``closed/NVIDIA/configs/<model>/Server``, else a per-model typical value) and the record's ``source``
-  is marked with the suffix ``#batch-assumed``. Server rows of CPU-only systems are skipped (the
+  replica). The batch size is the run's own setting where the extract has it: a ``BATCH_COLUMNS`` column
+  (``server_batch_size``, ``gpu_batch_size``, ...), the ``system_id`` (``batch_size.N`` / ``bsN``) or the
+  system's notes (``batch size: N``); otherwise it comes from ``SERVER_BATCH`` (NVIDIA's v3.0
+  ``gpu_batch_size`` for that GPU and model, else a per-model typical value), the record's ``source`` is
+  marked with the suffix ``#batch-assumed`` and the import summary counts it as flagged. Server rows of CPU-only systems are skipped (the
   figure is for a whole multi-socket machine; there is no honest per-replica split).
 * **Offline** rows are skipped: their latencies are completion times of one huge batch issued at t=0,
   not per-request service latencies. **MultiStream** rows (queries of 8 samples) are skipped too.
@@ -42,6 +43,11 @@ Naming
   Triton), ``tflite``, ``armnn-neon`` (ArmNN on the Arm CPU, accelerator ``none``), ``armnn-opencl``
   (ArmNN on the Mali GPU via OpenCL, accelerator ``gpu``; two engine names because ``accelerator`` is not
   part of the profile key), ``onnxruntime``, ``pytorch``, ``tensorflow``, ``deepsparse``, ``openvino``, ``tvm``.
+* **device aliases** (``device_aliases.yaml`` beside this module, extended with ``--aliases FILE``): regex
+  entries consulted before the built-in rules (``accelerators``: NVIDIA's Jetson names, MIG and vGPU slices
+  skipped; ``hosts``: Graviton/Ampere by name or core), after them (``cpu_families``: cloud VMs that hide
+  the CPU model -- Cascade Lake, Ice Lake, Sapphire Rapids, EPYC), and ``merge`` (spellings of one GPU
+  -> one device name). See :func:`load_aliases`.
 * **device** (``GPU_RULES`` / ``BOARD_RULES`` / ``CPU_RULES``): ``jetson-agx-orin`` (NVIDIA ``Orin_TRT*``,
   cTuning ``nvidia_orin*`` and Krai ``orin-*``; CPU engines on its 12 Cortex-A78AE cores are the same device
   with accelerator ``none``), ``jetson-orin-nx``, ``jetson-xavier`` (Jetson AGX Xavier), ``rpi4``
@@ -67,7 +73,9 @@ Naming
 * Open-division rows filed under a closed benchmark name (e.g. cTuning's DeepSparse ``bert-99``) are kept:
   same task and accuracy target, though the submitter may have modified the model.
 * **source**: ``mlperf-<round>:<division>/<submitter>/<system_id>/<Scenario>`` (+ ``#batch-assumed``);
-  **measured_at**: the round's publication date where known (``ROUND_PUBLISHED``; v3.0 = 2023-04-05).
+  **measured_at**: the round's publication date from its own metadata (:func:`round_date_from_metadata`:
+  a date column of results.csv, else ``published: YYYY-MM-DD`` or "<Month> YYYY publication" in
+  round.yaml/round.json/SOURCE.md/README.md beside it; ``--published`` overrides), else empty and flagged.
 
 Footprint defaults (Kubernetes requests of one replica)
 -------------------------------------------------------
@@ -87,8 +95,11 @@ CPU engine                  threads if known, else 90 % of the     MODEL_MEMORY_
 ``memory_mb`` (measured peak RSS) is left empty: MLPerf does not report it.
 
 Duplicates: where several runs map to the same profile key (Triton vs plain TensorRT, one GPU model from
-several submitters/servers, the same run in the closed and open divisions), the one with the lowest p99
-latency is kept (ties: higher throughput, then source name) and the others are counted as merged.
+several submitters/servers, the same run in the closed and open divisions), the runs are ordered by p99
+latency (ties: higher throughput, then source name) and the *representative* one is kept: the median,
+upper median for an even count (so of two runs the slower; a lightly loaded Server run flatters the
+device). ``pick="lowest-p99"`` keeps the fastest instead (what the committed default table was built
+with, see ``build_default``). The others are counted as merged.
 """
 from __future__ import annotations
 
@@ -116,8 +127,35 @@ RESULTS_REQUIRED = ("division", "submitter", "system_id", "model", "scenario_dir
 SYSTEMS_REQUIRED = ("division", "submitter", "system_id", "system_name", "host_processor_model_name",
                     "host_processor_core_count", "accelerator_model_name", "accelerators_per_node")
 
-#: Publication date of each round (``measured_at``); unknown rounds leave it empty.
-ROUND_PUBLISHED = {"v3.0": datetime(2023, 4, 5), "v3.1": datetime(2023, 9, 11), "v4.0": datetime(2024, 3, 27)}
+#: Columns of results.csv that may carry the round's publication date (first non-empty wins).
+DATE_COLUMNS = ("published", "publication_date", "round_date", "date")
+#: Metadata files beside results.csv searched for the publication date.
+METADATA_FILES = ("round.yaml", "round.json", "SOURCE.md", "README.md")
+#: Columns of results.csv that may carry the run's own Server batch size (first positive integer wins).
+BATCH_COLUMNS = ("server_batch_size", "gpu_batch_size", "batch_size", "max_batch_size")
+_MONTHS = {m: i + 1 for i, m in enumerate(("january", "february", "march", "april", "may", "june", "july", "august",
+                                            "september", "october", "november", "december"))}
+
+
+def round_date_from_metadata(data_dir: Path) -> tuple[Optional[datetime], str]:
+    """The round's publication date from its own metadata beside results.csv: ``published: YYYY-MM-DD`` (or
+    "publication date ..."/"published on ...") in round.yaml/round.json/SOURCE.md/README.md, else
+    "<Month> YYYY publication" (day set to 1, flagged). Returns (date or None, where it came from)."""
+    for name in METADATA_FILES:
+        f = data_dir / name
+        if not f.is_file():
+            continue
+        text = f.read_text(encoding="utf-8", errors="replace")
+        m = re.search(r"publi\w*(?:\s+on|\s+date)?[\s\"':=|]*(\d{4}-\d{2}-\d{2})", text, re.I)
+        if m:
+            try:
+                return datetime.strptime(m.group(1), "%Y-%m-%d"), f"{f.name}: {m.group(0).strip()}"
+            except ValueError:
+                pass
+        m = re.search(r"(" + "|".join(_MONTHS) + r")\s+(\d{4})\s+publication", text, re.I)
+        if m:
+            return datetime(int(m.group(2)), _MONTHS[m.group(1).lower()], 1), f"{f.name}: {m.group(0)} (day unknown: 1st)"
+    return None, ""
 
 SCENARIOS = {"singlestream": "SingleStream", "server": "Server", "offline": "Offline", "multistream": "MultiStream"}
 
@@ -249,6 +287,122 @@ INSTANCE_VCPUS: list[tuple[str, int]] = [
 ]
 _ARM_HINT = re.compile(r"arm|cortex|carmel|graviton|aarch64|neoverse|snapdragon|rk3|amlogic|bcm")
 
+#: The bundled alias table (``--aliases FILE`` adds entries consulted before it).
+ALIASES_FILE = Path(__file__).resolve().parent / "device_aliases.yaml"
+
+
+@dataclass(frozen=True)
+class AliasRule:
+    pattern: "re.Pattern[str]"
+    device: Optional[str]
+    skip: str = ""
+    vcpus: Optional[int] = None
+    architecture: str = ""
+
+
+@dataclass(frozen=True)
+class Aliases:
+    """Device alias table: regex rules consulted before (``accelerators``, ``hosts``) or after
+    (``cpu_families``) the built-in rules, and ``merge`` (spelling -> canonical device)."""
+
+    accelerators: tuple[AliasRule, ...] = ()
+    hosts: tuple[AliasRule, ...] = ()
+    cpu_families: tuple[AliasRule, ...] = ()
+    merge: tuple[tuple[str, str], ...] = ()
+    files: tuple[str, ...] = ()
+
+    def canonical(self, name: str) -> str:
+        m = dict(self.merge)
+        seen = set()
+        while name in m and name not in seen:
+            seen.add(name)
+            name = m[name]
+        return name
+
+
+def _alias_rules(entries, file: str, section: str) -> list[AliasRule]:
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise InputError("must be a list of {match, device|skip} entries", file=file, field=section)
+    out = []
+    for i, e in enumerate(entries):
+        fld = f"{section}.{i}"
+        if not isinstance(e, dict) or not isinstance(e.get("match"), str):
+            raise InputError("an entry needs `match` (a regex) and `device` or `skip`", file=file, field=fld)
+        unknown = set(e) - {"match", "device", "skip", "vcpus", "architecture"}
+        if unknown:
+            raise InputError(f"unknown key {sorted(unknown)[0]!r}", file=file, field=fld)
+        if ("device" in e) == ("skip" in e):
+            raise InputError("give exactly one of `device` and `skip`", file=file, field=fld)
+        try:
+            pat = re.compile(e["match"], re.I)
+        except re.error as err:
+            raise InputError(f"bad regex: {err}", file=file, field=f"{fld}.match") from None
+        dev = e.get("device")
+        if dev is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", str(dev)):
+            raise InputError(f"device {dev!r} must be lower-case [a-z0-9.-]", file=file, field=f"{fld}.device")
+        arch = e.get("architecture", "")
+        if arch not in ("", "amd64", "arm64"):
+            raise InputError(f"architecture {arch!r} must be amd64 or arm64", file=file, field=f"{fld}.architecture")
+        vcpus = e.get("vcpus")
+        if vcpus is not None and (not isinstance(vcpus, int) or vcpus < 1):
+            raise InputError("vcpus must be a positive integer", file=file, field=f"{fld}.vcpus")
+        out.append(AliasRule(pat, dev, str(e.get("skip", "")), vcpus, arch))
+    return out
+
+
+def load_aliases(extra: Iterable[str | Path] = (), *, bundled: bool = True) -> Aliases:
+    """The alias table: ``extra`` files (first = highest priority), then the bundled ``device_aliases.yaml``."""
+    import yaml
+    files = [Path(f) for f in extra] + ([ALIASES_FILE] if bundled else [])
+    acc: list[AliasRule] = []
+    hosts: list[AliasRule] = []
+    fam: list[AliasRule] = []
+    merge: dict[str, str] = {}
+    for f in files:
+        name = str(f)
+        if not f.is_file():
+            raise InputError("file not found", file=name, field="--aliases")
+        try:
+            doc = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise InputError(f"YAML syntax error: {getattr(e, 'problem', e)}", file=name,
+                             row=(mark.line + 1) if mark else None) from None
+        if not isinstance(doc, dict):
+            raise InputError("an alias file must be a mapping", file=name)
+        unknown = set(doc) - {"accelerators", "hosts", "cpu_families", "merge"}
+        if unknown:
+            raise InputError(f"unknown section {sorted(unknown)[0]!r}", file=name, field=sorted(unknown)[0])
+        acc += _alias_rules(doc.get("accelerators"), name, "accelerators")
+        hosts += _alias_rules(doc.get("hosts"), name, "hosts")
+        fam += _alias_rules(doc.get("cpu_families"), name, "cpu_families")
+        mg = doc.get("merge") or {}
+        if not isinstance(mg, dict):
+            raise InputError("must be a mapping spelling -> device", file=name, field="merge")
+        for k, v in mg.items():
+            merge.setdefault(str(k).lower(), str(v).lower())   # earlier (user) files win
+    return Aliases(tuple(acc), tuple(hosts), tuple(fam), tuple(merge.items()), tuple(str(f) for f in files))
+
+
+_DEFAULT_ALIASES: list[Aliases] = []
+
+
+def default_aliases() -> Aliases:
+    if not _DEFAULT_ALIASES:
+        _DEFAULT_ALIASES.append(load_aliases())
+    return _DEFAULT_ALIASES[0]
+
+
+def _apply_alias(rules: Iterable[AliasRule], hay: str, arch_default: str, vcpus: Optional[int]) -> Optional["Device"]:
+    for r in rules:
+        if r.pattern.search(hay):
+            if r.device is None:
+                raise _Skip(r.skip)
+            return Device(r.device, r.architecture or arch_default, r.vcpus if r.vcpus is not None else vcpus)
+    return None
+
 
 @dataclass(frozen=True)
 class Device:
@@ -284,8 +438,18 @@ def _arch(host: str) -> str:
     return "arm64" if _ARM_HINT.search(host.lower()) else "amd64"
 
 
-def normalize_gpu(accelerator_model_name: str, host: str) -> Device:
+def normalize_gpu(accelerator_model_name: str, host: str, aliases: Optional[Aliases] = None) -> Device:
+    al = aliases or default_aliases()
+    d = _normalize_gpu(accelerator_model_name, host, al)
+    return Device(al.canonical(d.name), d.architecture, d.vcpus)
+
+
+def _normalize_gpu(accelerator_model_name: str, host: str, al: Aliases) -> Device:
     acc = accelerator_model_name.strip().lower()
+    hit = _apply_alias(al.accelerators, acc, "", None)
+    if hit is not None:
+        jetson = hit.name.startswith("jetson-")
+        return Device(hit.name, hit.architecture or ("arm64" if jetson else _arch(host)), None)
     for pat, dev, reason in GPU_RULES:
         if re.search(pat, acc):
             if dev is None:
@@ -299,14 +463,24 @@ def normalize_gpu(accelerator_model_name: str, host: str) -> Device:
     raise _Skip(f"unknown accelerator: {accelerator_model_name.strip() or '<empty>'}")
 
 
-def normalize_board(system_id: str, system_name: str, host: str, core_count: str = "") -> Device:
+def normalize_board(system_id: str, system_name: str, host: str, core_count: str = "",
+                    aliases: Optional[Aliases] = None) -> Device:
     """The CPU/SoC a run executed on (CPU engines, or the board of an on-SoC GPU)."""
+    al = aliases or default_aliases()
+    d = _normalize_board(system_id, system_name, host, core_count, al)
+    return Device(al.canonical(d.name), d.architecture, d.vcpus)
+
+
+def _normalize_board(system_id: str, system_name: str, host: str, core_count: str, al: Aliases) -> Device:
     hay = f"{system_id} | {system_name} | {host}".lower()
     vcpus = None
     for pat, n in INSTANCE_VCPUS:
         if re.search(pat, system_id.lower()):
             vcpus = n
             break
+    hit = _apply_alias(al.hosts, hay, _arch(host), vcpus if vcpus is not None else _parse_cores(core_count))
+    if hit is not None:
+        return hit
     for pat, dev, cores, arch in BOARD_RULES:
         if re.search(pat, hay):
             if dev is None:
@@ -320,6 +494,9 @@ def normalize_board(system_id: str, system_name: str, host: str, core_count: str
             g = {k: (v or "") for k, v in m.groupdict().items()}
             return Device(_slug(tmpl.format(**g)), "amd64",
                           vcpus if vcpus is not None else _parse_cores(core_count))
+    hit = _apply_alias(al.cpu_families, hay, _arch(host), vcpus if vcpus is not None else _parse_cores(core_count))
+    if hit is not None:
+        return hit
     raise _Skip(f"unknown device: {system_name.strip() or system_id} / {host.strip() or '<no cpu name>'}")
 
 
@@ -396,7 +573,8 @@ CPU_ALLOCATABLE_FRACTION = 0.9
 # ---------------------------------------------------------------------------------------------- import
 @dataclass
 class ImportReport:
-    """What the import did: rows read, records kept, and every skipped/merged row counted by reason."""
+    """What the import did: rows read, records kept, every skipped/merged row counted by reason, and
+    flags on kept records (assumed batch sizes, missing dates)."""
 
     file: str = ""
     rows: int = 0
@@ -404,15 +582,28 @@ class ImportReport:
     skipped: Counter = field(default_factory=Counter)
     merged: int = 0
     merged_pairs: list[tuple[str, str]] = field(default_factory=list)  # (kept source, dropped source)
+    flagged: Counter = field(default_factory=Counter)
+    published: Optional[datetime] = None
+    published_from: str = ""
+    pick: str = "representative"
+    alias_files: tuple[str, ...] = ()
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] += 1
 
     def summary(self) -> str:
+        how = {"representative": "merged into a representative run (median p99, upper median)",
+               "lowest-p99": "merged into the lowest-p99 run"}[self.pick]
         lines = [f"{self.file}: {self.rows} rows -> {self.records} records; "
-                 f"{sum(self.skipped.values())} skipped, {self.merged} merged into a better duplicate"]
+                 f"{sum(self.skipped.values())} skipped, {self.merged} {how}"]
+        date = self.published.date().isoformat() if self.published else "none found (pass --published YYYY-MM-DD)"
+        lines.append(f"  round date (measured_at): {date}" + (f"  [{self.published_from}]" if self.published_from else ""))
+        if self.alias_files:
+            lines.append(f"  device aliases: {', '.join(self.alias_files)}")
         for reason, n in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"  skipped {n:5d}  {reason}")
+        for reason, n in sorted(self.flagged.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"  flagged {n:5d}  {reason}")
         return "\n".join(lines)
 
 
@@ -449,30 +640,53 @@ def _system_key(r: dict) -> tuple[str, str, str]:
 
 
 def import_mlperf_with_report(results_csv: str | Path, systems_csv: str | Path, *,
-                              round_label: Optional[str] = None) -> tuple[ProfileTable, ImportReport]:
+                              round_label: Optional[str] = None, published: Optional[datetime] = None,
+                              aliases: Optional[Aliases] = None,
+                              pick: str = "representative") -> tuple[ProfileTable, ImportReport]:
     """Like :func:`import_mlperf`, also returning the :class:`ImportReport`."""
+    if pick not in ("representative", "lowest-p99"):
+        raise InputError(f"unknown pick {pick!r}; choose representative or lowest-p99", field="--pick")
     results_csv, systems_csv = Path(results_csv), Path(systems_csv)
+    al = aliases or default_aliases()
     systems = {_system_key(s): s for s in _read_csv(systems_csv, SYSTEMS_REQUIRED)}
     rows = _read_csv(results_csv, RESULTS_REQUIRED)
-    rep = ImportReport(file=str(results_csv), rows=len(rows))
-    best: dict[tuple, ProfileRecord] = {}
+    rep = ImportReport(file=str(results_csv), rows=len(rows), pick=pick, alias_files=al.files)
+    if published is not None:
+        rep.published, rep.published_from = published, "given"
+    else:
+        col = next((r.get(c, "") for r in rows for c in DATE_COLUMNS if r.get(c, "").strip()), "")
+        if col:
+            try:
+                rep.published, rep.published_from = datetime.fromisoformat(col.strip()[:10]), "results.csv column"
+            except ValueError:
+                raise InputError(f"not a date (YYYY-MM-DD): {col!r}", file=str(results_csv),
+                                 field=next(c for c in DATE_COLUMNS if c in rows[0])) from None
+        else:
+            rep.published, rep.published_from = round_date_from_metadata(results_csv.parent)
+    groups: dict[tuple, list[ProfileRecord]] = {}
     for i, row in enumerate(rows):
         try:
-            rec = _convert(row, systems, round_label)
+            rec, flags = _convert(row, systems, round_label, rep.published, al)
         except _Skip as s:
             rep.skip(s.reason)
             continue
         except Exception as e:  # never crash on an odd row; count it
             rep.skip(f"unexpected row error ({type(e).__name__})")
             continue
-        old = best.get(rec.key)
-        if old is None:
-            best[rec.key] = rec
-            continue
-        rep.merged += 1
-        keep, drop = (rec, old) if _better(rec, old) else (old, rec)
-        best[rec.key] = keep
-        rep.merged_pairs.append((keep.source, drop.source))
+        for f in flags:
+            rep.flagged[f] += 1
+        groups.setdefault(rec.key, []).append(rec)
+    best: dict[tuple, ProfileRecord] = {}
+    for key, runs in groups.items():
+        runs.sort(key=_fastest)
+        keep = runs[0] if pick == "lowest-p99" else runs[len(runs) // 2]
+        best[key] = keep
+        for r in runs:
+            if r is not keep:
+                rep.merged += 1
+                rep.merged_pairs.append((keep.source, r.source))
+    if rep.published is None:
+        rep.flagged["no round date in the round's metadata (measured_at empty)"] += len(best)
     recs = sorted(best.values(), key=_sort_key)
     rep.records = len(recs)
     table = ProfileTable(recs, source=str(results_csv))
@@ -481,18 +695,20 @@ def import_mlperf_with_report(results_csv: str | Path, systems_csv: str | Path, 
 
 
 def import_mlperf(results_csv: str | Path, systems_csv: str | Path, *,
-                  round_label: Optional[str] = None) -> ProfileTable:
+                  round_label: Optional[str] = None, **kw) -> ProfileTable:
     """Import an MLPerf Inference results/systems extract as a validated ``ProfileTable``.
 
-    ``round_label`` overrides the ``round`` column (e.g. ``"v3.1"``). The returned table carries the
-    :class:`ImportReport` as ``table.import_report`` (skipped rows counted by reason, merged duplicates).
+    ``round_label`` overrides the ``round`` column (e.g. ``"v3.1"``); ``published`` (a datetime) overrides the
+    round date found in its metadata; ``aliases`` (:func:`load_aliases`) maps device names; ``pick`` chooses
+    among runs of one profile key (``representative``: the median by p99, upper median; ``lowest-p99``).
+    The returned table carries the :class:`ImportReport` as ``table.import_report``.
     Raises ``InputError`` for a missing/empty file or a missing required column.
     """
-    return import_mlperf_with_report(results_csv, systems_csv, round_label=round_label)[0]
+    return import_mlperf_with_report(results_csv, systems_csv, round_label=round_label, **kw)[0]
 
 
-def _better(a: ProfileRecord, b: ProfileRecord) -> bool:
-    return (a.latency_p99_ms, -a.throughput_rps, a.source) < (b.latency_p99_ms, -b.throughput_rps, b.source)
+def _fastest(a: ProfileRecord) -> tuple:
+    return (a.latency_p99_ms, -a.throughput_rps, a.source)
 
 
 def _sort_key(r: ProfileRecord) -> tuple:
@@ -500,7 +716,25 @@ def _sort_key(r: ProfileRecord) -> tuple:
                                                     else str(getattr(r, f))) for f in KEY_FIELDS)
 
 
-def _convert(row: dict, systems: dict, round_label: Optional[str]) -> ProfileRecord:
+def _server_batch(row: dict, sysrow: dict, system_id: str) -> Optional[int]:
+    """The Server run's own batch size: a results column, the system id, or the system's notes."""
+    for c in BATCH_COLUMNS:
+        v = _num(row.get(c, ""))
+        if v and v >= 1 and float(v).is_integer():
+            return int(v)
+    m = _BATCH_IN_ID.search(system_id)
+    if m:
+        return int(m.group(1))
+    for t in (sysrow.get("sw_notes", ""), sysrow.get("hw_notes", "")):
+        m = re.search(r"(?:server|gpu)?[ _-]?batch[ _-]?size\s*[:=]?\s*(\d+)", t or "", re.I)
+        if m and int(m.group(1)) >= 1:
+            return int(m.group(1))
+    return None
+
+
+def _convert(row: dict, systems: dict, round_label: Optional[str], published: Optional[datetime],
+             al: Aliases) -> tuple[ProfileRecord, list[str]]:
+    flags: list[str] = []
     division = row.get("division", "").lower()
     submitter, system_id = row.get("submitter", ""), row.get("system_id", "")
     scen = SCENARIOS.get(row.get("scenario_dir", "").lower())
@@ -535,18 +769,18 @@ def _convert(row: dict, systems: dict, round_label: Optional[str]) -> ProfileRec
     sid = system_id.lower()
     if engine == "tensorrt" or "-gpu-" in sid or (engine not in CPU_ENGINES and "gpu support" in framework.lower()):
         accelerator = "gpu"
-        dev = normalize_gpu(acc_name, host)
+        dev = normalize_gpu(acc_name, host, al)
     elif engine == "armnn-opencl":
         accelerator = "gpu"  # the SoC's Mali GPU
         dev = normalize_board(system_id, sysrow.get("system_name", ""), host,
-                              sysrow.get("host_processor_core_count", ""))
+                              sysrow.get("host_processor_core_count", ""), al)
     else:
         accelerator = "none"
         if "-cpu-" not in sid and engine not in CPU_ENGINES and re.search(
                 r"qualcomm|moffett|rbln|atom|mlsoc|recaccel|npu", acc_name.lower()):
             raise _Skip(f"exotic accelerator: {acc_name}")
         dev = normalize_board(system_id, sysrow.get("system_name", ""), host,
-                              sysrow.get("host_processor_core_count", ""))
+                              sysrow.get("host_processor_core_count", ""), al)
 
     precision = normalize_precision(row.get("weight_data_types", ""), row.get("input_data_types", ""), prec_hint)
     for sub_re, sys_re, mod_re, p in PRECISION_OVERRIDES:
@@ -584,12 +818,13 @@ def _convert(row: dict, systems: dict, round_label: Optional[str]) -> ProfileRec
             raise _Skip("Server scenario without throughput")
         tput = total / accs
         power = power / accs if power else None
-        m = _BATCH_IN_ID.search(system_id)
-        if m:
-            batch = int(m.group(1))
+        own = _server_batch(row, sysrow, system_id)
+        if own is not None:
+            batch = own
         else:
             batch = SERVER_BATCH.get((dev.name, model), SERVER_BATCH_DEFAULT.get(model, 32))
             source += "#batch-assumed"
+            flags.append("Server batch size assumed (not in the run's own settings; source ends #batch-assumed)")
 
     mem = MODEL_MEMORY_MB.get(model, MODEL_MEMORY_DEFAULT_MB)
     if engine == "armnn-opencl":
@@ -612,7 +847,7 @@ def _convert(row: dict, systems: dict, round_label: Optional[str]) -> ProfileRec
             latency_p50_ms=p50 / 1e6, latency_p90_ms=p90 / 1e6, latency_p99_ms=p99 / 1e6, throughput_rps=tput,
             power_w=power if power and power > 0 else None, memory_mb=None, cpu_cores=cores,
             memory_request_mb=float(mem_req), accelerators=n_acc, source=source,
-            measured_at=ROUND_PUBLISHED.get(rnd))
+            measured_at=published), flags
     except ValidationError:
         raise _Skip("record fails validation (e.g. unordered percentiles)") from None
 
