@@ -354,7 +354,7 @@ def _alias_rules(entries, file: str, section: str) -> list[AliasRule]:
 
 def load_aliases(extra: Iterable[str | Path] = (), *, bundled: bool = True) -> Aliases:
     """The alias table: ``extra`` files (first = highest priority), then the bundled ``device_aliases.yaml``."""
-    import yaml
+    from synergai.models.cluster import load_structured
     files = [Path(f) for f in extra] + ([ALIASES_FILE] if bundled else [])
     acc: list[AliasRule] = []
     hosts: list[AliasRule] = []
@@ -364,12 +364,7 @@ def load_aliases(extra: Iterable[str | Path] = (), *, bundled: bool = True) -> A
         name = str(f)
         if not f.is_file():
             raise InputError("file not found", file=name, field="--aliases")
-        try:
-            doc = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise InputError(f"YAML syntax error: {getattr(e, 'problem', e)}", file=name,
-                             row=(mark.line + 1) if mark else None) from None
+        doc = load_structured(f)
         if not isinstance(doc, dict):
             raise InputError("an alias file must be a mapping", file=name)
         unknown = set(doc) - {"accelerators", "hosts", "cpu_families", "merge"}
