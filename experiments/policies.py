@@ -107,24 +107,49 @@ def _find_record(index: dict, model: str, device: str, cfg) -> ProfileRecord:
     return rec
 
 
+def deployment_from_plan(plan: Plan, profiles: ProfileTable, *, name: str = "plan") -> Deployment:
+    """One simulator server per server of the plan, in ``plan.server_groups()`` order, each group's servers
+    consecutive (the online stage's global server numbering). Groups without servers or assignments are
+    skipped, as the online stage skips them. ``Replica.group`` is the group's position in
+    ``server_groups()``, ``Replica.name`` its name; a server's resources are the group's requests."""
+    index = _record_index(profiles)
+    pools = {p.name: p for p in plan.pools}
+    reps: list[Replica] = []
+    for gi, g in enumerate(plan.server_groups()):
+        assigns = plan.assignments_of(g.name)
+        if g.replicas <= 0 or not assigns:
+            continue
+        pool = pools[g.pool]
+        records = {a.model: _find_record(index, a.model, pool.device, a.config) for a in assigns}
+        res = (g.cpu_cores, g.memory_mb, float(g.accelerators))
+        reps.extend(Replica(pool, records, gi, name=g.name, resources=res) for _ in range(g.replicas))
+    return Deployment(reps, name=name, profiles=profiles)
+
+
 def deployment_from_scheduler(ctx: RunContext, sched: OnlineScheduler, plan: Plan, name: str) -> Deployment:
-    """Replicas in the scheduler's global numbering (plan groups, then fallback groups)."""
-    index = _record_index(ctx.profiles)
+    """The plan's servers (:func:`deployment_from_plan`) followed by the scheduler's fallback servers, so a
+    ``Decision.replica`` is the simulator's replica id."""
+    dep = deployment_from_plan(plan, ctx.profiles, name=name)
     by_cfg = {(r.model, r.device, r.config_id): r for r in ctx.profiles.records}
     pools = {p.name: p for p in plan.pools}
-    cfg_of = {(a.model, a.pool): a.config for a in plan.assignments}
-    reps: list[Replica] = []
-    notes = []
-    for g in sched.groups:
+    gidx = len(plan.server_groups())
+    for g in sorted((g for g in sched.groups if g.fallback), key=lambda g: g.first_replica):
+        if g.first_replica != len(dep.replicas) or g.replicas != 1:
+            raise RuntimeError(f"online stage numbers fallback server of {g.model} as {g.first_replica}, "
+                               f"expected {len(dep.replicas)}")
         pool = pools[g.pool]
-        if g.fallback:
-            rec = by_cfg[(g.model, pool.device, g.config_id)]
-            notes.append(f"{g.model}: not in the plan; 1 fallback replica on {g.pool} ({g.config_id})")
-        else:
-            rec = _find_record(index, g.model, pool.device, cfg_of[(g.model, g.pool)])
-        reps.extend(Replica(pool=pool, model=g.model, record=rec, group=g.gid, fallback=g.fallback)
-                    for _ in range(g.replicas))
-    return Deployment(reps, name=name, notes=notes)
+        rec = by_cfg[(g.model, pool.device, g.config_id)]
+        dep.notes.append(f"{g.model}: not in the plan; 1 fallback server on {g.pool} ({g.config_id})")
+        dep.replicas.append(Replica.single(pool, g.model, rec, gidx, fallback=True,
+                                           name=getattr(g, "server", "") or f"fallback-{g.model}-{g.pool}"))
+        gidx += 1
+    n_sched = sched.n_replicas
+    if n_sched != len(dep):
+        raise RuntimeError(f"online stage has {n_sched} servers, the simulator deployment {len(dep)}")
+    servers = getattr(sched, "servers", None)
+    if servers is not None and [s[0] for s in servers] != [r.name for r in dep.replicas]:
+        raise RuntimeError("online stage and simulator number the plan's servers differently")
+    return dep
 
 
 def plan_deployment(ctx: RunContext, tier: Optional[str] = None,
@@ -132,7 +157,7 @@ def plan_deployment(ctx: RunContext, tier: Optional[str] = None,
     plan = ctx.plan(tier)
     sched = OnlineScheduler(plan, clock=lambda: 0.0, overload=overload)
     for d in ctx.workload.models:
-        sched.ensure_model(d.model)  # materialise fallback replicas up front, so the deployment is fixed
+        sched.ensure_model(d.model)  # materialise fallback servers up front, so the deployment is fixed
     dep = deployment_from_scheduler(ctx, sched, plan, name=f"plan{'-' + tier if tier else ''}")
     return dep, sched, plan
 
@@ -175,9 +200,9 @@ def slo_mael_deployment(ctx: RunContext) -> Deployment:
                 counts[k] += 1
                 placed = True
         for k, rec in enumerate(chosen):
-            reps.extend(Replica(pool=pool, model=rec.model, record=rec, group=group) for _ in range(counts[k]))
+            reps.extend(Replica.single(pool, rec.model, rec, group) for _ in range(counts[k]))
             group += 1
-    return Deployment(reps, name="slo-mael-even")
+    return Deployment(reps, name="slo-mael-even", profiles=ctx.profiles)
 
 
 # ---------------------------------------------------------------------------------------------- SynergAI
@@ -341,7 +366,7 @@ class _SloMaelRule(Policy):
         for model, ids in dep.by_model().items():
             rt, occ, rtt = [], [], []
             for r in ids:
-                rec = dep.replicas[r].record
+                rec = dep.replicas[r].records[model]
                 mean = LatencyDist(rec.latency_p50_ms, rec.latency_p90_ms, rec.latency_p99_ms).mean / 1e3
                 rt.append(mean)
                 occ.append(mean / rec.batch_size)

@@ -1,31 +1,39 @@
-"""Discrete-event simulator: replays arrivals against a deployment (replicas) and an online policy.
+"""Discrete-event simulator: replays arrivals against a deployment of servers and an online policy.
 
 Model
 -----
-- Every replica is a single server with a FIFO queue. A request decided at its arrival time ``a`` travels
-  half the pool's RTT to the replica (``dispatch = a + rtt/2``), waits, is served, and the answer travels
-  back (``response = finish + rtt/2 - a``). It violates its QoS target when ``response > deadline``.
-- Batch size 1: ``start = max(dispatch, replica free)``, ``finish = start + service``. Because replicas are
-  FIFO and non-preemptive and the policy decides at arrival, this per-arrival recurrence *is* the event
-  simulation; no event heap is needed for it.
-- Batch size b > 1: a batch starts as soon as an execution slot of the replica is free and either b
-  requests are queued or the oldest queued request has waited ``max_wait`` (one median batch latency, the
-  same bound the planner assumes). It takes up to b requests that are already at the replica. A batching
-  replica has ``c = max(1, round(throughput * p50 / b))`` slots: MLPerf Server rows report a throughput
-  that needs several batches in flight (c is 2 for BERT b16 on an L4), and the planner sizes replicas by
-  that throughput. Each batch-serving replica keeps a small state machine advanced lazily through a heap
-  of "next batch may start" times. Batch-1 replicas have one slot.
+- A deployment is a list of servers (``Replica``; replica ids are list positions). A server runs on one
+  pool and hosts one or more (model, configuration) pairs (``Replica.records``): a dedicated server hosts
+  one, a *shared* server several, with ONE queue and one device whose time its models share.
+- A request decided at its arrival time ``a`` travels half the pool's RTT to the server
+  (``dispatch = a + rtt/2``), queues, is served in a call, and the answer travels back
+  (``response = finish + rtt/2 - a``). It violates its QoS target when ``response > deadline``.
+- Service behaviour is :mod:`synergai.planner.service` (the one service model; nothing is re-derived
+  here). Configuration ``j`` has batch ``b_j``, batch wait ``w_j = ServiceModel.batch_wait`` and
+  ``c_j = ServiceModel.slots`` execution slots.
+- Batch formation: a call of ``j`` is *ready* when ``b_j`` requests of its model are queued at the server
+  or the oldest of them has waited ``w_j`` (batch 1: as soon as one is queued).
+- Device: a call of ``j`` occupies a share ``1/c_j`` of the server for its duration. Calls start in the
+  order they become ready (FIFO; ties to the older oldest request), each as soon as the shares of the
+  running calls plus its own fit in 1, and never before an earlier call started. A call takes the (up to
+  ``b_j``) oldest requests of its model that are at the server when it starts. So a dedicated server with
+  ``c`` slots runs ``c`` calls at once, and a shared server mixes its models' calls. (Shares are counted
+  exactly in integer units: the server has ``L = lcm(c_j)`` units, a call of ``j`` takes ``L / c_j``.)
+- Servers whose calls are all batch 1 are advanced per arrival (a call's start is fixed once it is
+  dispatched); batching servers keep per-model queues advanced lazily through a heap of "next call may
+  start" times.
 - Completions become visible to the policy only once ``finish <= now`` (``on_complete`` feedback and
   ``state.outstanding``): policies never see drawn service times of the future.
-- Service times: a log-normal per configuration fitted by least squares to ln p50, ln p90, ln p99 (the
-  three profiled quantiles against their standard normal scores), clipped to ``[0.5 p50, 3 p99]`` so no
-  draw is negative or absurd. Every request carries one standard normal score ``z`` drawn once per
-  (scenario, seed); its service time on replica r is ``exp(mu_r + sigma_r z)`` -- every policy faces the
-  same luck. Trace scenarios with measured service times pass ``log_mult`` instead (service =
-  ``p50_r * mult``, clipped the same way). A batch uses the score of its first request.
-- Energy: serving power (profile ``power_w``; else the device's median profiled power; else 4 W per core +
-  60 W per accelerator, as the planner imputes) times service time, shared by the batch; plus the idle power
-  of every node that hosts a replica over the simulated span.
+- Service times: every request carries one standard normal score ``z`` drawn once per (scenario, seed);
+  a call's duration is ``ServiceModel.draw(z)`` of its first request (the clipped log-normal fitted to the
+  simulated table's p50/p90/p99): every policy faces the same luck. Trace scenarios with measured service
+  times pass ``log_mult`` instead (duration = ``p50 * mult``, clipped the same way). Under drift
+  (``truth``), durations and power come from the simulated table, while the server's configuration
+  (batch, slots, batch wait) is the believed one it was deployed with.
+- Energy: each call is charged ``energy_of_call(serving_power, duration)`` (its slot's share of the
+  device's serving power, ``serving_power`` with the simulated table's ``device_power_ceiling``), split
+  over its requests; plus the idle power of every node that hosts a server over the simulated span (the
+  servers packed per pool with first-fit decreasing).
 
 Deterministic: no wall clock enters simulated time. The policy's wall time per decision is measured with
 ``perf_counter_ns`` and reported separately (``decision_us``).
@@ -35,76 +43,124 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from bisect import bisect_right
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Optional
 
 import numpy as np
 
 from synergai.models import NodePool, ProfileRecord, ProfileTable
-from synergai.planner.candidates import WATTS_PER_ACCELERATOR, WATTS_PER_CORE
-from synergai.planner.offline import pack_ffd
+from synergai.planner.service import ServiceModel, device_power_ceiling, energy_of_call, serving_power
 
-Z90 = 1.2815515655446004
-Z99 = 2.3263478740408408
-CLIP_LO = 0.5   # x p50
-CLIP_HI = 3.0   # x p99
-
-
-def fit_lognormal(p50: float, p90: float, p99: float) -> tuple[float, float]:
-    """(mu, sigma) of the log-normal closest (least squares in log space) to the three profiled quantiles."""
-    z = np.array([0.0, Z90, Z99])
-    y = np.log([p50, p90, p99])
-    zc = z - z.mean()
-    sigma = max(0.0, float((zc * (y - y.mean())).sum() / (zc * zc).sum()))
-    mu = float(y.mean() - sigma * z.mean())
-    return mu, sigma
+try:  # packing has its own module since the planner's packing rework
+    from synergai.planner.packing import pack_ffd
+except ImportError:  # pragma: no cover - older planner layout
+    from synergai.planner.offline import pack_ffd
 
 
-@dataclass
 class Replica:
-    """One server: a model's configuration on a pool. ``record`` is what the policy believes (planning table)."""
+    """One server on a pool hosting one or more (model, configuration) pairs.
 
-    pool: NodePool
-    model: str
-    record: ProfileRecord
-    group: int = 0
-    fallback: bool = False
+    ``records``: model -> the profile record it runs (what the policy believes: the planning table).
+    ``group``: index of the server group it belongs to (servers of one group are identical); ``name``:
+    that group's name (plan deployments). ``resources``: (cores, MiB, accelerators) the server requests;
+    by default the largest cores and accelerators of its configurations and the sum of their memory
+    (every hosted model is loaded).
+    """
+
+    __slots__ = ("pool", "records", "group", "fallback", "name", "resources")
+
+    def __init__(self, pool: NodePool, records: Mapping[str, ProfileRecord], group: int = 0, *,
+                 fallback: bool = False, name: str = "",
+                 resources: Optional[tuple[float, float, float]] = None):
+        if not records:
+            raise ValueError("a server hosts at least one model")
+        self.pool = pool
+        self.records = dict(records)
+        self.group = group
+        self.fallback = fallback
+        self.name = name
+        if resources is None:
+            rs = self.records.values()
+            resources = (max(r.cpu_cores for r in rs), sum(r.memory_request_mb for r in rs),
+                         float(max(r.accelerators for r in rs)))
+        self.resources = tuple(float(x) for x in resources)
+
+    @classmethod
+    def single(cls, pool: NodePool, model: str, record: ProfileRecord, group: int = 0, **kw) -> "Replica":
+        """A dedicated server: one model, one configuration."""
+        return cls(pool, {model: record}, group, **kw)
+
+    @property
+    def shared(self) -> bool:
+        return len(self.records) > 1
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.records)
+
+    def _only(self) -> tuple[str, ProfileRecord]:
+        if len(self.records) != 1:
+            raise ValueError(f"server hosts {len(self.records)} models ({', '.join(self.records)}); "
+                             "use .records[model]")
+        return next(iter(self.records.items()))
+
+    @property
+    def model(self) -> str:
+        """The model of a dedicated server (ValueError on a shared one)."""
+        return self._only()[0]
+
+    @property
+    def record(self) -> ProfileRecord:
+        """The configuration of a dedicated server (ValueError on a shared one)."""
+        return self._only()[1]
 
     @property
     def batch(self) -> int:
-        return self.record.batch_size
+        """Batch size of a dedicated server (ValueError on a shared one)."""
+        return self._only()[1].batch_size
+
+    def __repr__(self) -> str:
+        cfg = ", ".join(f"{m}: {r.config_id}" for m, r in self.records.items())
+        return f"Replica({self.pool.name}, {{{cfg}}}, group={self.group})"
 
 
 @dataclass
 class Deployment:
-    """The replica set a policy runs; replica ids are list positions."""
+    """The server set a policy runs; replica ids are list positions.
+
+    ``profiles``: the planning table the deployment was built from (its device power ceilings impute the
+    power of unmeasured configurations when no simulated table is given)."""
 
     replicas: list[Replica]
     name: str = ""
     notes: list[str] = field(default_factory=list)
+    profiles: Optional[ProfileTable] = None
 
     def __len__(self) -> int:
         return len(self.replicas)
 
     def by_model(self) -> dict[str, list[int]]:
+        """Model -> ids of the servers that host it (shared servers appear under each of their models)."""
         out: dict[str, list[int]] = {}
         for i, r in enumerate(self.replicas):
-            out.setdefault(r.model, []).append(i)
+            for m in r.records:
+                out.setdefault(m, []).append(i)
         return out
 
     def signature(self) -> tuple:
-        """Identity of the deployment as a multiset of (pool, model, configuration), for de-duplication."""
-        return tuple(sorted((r.pool.name, r.model, r.record.key) for r in self.replicas))
+        """Identity of the deployment as a multiset of servers (pool, hosted (model, configuration)s)."""
+        return tuple(sorted((r.pool.name, tuple(sorted((m, rec.key) for m, rec in r.records.items())))
+                            for r in self.replicas))
 
     def nodes_used(self) -> dict[str, int]:
-        """Nodes that host at least one replica, per pool (first-fit decreasing packing)."""
+        """Nodes that host at least one server, per pool (first-fit decreasing packing of the servers)."""
         out: dict[str, int] = {}
         per_pool: dict[str, list] = {}
         pools: dict[str, NodePool] = {}
         for r in self.replicas:
-            per_pool.setdefault(r.pool.name, []).append(
-                (r.record.cpu_cores, r.record.memory_request_mb, float(r.record.accelerators)))
+            per_pool.setdefault(r.pool.name, []).append(r.resources)
             pools[r.pool.name] = r.pool
         for name, items in per_pool.items():
             p = pools[name]
@@ -146,7 +202,7 @@ class Request:
 
 
 class SimState:
-    """What a policy may look at: the time and, per replica, requests sent and not yet finished as of now."""
+    """What a policy may look at: the time and, per server, requests sent and not yet finished as of now."""
 
     __slots__ = ("now", "outstanding", "deployment")
 
@@ -154,6 +210,75 @@ class SimState:
         self.now = 0.0
         self.outstanding = [0] * len(deployment)
         self.deployment = deployment
+
+
+@dataclass
+class ServiceParams:
+    """The simulated service behaviour of a deployment, per hosted (server, model) pair ``k``.
+
+    ``of[r][model] = k``; ``models[k]`` is its :class:`ServiceModel` (simulated durations, the deployed
+    batch, slots and batch wait), ``records[k]`` the simulated profile record, ``power[k]`` its serving
+    power (W), ``config_ids[k]`` the deployed configuration; ``half[r]``: half the server's pool RTT, s."""
+
+    half: list[float]
+    of: list[dict[str, int]]
+    replica: list[int]
+    model_name: list[str]
+    models: list[ServiceModel]
+    records: list[ProfileRecord]
+    power: list[float]
+    config_ids: list[str]
+
+    def k(self, r: int, model: Optional[str] = None) -> int:
+        of = self.of[r]
+        if model is None:
+            if len(of) != 1:
+                raise ValueError(f"server {r} hosts several models; name one")
+            return next(iter(of.values()))
+        return of[model]
+
+    def sm(self, r: int, model: Optional[str] = None) -> ServiceModel:
+        return self.models[self.k(r, model)]
+
+    def service(self, r: int, score: float, model: Optional[str] = None) -> float:
+        """Duration of a call on server ``r`` (of ``model``; optional on a dedicated server) for a score, s."""
+        return self.models[self.k(r, model)].draw(score)
+
+
+def service_params(deployment: Deployment, truth: Optional[ProfileTable] = None, *,
+                   trace_service: bool = False) -> ServiceParams:
+    """Service behaviour of every hosted (server, model) from the simulated table (``truth``, else the
+    believed records); ``trace_service``: duration = p50 x exp(score) (scores are measured log multipliers)."""
+    by_key = {r.key: r for r in truth.records} if truth is not None else {}
+    table = truth if truth is not None else deployment.profiles
+    if table is not None:
+        ceiling = device_power_ceiling(table.records)
+    else:
+        ceiling = device_power_ceiling(rec for rep in deployment.replicas for rec in rep.records.values())
+    cache: dict[tuple, tuple] = {}
+    sp = ServiceParams([r.pool.rtt_ms / 2e3 for r in deployment.replicas], [], [], [], [], [], [], [])
+    for i, rep in enumerate(deployment.replicas):
+        of: dict[str, int] = {}
+        for model, belief in rep.records.items():
+            key = belief.key
+            if key not in cache:
+                true = by_key.get(key, belief)
+                deployed = ServiceModel.of(belief)
+                sm = ServiceModel.of(true)
+                if trace_service:
+                    sm = replace(sm, mu=math.log(true.latency_p50_ms / 1e3), sigma=1.0)
+                sm = replace(sm, batch=deployed.batch, slots=deployed.slots, batch_wait=deployed.batch_wait)
+                cache[key] = (sm, true, serving_power(true, ceiling)[0])
+            sm, true, pw = cache[key]
+            of[model] = len(sp.models)
+            sp.replica.append(i)
+            sp.model_name.append(model)
+            sp.models.append(sm)
+            sp.records.append(true)
+            sp.power.append(pw)
+            sp.config_ids.append(belief.config_id)
+        sp.of.append(of)
+    return sp
 
 
 @dataclass
@@ -173,8 +298,8 @@ class SimResult:
     metrics: dict
     pool_util: dict[str, float]
     wall_s: float
-    slot: Optional[np.ndarray] = None        # execution slot per request (0 unless a batching replica has several)
-    slots: Optional[list[int]] = None        # execution slots per replica
+    hosted: Optional[np.ndarray] = None      # per request: hosted (server, model) index k of ``params`` (-1 unplaced)
+    params: Optional[ServiceParams] = None   # the simulated service behaviour
 
     def requests_frame(self):
         """Per-request log as a DataFrame (arrival, dispatch, start, finish, replica, pool, configuration, ...)."""
@@ -183,73 +308,19 @@ class SimResult:
         reps = self.deployment.replicas
         ok = self.replica >= 0
         pool = np.array([r.pool.name for r in reps] + [""], dtype=object)[np.where(ok, self.replica, -1)]
-        cfg = np.array([r.record.config_id for r in reps] + [""], dtype=object)[np.where(ok, self.replica, -1)]
+        ids = list(self.params.config_ids) if self.params is not None else []
+        cfg = np.array(ids + [""], dtype=object)[np.where(ok, self.hosted, -1)]
         return pd.DataFrame({"arrival_s": self.arrival, "dispatch_s": self.dispatch, "start_s": self.start,
                              "finish_s": self.finish, "replica": self.replica, "pool": pool, "config": cfg,
                              "deadline_ms": self.deadline * 1e3, "response_ms": self.response * 1e3,
                              "violated": self.violated, "lateness_ms": self.lateness * 1e3, "energy_j": self.energy})
 
 
-def _power(rec: ProfileRecord, device_median: dict[str, float]) -> float:
-    if rec.power_w is not None:
-        return rec.power_w
-    if rec.device in device_median:
-        return device_median[rec.device]
-    return WATTS_PER_CORE * rec.cpu_cores + WATTS_PER_ACCELERATOR * rec.accelerators
-
-
-class _TrueTable:
-    """Service behaviour the simulator uses: the simulated table (drift) where it has the configuration."""
-
-    def __init__(self, truth: Optional[ProfileTable]):
-        self.by_key = {r.key: r for r in truth.records} if truth is not None else {}
-        powered: dict[str, list[float]] = {}
-        for r in (truth.records if truth is not None else []):
-            if r.power_w is not None:
-                powered.setdefault(r.device, []).append(r.power_w)
-        self.device_median = {d: float(np.median(v)) for d, v in powered.items()}
-
-    def record(self, belief: ProfileRecord) -> ProfileRecord:
-        return self.by_key.get(belief.key, belief)
-
-
-@dataclass
-class ServiceParams:
-    """Per replica: the simulated service-time law and constants (lists, for fast scalar access)."""
-
-    recs: list
-    mu: list
-    sig: list
-    lo: list
-    hi: list
-    power: list
-    half: list
-    batch: list
-    wait: list
-
-    def service(self, r: int, score: float) -> float:
-        x = math.exp(self.mu[r] + self.sig[r] * score)
-        return min(max(x, self.lo[r]), self.hi[r])
-
-
-def service_params(deployment: Deployment, truth: Optional[ProfileTable] = None, *,
-                   trace_service: bool = False) -> ServiceParams:
-    """Service law per replica from the simulated table; ``trace_service``: ln s = ln p50 + score."""
-    tt = _TrueTable(truth)
-    recs = [tt.record(r.record) for r in deployment.replicas]
-    mu, sig, lo, hi = [], [], [], []
-    for rec in recs:
-        if trace_service:
-            m, sg = math.log(rec.latency_p50_ms / 1e3), 1.0
-        else:
-            m, sg = fit_lognormal(rec.latency_p50_ms / 1e3, rec.latency_p90_ms / 1e3, rec.latency_p99_ms / 1e3)
-        mu.append(m)
-        sig.append(sg)
-        lo.append(CLIP_LO * rec.latency_p50_ms / 1e3)
-        hi.append(CLIP_HI * rec.latency_p99_ms / 1e3)
-    return ServiceParams(recs, mu, sig, lo, hi, [_power(rec, tt.device_median) for rec in recs],
-                         [r.pool.rtt_ms / 2e3 for r in deployment.replicas], [r.batch for r in deployment.replicas],
-                         [rec.latency_p50_ms / 1e3 for rec in recs])
+def _lcm(xs) -> int:
+    out = 1
+    for x in xs:
+        out = out * x // math.gcd(out, x)
+    return out
 
 
 def simulate(arrivals: Arrivals, deployment: Deployment, policy, *, truth: Optional[ProfileTable] = None) -> SimResult:
@@ -258,16 +329,35 @@ def simulate(arrivals: Arrivals, deployment: Deployment, policy, *, truth: Optio
     n = len(arrivals)
     R = len(deployment)
     sp = service_params(deployment, truth, trace_service=arrivals.log_mult is not None)
-    mu, sig, lo, hi, power, half, batch, wait = sp.mu, sp.sig, sp.lo, sp.hi, sp.power, sp.half, sp.batch, sp.wait
-    recs = sp.recs
-    free = [0.0] * R
+    half = sp.half
+    names = arrivals.models
+    # per hosted (server, model) k
+    K = len(sp.models)
+    draw = [sm.draw for sm in sp.models]
+    B = [sm.batch for sm in sp.models]
+    W = [sm.batch_wait for sm in sp.models]
+    P = sp.power
+    SMS = sp.models
+    SHARE = [1.0 / sm.slots for sm in sp.models]
+    # per server: arrival model index -> k; capacity units (sorted free times); last call start
+    name_idx = {m: i for i, m in enumerate(names)}
+    RC: list[dict[int, int]] = []
+    for of in sp.of:
+        RC.append({name_idx[m]: k for m, k in of.items() if m in name_idx})
+    L = [_lcm(SMS[k].slots for k in of.values()) for of in sp.of]
+    U = [0] * K
+    for r, of in enumerate(sp.of):
+        for k in of.values():
+            U[k] = L[r] // SMS[k].slots
+    units = [[0.0] * L[r] for r in range(R)]
+    last = [0.0] * R
+    lazy = [any(B[k] > 1 for k in of.values()) for of in sp.of]   # batching servers: event driven
+    KS = [list(of.values()) for of in sp.of]
+    Q: list[deque] = [deque() for _ in range(K)]
     busy = [0.0] * R
-    slots = {r: [0.0] * max(1, int(round(recs[r].throughput_rps * recs[r].latency_p50_ms / 1e3 / batch[r])))
-             for r in range(R) if batch[r] > 1}
 
     T = arrivals.time_s.tolist()
     M = arrivals.model.tolist()
-    names = arrivals.models
     D = arrivals.deadline_s.tolist()
     Z = (arrivals.log_mult if arrivals.log_mult is not None else arrivals.z).tolist()
 
@@ -276,68 +366,94 @@ def simulate(arrivals: Arrivals, deployment: Deployment, policy, *, truth: Optio
     finish = [math.nan] * n
     energy = [0.0] * n
     rep = [-1] * n
-    slot_of = [0] * n
+    hosted = [-1] * n
     dns = np.zeros(n, dtype=np.int64)
 
     state = SimState(deployment)
     outstanding = state.outstanding
     comp: list[tuple[float, int]] = []           # (finish, request) not yet visible to the policy
-    bev: list[tuple[float, int]] = []            # (time a batch may start, replica)
-    queues: dict[int, deque] = {r: deque() for r in range(R) if batch[r] > 1}
+    bev: list[tuple[float, int]] = []            # (time a call may start, server)
     sched = [math.inf] * R
     choose = policy.choose
     on_complete = policy.on_complete if getattr(policy, "needs_feedback", False) else None
     req = Request()
     heappush, heappop = heapq.heappush, heapq.heappop
-    exp = math.exp
     perf = time.perf_counter_ns
+    inf = math.inf
 
-    def next_start(r: int) -> float:
-        q = queues[r]
-        b = batch[r]
-        full_at = disp[q[b - 1]] if len(q) >= b else math.inf
-        first_due = disp[q[0]] + wait[r]
-        s = full_at if full_at < first_due else first_due
-        fr = min(slots[r])
-        return fr if fr > s else s
+    def occupy(r: int, u: int, f: float) -> None:
+        """The call ending at ``f`` takes the ``u`` earliest-free units of server r (sorted list)."""
+        un = units[r]
+        if u == 1:
+            del un[0]
+            un.insert(bisect_right(un, f), f)
+        else:
+            del un[:u]
+            x = bisect_right(un, f)
+            un[x:x] = [f] * u
+
+    def next_call(r: int) -> tuple[float, int]:
+        """(start, k) of the next call of batching server r given the requests queued now."""
+        best = inf
+        bk = -1
+        bh = inf
+        for k in KS[r]:
+            q = Q[k]
+            if not q:
+                continue
+            h = disp[q[0]]
+            rd = h + W[k]
+            b = B[k]
+            if len(q) >= b:
+                x = disp[q[b - 1]]
+                if x < rd:
+                    rd = x
+            if rd < best or (rd == best and h < bh):
+                best, bk, bh = rd, k, h
+        if bk < 0:
+            return inf, -1
+        s = units[r][U[bk] - 1]
+        if s < best:
+            s = best
+        if s < last[r]:
+            s = last[r]
+        return s, bk
 
     def advance(r: int, t: float) -> None:
-        """Start every batch of replica r that starts strictly before t (no arrival to r before t)."""
-        q = queues[r]
-        b = batch[r]
-        while q:
-            s = next_start(r)
+        """Start every call of server r that starts strictly before t (no request reaches r before t)."""
+        while True:
+            s, k = next_call(r)
+            if k < 0:
+                sched[r] = inf
+                return
             if s >= t:
                 if s != sched[r]:
                     sched[r] = s
                     heappush(bev, (s, r))
                 return
-            k = 0
-            while k < len(q) and k < b and disp[q[k]] <= s:
-                k += 1
-            members = [q.popleft() for _ in range(k)]
-            x = exp(mu[r] + sig[r] * Z[members[0]])
-            svc = lo[r] if x < lo[r] else (hi[r] if x > hi[r] else x)
+            q = Q[k]
+            b = B[k]
+            members = [q.popleft()]
+            while q and len(members) < b and disp[q[0]] <= s:
+                members.append(q.popleft())
+            svc = draw[k](Z[members[0]])
             f = s + svc
-            sl = slots[r]
-            slot = sl.index(min(sl))
-            sl[slot] = f
-            busy[r] += svc
-            e = power[r] * svc / k
+            occupy(r, U[k], f)
+            last[r] = s
+            busy[r] += svc * SHARE[k]
+            e = energy_of_call(P[k], svc, SMS[k]) / len(members)
             for j in members:
-                slot_of[j] = slot
                 start[j] = s
                 finish[j] = f
                 energy[j] = e
                 heappush(comp, (f, j))
-        sched[r] = math.inf
 
     for i in range(n):
         t = T[i]
         while bev and bev[0][0] < t:
             s, r = heappop(bev)
             if s == sched[r]:
-                sched[r] = math.inf
+                sched[r] = inf
                 advance(r, t)
         while comp and comp[0][0] <= t:
             f, j = heappop(comp)
@@ -357,36 +473,50 @@ def simulate(arrivals: Arrivals, deployment: Deployment, policy, *, truth: Optio
         dns[i] = perf() - t0
         if r < 0:
             continue
+        k = RC[r].get(mi)
+        if k is None:
+            raise ValueError(f"policy {getattr(policy, 'name', policy)!r} sent a request of {names[mi]!r} to "
+                             f"server {r}, which hosts only {', '.join(deployment.replicas[r].records)}")
         rep[i] = r
+        hosted[i] = k
         outstanding[r] += 1
         d = t + half[r]
         disp[i] = d
-        if batch[r] == 1:
-            s = free[r] if free[r] > d else d
-            x = exp(mu[r] + sig[r] * Z[i])
-            svc = lo[r] if x < lo[r] else (hi[r] if x > hi[r] else x)
-            f = s + svc
-            free[r] = f
-            busy[r] += svc
-            start[i] = s
-            finish[i] = f
-            energy[i] = power[r] * svc
-            heappush(comp, (f, i))
-        else:
-            queues[r].append(i)
+        if lazy[r]:
+            Q[k].append(i)
             advance(r, t)
-            ns = next_start(r)
+            ns, _ = next_call(r)
             if ns != sched[r]:
                 sched[r] = ns
                 heappush(bev, (ns, r))
-    for r in queues:
-        advance(r, math.inf)
+            continue
+        # batch-1 server: the call starts as soon as the device has room, after every earlier call
+        un = units[r]
+        u = U[k]
+        s = un[u - 1]
+        if s < d:
+            s = d
+        if s < last[r]:
+            s = last[r]
+        svc = draw[k](Z[i])
+        f = s + svc
+        if L[r] == 1:
+            un[0] = f
+        else:
+            occupy(r, u, f)
+        last[r] = s
+        busy[r] += svc * SHARE[k]
+        start[i] = s
+        finish[i] = f
+        energy[i] = energy_of_call(P[k], svc, SMS[k])
+        heappush(comp, (f, i))
+    for r in range(R):
+        if lazy[r]:
+            advance(r, inf)
 
-    nslots = [len(slots[r]) if r in slots else 1 for r in range(R)]
-    busy = [b / k for b, k in zip(busy, nslots)]
     res = _collect(arrivals, deployment, disp, start, finish, rep, energy, dns, busy, half, policy)
-    res.slot = np.asarray(slot_of)
-    res.slots = nslots
+    res.hosted = np.asarray(hosted, dtype=np.int64)
+    res.params = sp
     res.wall_s = time.perf_counter() - t_wall
     return res
 
@@ -400,7 +530,7 @@ def _collect(arrivals, deployment, disp, start, finish, rep, energy, dns, busy, 
     response = np.where(ok, finish + halfa - arrivals.time_s, np.inf)
     dl = arrivals.deadline_s
     violated = response > dl + 1e-12
-    # a request no replica could take counts as late by one deadline
+    # a request no server could take counts as late by one deadline
     lateness = np.where(ok, np.maximum(0.0, response - dl), dl)
     energy = np.asarray(energy)
     window = int(getattr(policy, "window", 1) or 1)
@@ -441,6 +571,7 @@ def _collect(arrivals, deployment, disp, start, finish, rep, energy, dns, busy, 
         "p99_latency_ms": pct(99),
         "energy_j": float(energy.sum() + idle_j),
         "serving_energy_j": float(energy.sum()),
+        "idle_energy_j": float(idle_j),
         "decision_us_mean": float(dns.mean() / 1e3) if n else 0.0,
         "decision_us_p99": float(np.percentile(dns, 99) / 1e3) if n else 0.0,
         "replicas": len(deployment),
