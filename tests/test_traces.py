@@ -231,3 +231,21 @@ def test_quick_without_scenario_runs_the_default_set(tmp_path, monkeypatch):
     from synergai.experiments.scenarios import builtin_scenarios
     want = sorted(n for n, p in builtin_scenarios().items() if load_scenario(p).headline)
     assert sorted(got) == want and "poisson-mlperf" in got
+
+
+@pytest.mark.parametrize("rate,want", [("native", None), (7.5, 7.5)])
+def test_fixed_rate_trace_runs_once_at_that_rate(tmp_path, rate, want):
+    p = _long_trace(tmp_path, False)          # 2 arrivals/s, evenly spaced
+    f = tmp_path / "r.yaml"
+    f.write_text(SCEN.format(path=p).replace("n: 1800,", f"n: 400, rate: {rate},").replace("loads: [0.5]",
+                                                                                         "loads: [0.5, 0.9]"))
+    rc = main(["experiment", "--scenario", str(f), "--out", str(tmp_path / "o"), "--no-plots", "--jobs", "1"])
+    assert rc == 0
+    df = pd.read_csv(tmp_path / "o" / "results.csv")
+    assert len(df) == 1                        # one run: the loads do not apply to a fixed rate
+    r = want if want is not None else 2.0      # the replay window's own rate
+    assert df["rate_rps"].iloc[0] == pytest.approx(r, rel=1e-3)
+    assert df["load"].iloc[0] == pytest.approx(r / df["capacity_rps"].iloc[0], rel=5e-3)  # csv keeps 6 digits
+    inst = build_instance(load_scenario(f), 0.5)
+    gaps = np.diff(make_arrivals(inst, 0).time_s)
+    assert gaps.mean() == pytest.approx(1 / r, rel=1e-3)
