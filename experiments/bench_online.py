@@ -80,22 +80,22 @@ def _ops(plan: Plan, capacity: float, mix: list[float], rule: str, load: float, 
     rng = random.Random(seed)
     rate = load * capacity
     cum = [sum(mix[:i + 1]) for i in range(len(mix))]
-    pending: list = []   # (actual end of service, assign index, decision)
+    pending: list = []   # (actual end of service, assign index, decision, actual start of the call)
     ops: list = []
     t = 0.0
     for i in range(arrivals):
         t += rng.expovariate(rate)
         while pending and pending[0][0] <= t:
-            end, j, d = heapq.heappop(pending)
-            ops.append(("c", j, end, d.start_s))
-            sched.complete(d, end, d.start_s)
+            end, j, d, call_start = heapq.heappop(pending)
+            ops.append(("c", j, end, call_start))
+            sched.complete(d, end, call_start)
         m = MODELS[min(bisect_right(cum, rng.random()), len(MODELS) - 1)]
         ops.append(("a", m, t))
         d = sched.assign(m, now=t)
         if d.replica >= 0:   # the call really lasts a draw of the profiled law (not the drift-scaled estimate)
             g = sched.groups[d.group]
-            end = d.end_s - g.mean_s + g.sm.draw(rng.gauss(0.0, 1.0))
-            heapq.heappush(pending, (end, i, d))
+            call_start = d.end_s - g.mean_s   # the estimated start, plus the batch wait if the server was idle
+            heapq.heappush(pending, (call_start + g.sm.draw(rng.gauss(0.0, 1.0)), i, d, call_start))
     return ops
 
 
