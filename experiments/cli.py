@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
                    cluster: Optional[Path] = typer.Option(None, "--cluster", "-c", help="Cluster YAML/JSON for every scenario (scenario variants apply on top; scenarios whose variant does not fit it are skipped)."),
                    workload: Optional[Path] = typer.Option(None, "--workload", "-w", help="Workload YAML/JSON: the `default` mix and deadlines of every scenario."),
                    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Directory of trace files named by relative paths in scenarios (default: $SYNERGAI_DATA_DIR, else ../shared/data next to the repository if present)."),
+                   skip_unprofiled: bool = typer.Option(False, "--skip-unprofiled", help="Plan around cluster pools whose device has no profile (they stay unused) instead of failing those runs."),
                    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Local worker processes (default: min(2, CPUs)); results do not depend on it."),
                    ray: Optional[str] = typer.Option(None, "--ray", help="Run cells on this Ray cluster (address, or `local`); needs `pip install 'ray[default]'`.")):
         """Simulate policies on scenarios; write results.csv, report.md and PNG plots.
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
                 raise InputError("Ray is not installed; pip install 'ray[default]'", field="--ray") from None
         data = DataOptions(profiles=tuple(str(p) for p in profiles or ()), cluster=str(cluster) if cluster else None,
                            workload=str(workload) if workload else None,
-                           data_dir=str(data_dir) if data_dir else None)
+                           data_dir=str(data_dir) if data_dir else None, skip_unprofiled=skip_unprofiled)
         if data.overrides:  # fail fast on a malformed user file (one line), before any simulation
             from synergai.models import ClusterSpec, ProfileTable, WorkloadSpec
             for p in data.profiles:
@@ -105,6 +106,7 @@ def register(app: typer.Typer) -> None:
             + ([f"--cluster {shlex.quote(str(cluster))}"] if cluster else [])
             + ([f"--workload {shlex.quote(str(workload))}"] if workload else [])
             + ([f"--data-dir {shlex.quote(str(data_dir))}"] if data_dir else [])
+            + (["--skip-unprofiled"] if skip_unprofiled else [])
             + [f"--out {shlex.quote(str(out))}"])
         paths.append(write_report(out, results, util, opt, command=cmd))
         if not no_plots:

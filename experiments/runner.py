@@ -104,6 +104,8 @@ def _run_cell(cell: Cell, progress) -> CellResult:
     inst = build_instance(sc, load, cell.data)
     plans: dict = {}
     opts = PlanOptions(load_scenarios=inst.load_scenarios)
+    if cell.data is not None and cell.data.skip_unprofiled:
+        opts.skip_unprofiled = True
     for seed in sc.seeds:
         arr = make_arrivals(inst, seed)
         deps = []

@@ -69,6 +69,7 @@ class DataOptions:
     cluster: Optional[str] = None
     workload: Optional[str] = None
     data_dir: Optional[str] = None
+    skip_unprofiled: bool = False   # plan around pools whose device has no profile (PlanOptions.skip_unprofiled)
 
     @property
     def overrides(self) -> bool:

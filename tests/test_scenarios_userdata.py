@@ -125,3 +125,18 @@ def test_ray_missing_is_a_one_line_hint(tmp_path, capsys, monkeypatch):
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'ray[default]'" in err
+
+
+def test_unprofiled_pool_with_skip_unprofiled(tmp_path, user_files):
+    p, c, w = user_files
+    c.write_text(CLUSTER + "  - {name: ghosts, device: ghost-box, architecture: amd64, tier: cloud, nodes: 3, cpu: 8, "
+                           "memory_mb: 8192, rtt_ms: 20}\n")
+    args = ["experiment", "--scenario", "poisson-mlperf", "--quick", "--policies", "synergai", "--profiles", str(p),
+            "--cluster", str(c), "--workload", str(w), "--no-plots", "--jobs", "1", "--seeds", "1"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    a = pd.read_csv(tmp_path / "a" / "results.csv")
+    assert (a["status"] == "error").all() and a["note"].str.contains("ghost-box").all()
+    assert main(args + ["--skip-unprofiled", "--out", str(tmp_path / "b")]) == 0
+    b = pd.read_csv(tmp_path / "b" / "results.csv")
+    assert (b["status"] == "ok").all()
+    assert b["capacity_rps"].iloc[0] == pytest.approx(CAPACITY, rel=1e-5)   # the unprofiled pool adds nothing
