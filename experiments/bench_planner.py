@@ -1,23 +1,23 @@
-"""Planner speed: offline solve time and gap per back-end for growing sizes; online decisions per second.
+"""Planner speed and the cost of its restrictions: offline solve time and gap per back-end for growing sizes.
 
     python experiments/bench_planner.py [--quick] [--solvers highs,cpsat,scip,cbc] [--time-limit 60]
 
-Prints two tables.  Every number of one table comes from the same run, side by side, so
-ratios are meaningful on a noisy machine; absolute seconds are this machine's.
+Prints two tables: (1) time to a 1% gap per size and back-end; (2) on small instances, the plan with
+shared servers limited to ``shared_configs=3`` configurations per (model, pool) against the unrestricted
+model (every configuration offered), and against no shared servers at all.  Every number of one table
+comes from the same run, side by side, so ratios are meaningful on a noisy machine; absolute seconds are
+this machine's.  The online stage's speed is in ``experiments/bench_online.py``.
 """
 from __future__ import annotations
 
 import argparse
 import time
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from synergai.models import ModelDemand, WorkloadSpec
-from synergai.planner import OnlineScheduler, PlanOptions, available_solvers, plan_offline
-from synergai.planner.candidates import build_candidates
-from synergai.planner.milp import build_milp
+from synergai.planner import PlanOptions, available_solvers, plan_offline
+from synergai.planner.offline import build_model
 from synergai.planner.synthetic import random_instance
 
 SIZES = [(10, 5, 10), (30, 10, 20), (100, 20, 30)]
@@ -26,54 +26,47 @@ QUICK_SIZES = [(10, 5, 10), (30, 10, 20)]
 
 def offline(sizes, solvers, time_limit, gap, console):
     t = Table(title=f"offline MILP: time to a {gap:.0%} gap (limit {time_limit:g} s)")
-    for c in ("pools x models x configs", "candidates", "binaries+ints", "rows", "data s", "build s", "solver",
-              "solve s", "status", "gap", "unserved req/s"):
+    for c in ("pools x models x configs", "dedicated", "shared", "integers", "rows", "build s", "solver",
+              "solve s", "status", "gap", "unserved req/s", "phases"):
         t.add_column(c, justify="right")
     for (P, M, C) in sizes:
         prof, cl, wl = random_instance(42, n_pools=P, n_models=M, n_configs=C, max_nodes=8, load=0.4 * P / 10)
         t0 = time.perf_counter()
-        cands = build_candidates(prof, cl, wl, PlanOptions())
+        milp, lay, cands = build_model(prof, cl, wl, PlanOptions())
         t1 = time.perf_counter()
-        milp = build_milp(cands, [(d.rate_rps, d.priority) for d in wl.models],
-                          [(p.cpu, p.memory_mb, float(p.accelerators), p.nodes) for p in cl.pools], PlanOptions())
-        t2 = time.perf_counter()
         for s in solvers:
             if s == "cbc" and P * M * C > 6000:
-                t.add_row(f"{P}x{M}x{C}", "", "", "", "", "", s, "skipped", "(too slow: PuLP build + CBC)", "", "")
+                t.add_row(f"{P}x{M}x{C}", "", "", "", "", "", s, "skipped", "(too slow: PuLP build + CBC)", "", "", "")
                 continue
             plan = plan_offline(prof, cl, wl, solver=s, time_limit=time_limit, gap=gap)
             r = plan.solver
-            t.add_row(f"{P}x{M}x{C}", str(len(cands)), str(int(milp.integer.sum())), str(milp.n_rows),
-                      f"{t1 - t0:.2f}", f"{t2 - t1:.3f}", s, f"{r.seconds:.2f}", r.status,
-                      "n/a" if r.gap is None else f"{r.gap:.2%}", f"{plan.unserved_rate():.1f}")
-        console.print(t) if (P, M, C) == sizes[-1] else None
+            t.add_row(f"{P}x{M}x{C}", str(lay.K), str(lay.J), str(int(milp.integer.sum())), str(milp.n_rows),
+                      f"{t1 - t0:.2f}", s, f"{r.seconds:.2f}", r.status,
+                      "n/a" if r.gap is None else f"{r.gap:.2%}", f"{plan.unserved_rate():.1f}",
+                      " ".join(f"{p['phase']}:{p['seconds']:.1f}" for p in r.phases))
+    console.print(t)
     return t
 
 
-def online(console, n_decisions=50_000):
-    t = Table(title="online stage: decisions per second (one model, replicas spread over 4 pools)")
-    for c in ("replicas per model", "decisions", "us/decision", "decisions/s"):
+def restriction(console, seeds=range(12), time_limit=60.0):
+    """Loss of offering shared servers at most 3 configurations per (model, pool), on small instances."""
+    t = Table(title="shared-server restriction on small instances (same run): unserved req/s and energy W")
+    for c in ("seed", "no shared: unserved", "k=3: unserved", "all configs: unserved", "no shared: W", "k=3: W",
+              "all configs: W", "k=3 s", "all s"):
         t.add_column(c, justify="right")
-    prof, cl, _ = random_instance(5, n_pools=4, n_models=1, n_configs=3, max_nodes=1)
-    for reps in (10, 100, 1000):
-        # scale the cluster so the plan has ~reps replicas of the model
-        pools = [p.model_copy(update={"nodes": max(1, reps // 4), "cpu": 64.0, "memory_mb": 1e6,
-                                      "accelerators": 8}) for p in cl.pools]
-        cl2 = cl.model_copy(update={"pools": pools})
-        wl = WorkloadSpec(models=[ModelDemand(model="m0", rate_rps=1e9, deadline_ms=1000.0)])
-        plan = plan_offline(prof, cl2, wl)
-        # trim replicas to the target count, proportionally
-        tot = sum(a.replicas for a in plan.assignments)
-        for a in plan.assignments:
-            a.replicas = max(1, round(a.replicas * reps / tot))
-        sched = OnlineScheduler(plan)
-        rng = np.random.default_rng(0)
-        times = np.cumsum(rng.exponential(1e-4, n_decisions))
-        t0 = time.perf_counter()
-        for now in times:
-            sched.assign("m0", 50.0, float(now))
-        el = time.perf_counter() - t0
-        t.add_row(str(sched.n_replicas), str(n_decisions), f"{el / n_decisions * 1e6:.2f}", f"{n_decisions / el:,.0f}")
+    for seed in seeds:
+        prof, cl, wl = random_instance(seed, n_pools=3, n_models=4, n_configs=6, max_nodes=3, load=1.2)
+        row = [str(seed)]
+        plans = []
+        secs = []
+        for opts in (PlanOptions(shared_servers=False), PlanOptions(shared_configs=3), PlanOptions(shared_configs=0)):
+            t0 = time.perf_counter()
+            plans.append(plan_offline(prof, cl, wl, gap=1e-6, time_limit=time_limit, options=opts))
+            secs.append(time.perf_counter() - t0)
+        row += [f"{p.unserved_rate():.2f}" for p in plans]
+        row += [f"{p.solver.objective:.1f}" if p.solver.objective is not None else "n/a" for p in plans]
+        row += [f"{secs[1]:.2f}", f"{secs[2]:.2f}"]
+        t.add_row(*row)
     console.print(t)
 
 
@@ -83,11 +76,13 @@ def main() -> None:
     ap.add_argument("--solvers", default=",".join(available_solvers()))
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--gap", type=float, default=0.01)
+    ap.add_argument("--skip-restriction", action="store_true")
     a = ap.parse_args()
-    console = Console(width=200)
+    console = Console(width=220)
     sizes = QUICK_SIZES if a.quick else SIZES
     offline(sizes, [s for s in a.solvers.split(",") if s], a.time_limit, a.gap, console)
-    online(console)
+    if not a.skip_restriction:
+        restriction(console, range(4) if a.quick else range(12))
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from synergai.models import ClusterSpec, InputError, NodePool, ProfileRecord, ProfileTable, WorkloadSpec
 from synergai.models.plan import Candidate
 
-from .service import (ServiceModel, device_power_ceiling, energy_per_request, g_factor, max_utilisation,
-                      serving_power)
+from .service import ServiceArrays, device_power_ceiling, g_factor, serving_power
 
 RES = ("cpu", "mem", "acc")
 
@@ -68,7 +69,6 @@ class Dedicated:
     """Dedicated candidates as parallel lists (index k)."""
 
     records: list[ProfileRecord] = field(default_factory=list)
-    sm: list[ServiceModel] = field(default_factory=list)
     m: list[int] = field(default_factory=list)
     p: list[int] = field(default_factory=list)
     cap: list[float] = field(default_factory=list)        # c_k = rho_k * capacity, req/s per replica
@@ -90,7 +90,6 @@ class Shared:
     """Shared-server candidates (index j) and per-pool slices."""
 
     records: list[ProfileRecord] = field(default_factory=list)
-    sm: list[ServiceModel] = field(default_factory=list)
     m: list[int] = field(default_factory=list)
     p: list[int] = field(default_factory=list)
     work: list[float] = field(default_factory=list)       # w_j = 1 / capacity, server-s per request
@@ -165,98 +164,120 @@ def shared_slice(pool: NodePool) -> tuple[tuple[float, float, float], int]:
 
 def build_candidates(profiles: ProfileTable, cluster: ClusterSpec, workload: WorkloadSpec,
                      opts: PlanOptions | None = None, skip_pools: tuple[str, ...] = ()) -> Candidates:
+    """Vectorised over configurations: service quantities come from :class:`ServiceArrays` (the same
+    formulas as :class:`ServiceModel`, which the decode step uses for what is chosen)."""
     opts = opts or PlanOptions()
     pools = list(cluster.pools)
     models = [d.model for d in workload.models]
-    ceiling = device_power_ceiling(profiles.records)
+    records = list(profiles.records)
+    ceiling = device_power_ceiling(records)
+    sa = ServiceArrays.of(records, opts.quantile) if records else None
+    pw_est = [serving_power(r, ceiling) for r in records]
     scen = list(opts.load_scenarios) or [(1.0, 1.0)]
     max_factor = max(f for f, _ in scen) * max(1.0, opts.headroom)
     rho_bar = opts.util_cap
     ded, sh, reports = Dedicated(), Shared(g=g_factor(rho_bar, opts.quantile)), []
 
-    by_md: dict[tuple[str, str], list[ProfileRecord]] = {}
-    for r in profiles.records:
-        by_md.setdefault((r.model, r.device), []).append(r)
+    by_md: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(records):
+        by_md.setdefault((r.model, r.device), []).append(i)
     for pi, pool in enumerate(pools):
         if pool.name not in skip_pools and pool.nodes > 0:
             sh.slice[pi], sh.per_node[pi] = shared_slice(pool)
 
+    # pass 1: reports, deadline and fit checks; collect what needs a utilisation cap
+    pend: list[tuple] = []  # (mi, pi, record index, report index, fits, sfits, qbudget, budget)
     for mi, dem in enumerate(workload.models):
         for pi, pool in enumerate(pools):
             if pool.name in skip_pools:
                 continue
-            group_d: list[dict] = []
-            group_s: list[dict] = []
-            for rec in by_md.get((dem.model, pool.device), []):
-                sm = ServiceModel.of(rec)
-                fixed = sm.batch_wait + sm.quantile(opts.quantile) + pool.rtt_ms / 1e3
-                pw, est = serving_power(rec, ceiling)
-                epr = energy_per_request(pw, sm)
-                rep = Candidate(model=dem.model, pool=pool.name, config_id=rec.config_id,
-                                latency_p99_ms=rec.latency_p99_ms, response_p99_ms=round(fixed * 1e3, 6),
-                                capacity_rps=0.0, energy_j_per_request=round(epr, 9), power_estimated=est,
-                                status="not_chosen")
+            have = (pool.cpu, pool.memory_mb, float(pool.accelerators))
+            sl = sh.slice.get(pi)
+            for i in by_md.get((dem.model, pool.device), []):
+                rec = records[i]
+                fixed = float(sa.batch_wait[i] + sa.quantile[i]) + pool.rtt_ms / 1e3
+                pw, est = pw_est[i]
+                epr = pw / float(sa.capacity[i])
+                rep = Candidate.model_construct(model=dem.model, pool=pool.name, config_id=rec.config_id,
+                                                latency_p99_ms=rec.latency_p99_ms, response_p99_ms=round(fixed * 1e3, 6),
+                                                capacity_rps=0.0, energy_j_per_request=round(epr, 9),
+                                                power_estimated=est, status="not_chosen", detail="")
                 reports.append(rep)
-                ri = len(reports) - 1
                 if pool.architecture != rec.architecture:
                     rep.status, rep.detail = "does_not_fit", f"profile is {rec.architecture}, pool is {pool.architecture}"
                     continue
                 if fixed * 1e3 > dem.deadline_ms:
+                    wait = float(sa.batch_wait[i])
                     rep.status = "misses_deadline"
-                    rep.detail = (f"p{opts.quantile * 100:g} {sm.quantile(opts.quantile) * 1e3:.3g} ms + rtt "
-                                  f"{pool.rtt_ms:.3g} ms" + (f" + batch wait {sm.batch_wait * 1e3:.3g} ms" if sm.batch_wait else "")
+                    rep.detail = (f"p{opts.quantile * 100:g} {float(sa.quantile[i]) * 1e3:.3g} ms + rtt {pool.rtt_ms:.3g} ms"
+                                  + (f" + batch wait {wait * 1e3:.3g} ms" if wait else "")
                                   + f" = {fixed * 1e3:.3g} ms > deadline {dem.deadline_ms:.3g} ms")
                     continue
                 if pool.nodes == 0:
                     rep.status, rep.detail = "does_not_fit", "pool has no nodes"
                     continue
-                budget = (dem.deadline_ms - pool.rtt_ms) / 1e3
-                rho = min(opts.util_cap, max_utilisation(sm, budget, cap=opts.util_cap, q=opts.quantile))
                 need = (rec.cpu_cores, rec.memory_request_mb, float(rec.accelerators))
-                have = (pool.cpu, pool.memory_mb, float(pool.accelerators))
                 fits = all(a <= b + 1e-9 for a, b in zip(need, have))
                 mem_fp = rec.memory_mb or rec.memory_request_mb
-                sl = sh.slice.get(pi)
-                sfits = (opts.shared_servers and sl is not None and rec.cpu_cores <= sl[0] + 1e-9
-                         and mem_fp <= sl[1] + 1e-9 and rec.accelerators <= sl[2] + 1e-9)
-                qbudget = dem.deadline_ms / 1e3 - fixed
+                sfits = bool(opts.shared_servers and sl is not None and rec.cpu_cores <= sl[0] + 1e-9
+                             and mem_fp <= sl[1] + 1e-9 and rec.accelerators <= sl[2] + 1e-9)
                 if not fits and not sfits:
                     short = [n for n, a, b in zip(("cpu", "memory", "accelerators"), need, have) if a > b + 1e-9]
                     rep.status = "does_not_fit"
                     rep.detail = "one replica needs more " + ", ".join(short) + " than a node has"
                     continue
-                if rho <= 1e-6 and not (sfits and qbudget > 0):
-                    rep.status = "misses_deadline"
-                    rep.detail = "no queueing headroom: any load pushes the response quantile past the deadline"
-                    continue
-                rep.capacity_rps = round(rho * sm.capacity, 6)
-                if fits and rho > 1e-6:
-                    cap = rho * sm.capacity
-                    per_node = min(math.floor(h / n + 1e-9) if n > 0 else 10 ** 6 for n, h in zip(need, have))
-                    need_max = math.ceil(max_factor * dem.rate_rps / cap - 1e-9) if dem.rate_rps > 0 else 0
-                    nmax = min(per_node * pool.nodes, need_max)
-                    if nmax > 0:
-                        group_d.append(dict(records=rec, sm=sm, m=mi, p=pi, cap=cap, rho=rho, energy=epr, power=pw,
-                                            power_est=est, res=need, nmax=nmax, mode=rec.power_mode, report=ri))
-                if sfits and qbudget > 0 and dem.rate_rps > 0:
-                    group_s.append(dict(records=rec, sm=sm, m=mi, p=pi, work=sm.work_per_request,
-                                        resid=sm.residual_per_request, budget=qbudget, mem=mem_fp, energy=epr,
-                                        power=pw, power_est=est, mode=rec.power_mode, report=ri))
-                if dem.rate_rps <= 0:
-                    rep.detail = "no demand"
-            if opts.prune_dominated and len(group_d) > 1:
-                group_d = _prune(reports, group_d, better=("cap",), worse=("energy",), res=True)
-            if len(group_s) > 1:
-                group_s = _prune(reports, group_s, better=("budget",), worse=("work", "resid", "energy", "mem"),
-                                 res=False, mark=False)
-                if opts.shared_configs and len(group_s) > opts.shared_configs:
-                    group_s = _top_shared(group_s, opts.shared_configs)
-            for e in group_d:
-                for k, v in e.items():
-                    getattr(ded, k).append(v)
-            for e in group_s:
-                for k, v in e.items():
-                    getattr(sh, k).append(v)
+                pend.append((mi, pi, i, len(reports) - 1, fits, sfits, dem.deadline_ms / 1e3 - fixed,
+                             (dem.deadline_ms - pool.rtt_ms) / 1e3))
+    if pend:
+        idx = np.array([e[2] for e in pend], dtype=np.int64)
+        rho_all = np.minimum(opts.util_cap, sa.take(idx).max_utilisation(np.array([e[7] for e in pend]),
+                                                                          opts.util_cap, opts.quantile))
+    # pass 2: candidates per (model, pool)
+    groups: dict[tuple[int, int], tuple[list, list]] = {}
+    for (mi, pi, i, ri, fits, sfits, qbudget, _), rho in zip(pend, rho_all if pend else []):
+        rec, pool, dem = records[i], pools[pi], workload.models[mi]
+        rep = reports[ri]
+        rho = float(rho)
+        if rho <= 1e-6 and not (sfits and qbudget > 0):
+            rep.status = "misses_deadline"
+            rep.detail = "no queueing headroom: any load pushes the response quantile past the deadline"
+            continue
+        cap_i = float(sa.capacity[i])
+        pw, est = pw_est[i]
+        epr = pw / cap_i
+        rep.capacity_rps = round(rho * cap_i, 6)
+        gd, gs = groups.setdefault((mi, pi), ([], []))
+        if fits and rho > 1e-6:
+            cap = rho * cap_i
+            need = (rec.cpu_cores, rec.memory_request_mb, float(rec.accelerators))
+            have = (pool.cpu, pool.memory_mb, float(pool.accelerators))
+            per_node = min(math.floor(h / n + 1e-9) if n > 0 else 10 ** 6 for n, h in zip(need, have))
+            need_max = math.ceil(max_factor * dem.rate_rps / cap - 1e-9) if dem.rate_rps > 0 else 0
+            nmax = min(per_node * pool.nodes, need_max)
+            if nmax > 0:
+                gd.append(dict(records=rec, m=mi, p=pi, cap=cap, rho=rho, energy=epr, power=pw, power_est=est,
+                               res=need, nmax=nmax, mode=rec.power_mode, report=ri))
+        if sfits and qbudget > 0 and dem.rate_rps > 0:
+            gs.append(dict(records=rec, m=mi, p=pi, work=float(sa.work[i]), resid=float(sa.residual[i]),
+                           budget=qbudget, mem=rec.memory_mb or rec.memory_request_mb, energy=epr, power=pw,
+                           power_est=est, mode=rec.power_mode, report=ri))
+        if dem.rate_rps <= 0:
+            rep.detail = "no demand"
+    for key in sorted(groups):
+        group_d, group_s = groups[key]
+        if opts.prune_dominated and len(group_d) > 1:
+            group_d = _prune(reports, group_d, better=("cap",), worse=("energy",), res=True)
+        if len(group_s) > 1:
+            group_s = _prune(reports, group_s, better=("budget",), worse=("work", "resid", "energy", "mem"),
+                             res=False, mark=False)
+            if opts.shared_configs and len(group_s) > opts.shared_configs:
+                group_s = _top_shared(group_s, opts.shared_configs)
+        for e in group_d:
+            for k, v in e.items():
+                getattr(ded, k).append(v)
+        for e in group_s:
+            for k, v in e.items():
+                getattr(sh, k).append(v)
     _shrink_slices(sh)
     return Candidates(models=models, pools=[p.name for p in pools], ded=ded, sh=sh, reports=reports,
                       rho_bar=rho_bar, max_factor=max_factor, unprofiled=list(skip_pools))
@@ -283,26 +304,30 @@ def _prune(reports: list[Candidate], group: list[dict], *, better: tuple, worse:
     respect (``better`` keys larger-is-better, ``worse`` smaller-is-better, resources smaller-is-better).
 
     Safe: swapping the dominated configuration for the dominating one keeps every constraint
-    satisfied and does not raise the objective.
+    satisfied and does not raise the objective.  Exact ties keep the first.
     """
-    drop = set()
-    for i, a in enumerate(group):
-        for j, b in enumerate(group):
-            if i == j or j in drop or a["mode"] != b["mode"]:
-                continue
-            ge = all(b[x] >= a[x] for x in better) and all(b[x] <= a[x] for x in worse)
-            if res:
-                ge = ge and all(x <= y for x, y in zip(b["res"], a["res"]))
-            strict = (any(b[x] > a[x] for x in better) or any(b[x] < a[x] for x in worse) or j < i
-                      or (res and any(x < y for x, y in zip(b["res"], a["res"]))))
-            if ge and strict:
-                drop.add(i)
-                if mark:
-                    rep = reports[a["report"]]
-                    rep.status = "dominated"
-                    rep.detail = f"{b['records'].config_id} serves at least as much with no more energy or resources"
-                break
-    return [e for k, e in enumerate(group) if k not in drop]
+    n = len(group)
+    cols = [np.array([e[x] for e in group], dtype=float) for x in better]
+    cols += [-np.array([e[x] for e in group], dtype=float) for x in worse]
+    if res:
+        r = np.array([e["res"] for e in group], dtype=float)
+        cols += [-r[:, i] for i in range(3)]
+    V = np.stack(cols, axis=1)                      # larger is better in every column
+    ge = (V[None, :, :] >= V[:, None, :]).all(axis=2)  # ge[i, j]: j at least as good as i everywhere
+    gt = (V[None, :, :] > V[:, None, :]).any(axis=2)
+    idx = np.arange(n)
+    modes = np.array([hash(e["mode"]) for e in group])
+    same_mode = modes[:, None] == modes[None, :]
+    dominated_by = ge & (gt | (idx[None, :] < idx[:, None])) & same_mode & (idx[None, :] != idx[:, None])
+    # the relation is transitive, so a candidate with any dominator also has an undominated one
+    drop = dominated_by.any(axis=1)
+    if mark:
+        for i in np.flatnonzero(drop):
+            j = int(np.argmax(dominated_by[i] & ~drop)) if (dominated_by[i] & ~drop).any() else int(np.argmax(dominated_by[i]))
+            rep = reports[group[i]["report"]]
+            rep.status = "dominated"
+            rep.detail = f"{group[j]['records'].config_id} serves at least as much with no more energy or resources"
+    return [e for i, e in enumerate(group) if not drop[i]]
 
 
 def _top_shared(group: list[dict], k: int) -> list[dict]:

@@ -13,7 +13,7 @@ from synergai.models.plan import (Assignment, ConfigChoice, Plan, Server, Solver
 
 from .candidates import Candidates, PlanOptions
 from .milp import Layout
-from .service import response_quantile
+from .service import ServiceModel, response_quantile
 
 EPS = 1e-6
 
@@ -70,7 +70,8 @@ def decode(c: Candidates, lay: Layout, x: np.ndarray | None, cluster: ClusterSpe
     for k in range(lay.K):
         if n[k] <= 0:
             continue
-        rec, sm, pool = d.records[k], d.sm[k], pools[d.p[k]]
+        rec, pool = d.records[k], pools[d.p[k]]
+        sm = ServiceModel.of(rec)
         model = c.models[d.m[k]]
         name = dedicated_name(model, pool.name, rec.config_id)
         per = xk[k] / n[k]
@@ -96,7 +97,8 @@ def decode(c: Candidates, lay: Layout, x: np.ndarray | None, cluster: ClusterSpe
             continue
         pool = pools[p]
         name = shared_name(pool.name)
-        loads = [(s.sm[j], xj[j] / sg) for j in js]
+        sms = {j: ServiceModel.of(s.records[j]) for j in js}
+        loads = [(sms[j], xj[j] / sg) for j in js]
         util = sum(x_ * sm.work_per_request for sm, x_ in loads)
         tot = float(sum(xj[j] for j in js))
         sl = s.slice[p]
@@ -108,7 +110,7 @@ def decode(c: Candidates, lay: Layout, x: np.ndarray | None, cluster: ClusterSpe
                               power_w=round(float(sum(xj[j] * s.energy[j] for j in js)), 6),
                               power_estimated=any(s.power_est[j] for j in js)))
         for j in js:
-            rec, sm = s.records[j], s.sm[j]
+            rec, sm = s.records[j], sms[j]
             model = c.models[s.m[j]]
             pred = response_quantile(loads, sm, q, pool.rtt_ms / 1e3) * 1e3
             assignments.append(Assignment(model=model, pool=pool.name, server=name,

@@ -61,9 +61,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from statistics import NormalDist
 from typing import Iterable, Mapping, Optional, Protocol, Sequence
+
+import numpy as np
 
 Z90 = 1.2815515655446004
 Z99 = 2.3263478740408408
@@ -159,13 +161,13 @@ class ServiceModel:
         return (_phi((math.log(self.lo) - self.mu) / self.sigma),
                 1.0 - _phi((math.log(self.hi) - self.mu) / self.sigma))
 
-    @property
+    @cached_property
     def mean(self) -> float:
         """E[S] of one call (clipped law), s."""
         pl, ph = self._tails()
         return self.lo * pl + self.hi * ph + self._partial(1)
 
-    @property
+    @cached_property
     def second_moment(self) -> float:
         """E[S^2] of one call (clipped law), s^2."""
         pl, ph = self._tails()
@@ -186,20 +188,92 @@ class ServiceModel:
         return self.draw(float(rng.standard_normal()))
 
     # ---------------------------------------------------------------- capacity and queueing
-    @property
+    @cached_property
     def capacity(self) -> float:
         """Usable requests/s of one server running only this configuration at full utilisation."""
         return min(self.throughput, self.slots * self.batch / self.mean)
 
-    @property
+    @cached_property
     def work_per_request(self) -> float:
         """Server-seconds one request uses (1 / capacity): its contribution to utilisation per req/s."""
         return 1.0 / self.capacity
 
-    @property
+    @cached_property
     def residual_per_request(self) -> float:
         """``a``: mean residual work contributed per req/s, s^2 (see the module docstring)."""
         return self.second_moment / (2.0 * self.batch * self.slots ** 2)
+
+
+@dataclass
+class ServiceArrays:
+    """The quantities of :class:`ServiceModel` for many configurations at once (numpy; the planner's data step)."""
+
+    batch: np.ndarray
+    slots: np.ndarray
+    batch_wait: np.ndarray
+    quantile: np.ndarray       # service quantile at q, s
+    capacity: np.ndarray
+    work: np.ndarray           # 1 / capacity
+    residual: np.ndarray       # a, s^2
+
+    @classmethod
+    def of(cls, cfgs: Sequence[ConfigLike], q: float) -> "ServiceArrays":
+        from scipy.special import ndtr
+
+        p50 = np.array([c.latency_p50_ms for c in cfgs], dtype=float) / 1e3
+        p99 = np.array([c.latency_p99_ms for c in cfgs], dtype=float) / 1e3
+        thr = np.array([c.throughput_rps for c in cfgs], dtype=float)
+        b = np.array([c.batch_size for c in cfgs], dtype=float)
+        mu = np.log(p50)
+        sig = np.maximum(0.0, (np.log(p99) - mu) / Z99)
+        lo, hi = CLIP_LO * p50, CLIP_HI * p99
+        slots = np.maximum(1, np.round(thr * p50 / b))
+        ssafe = np.where(sig > 0, sig, 1.0)
+
+        def partial(k: int) -> np.ndarray:
+            a = (np.log(lo) - mu - k * sig * sig) / ssafe
+            c = (np.log(hi) - mu - k * sig * sig) / ssafe
+            return np.exp(k * mu + k * k * sig * sig / 2) * (ndtr(c) - ndtr(a))
+
+        pl = ndtr((np.log(lo) - mu) / ssafe)
+        ph = 1.0 - ndtr((np.log(hi) - mu) / ssafe)
+        x0 = np.exp(mu)
+        inside = (x0 >= lo) & (x0 <= hi)
+        m1 = np.where(sig > 0, lo * pl + hi * ph + partial(1), np.where(inside, x0, np.clip(x0, lo, hi)))
+        m2 = np.where(sig > 0, lo ** 2 * pl + hi ** 2 * ph + partial(2), np.where(inside, x0, np.clip(x0, lo, hi)) ** 2)
+        cap = np.minimum(thr, slots * b / m1)
+        quant = np.clip(np.exp(mu + sig * z_score(q)), lo, hi)
+        wait = np.where(b > 1, BATCH_WAIT_FRACTION * p50, 0.0)
+        return cls(b, slots, wait, quant, cap, 1.0 / cap, m2 / (2.0 * b * slots ** 2))
+
+    def take(self, idx: np.ndarray) -> "ServiceArrays":
+        return ServiceArrays(*(getattr(self, f)[idx] for f in ("batch", "slots", "batch_wait", "quantile", "capacity",
+                                                                 "work", "residual")))
+
+    def max_utilisation(self, budget_s: np.ndarray, cap: float, q: float) -> np.ndarray:
+        """Vectorised :func:`max_utilisation` (same grid inversion and refinement)."""
+        free = budget_s - self.batch_wait - self.quantile
+        r = self.residual / self.work
+        out = np.full(len(free), cap)
+        need = (free >= 0) & (r > 0) & (_g(cap, q) * r > free)
+        out[free < 0] = 0.0
+        idx = np.flatnonzero(need)
+        if len(idx):
+            target = free[idx] / r[idx]
+            grid, gval = _g_grid(q)
+            i = np.searchsorted(gval, target, side="right") - 1
+            lo_ = np.where(i < 0, 0.0, grid[np.clip(i, 0, len(grid) - 1)])
+            hi_ = grid[np.clip(i + 1, 0, len(grid) - 1)]
+            for _ in range(20):
+                mid = (lo_ + hi_) / 2
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    t = mid / (1.0 - q)
+                    gm = np.where(t > 1.0, np.log(np.maximum(t, 1e-300)) / (1.0 - mid), 0.0)
+                ok = gm <= target
+                lo_ = np.where(ok, mid, lo_)
+                hi_ = np.where(ok, hi_, mid)
+            out[idx] = np.minimum(lo_, cap)
+        return out
 
 
 def batch_wait_s(cfg: ConfigLike) -> float:
@@ -248,25 +322,47 @@ def response_quantile(loads: Sequence[tuple[ServiceModel, float]], target: Servi
 
 def max_utilisation(sm: ServiceModel, budget_s: float, *, cap: float = 0.9, q: float = 0.99) -> float:
     """Largest utilisation in [0, cap] of a dedicated server of ``sm`` whose q-quantile response fits
-    ``budget_s`` (the deadline minus RTT); 0 when even an idle server misses it."""
+    ``budget_s`` (the deadline minus RTT); 0 when even an idle server misses it.
+
+    For one configuration ``Wq(q) = (a / w) g(rho)`` with ``g(rho) = ln(rho/(1-q)) / (1-rho)`` increasing,
+    so the answer is ``g^-1(free / (a / w))``, read off a cached grid of ``g`` and refined by bisection.
+    """
     free = budget_s - sm.batch_wait - sm.quantile(q)
     if free < 0:
         return 0.0
-    a_over_w = sm.residual_per_request / sm.work_per_request  # R / rho: the mixture's residual, one config
-
-    def ok(rho: float) -> bool:
-        return wait_quantile(rho, a_over_w * rho, q) <= free
-
-    if ok(cap):
+    r = sm.residual_per_request / sm.work_per_request  # R / rho of a server running only this configuration
+    if r <= 0 or _g(cap, q) * r <= free:
         return cap
-    lo, hi = 0.0, cap
-    for _ in range(50):
+    target = free / r
+    grid, gval = _g_grid(q)
+    i = int(np.searchsorted(gval, target, side="right")) - 1  # gval[i] <= target < gval[i + 1]
+    lo, hi = float(grid[max(i, 0)]), float(grid[min(i + 1, len(grid) - 1)])
+    if i < 0:
+        lo = 0.0
+    for _ in range(20):
         mid = (lo + hi) / 2
-        if ok(mid):
+        if _g(mid, q) <= target:
             lo = mid
         else:
             hi = mid
-    return lo
+    return min(lo, cap)
+
+
+def _g(rho: float, q: float) -> float:
+    """``g(rho) = ln(rho/(1-q)) / (1-rho)`` where positive, else 0 (no wait at that quantile)."""
+    if rho >= 1.0:
+        return math.inf
+    t = rho / (1.0 - q)
+    return math.log(t) / (1.0 - rho) if t > 1.0 else 0.0
+
+
+@lru_cache(maxsize=16)
+def _g_grid(q: float) -> tuple[np.ndarray, np.ndarray]:
+    grid = np.linspace(0.0, 0.999, 4000)
+    with np.errstate(divide="ignore"):
+        t = grid / (1.0 - q)
+        gval = np.where(t > 1.0, np.log(np.maximum(t, 1e-300)) / (1.0 - grid), 0.0)
+    return grid, gval
 
 
 def shared_coefficients(models: Iterable[ServiceModel], budget_s: float, rho_bar: float, q: float) -> list[float]:
