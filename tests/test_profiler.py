@@ -126,13 +126,26 @@ def test_device_names_follow_the_default_data(cpu, board, arch, expect):
     assert dev.normalize_device(cpu, board, arch) == expect
 
 
+@pytest.mark.parametrize("printed,expect", [("NV Power Mode: MAXN", "maxn"), ("NV Power Mode: MAXN_SUPER", "maxn"),
+                                            ("NV Power Mode: 15W", "15w"), ("NV Power Mode: MODE_30W_ALL", "mode-30w-all"),
+                                            ("nothing useful", "default")])
+def test_power_mode_read_from_nvpmodel(tmp_path, monkeypatch, printed, expect):
+    """A real `nvpmodel -q` stand-in on PATH (a script printing what Jetson's tool prints)."""
+    exe = tmp_path / "nvpmodel"
+    exe.write_text(f"#!/bin/sh\necho '{printed}'\necho 0\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ.get('PATH', '')}")
+    assert dev.power_mode() == expect
+
+
 def test_facts_read_from_this_machine():
     f = dev.read_facts()
     assert f.architecture in ("amd64", "arm64")
     assert f.architecture == dev.k8s_arch(f.machine)
     assert 1 <= f.cores_usable <= f.cores_online
     assert f.device and f.device == f.device.lower()
-    assert f.power_mode == "default" or f.power_mode
+    if not __import__("shutil").which("nvpmodel"):
+        assert f.power_mode == "default"
     assert dev.read_facts("My-Pool-Device").device == "my-pool-device"
     cur, peak = dev.rss_mb()
     assert 0 < cur <= peak
