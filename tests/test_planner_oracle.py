@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -208,3 +210,75 @@ def test_load_scenarios_bound_and_invariants(seed):
     assert two.solver.phases[0]["objective"] >= 0.5 * burst_u - 1e-4
     assert same.solver.phases[0]["objective"] == pytest.approx(plain.solver.phases[0]["objective"], abs=1e-6)
     check_invariants(two, t, c, w)
+
+
+# ------------------------------------------------------------------------------------ constructed cases
+def _rec(model, device, *, cores, gpus=0, thr=100.0, p50=10.0, power=10.0, engine="onnxruntime", mode="default",
+         mem=1024.0):
+    from synergai.models import ProfileRecord
+    return ProfileRecord(model=model, engine=engine, device=device, architecture="amd64",
+                         accelerator="gpu" if gpus else "none", precision=f"fp32-{cores}c", batch_size=1, threads=None,
+                         power_mode=mode, latency_p50_ms=p50, latency_p90_ms=p50, latency_p99_ms=p50,
+                         throughput_rps=thr, power_w=power, cpu_cores=cores, memory_request_mb=mem,
+                         accelerators=gpus, source="constructed")
+
+
+def _inputs(recs, pools, demands):
+    from synergai.models import ClusterSpec, ModelDemand, ProfileTable, WorkloadSpec
+    return (ProfileTable(recs), ClusterSpec(pools=pools),
+            WorkloadSpec(models=[ModelDemand(model=m, rate_rps=r, deadline_ms=1000.0) for m, r in demands]))
+
+
+def _pool(name, nodes, cpu, gpus=0, idle=0.0, device=None):
+    return NodePool(name=name, device=device or name, architecture="amd64", tier="edge", nodes=nodes, cpu=cpu,
+                    memory_mb=16384, accelerators=gpus, rtt_ms=0.0, idle_power_w=idle)
+
+
+def test_replica_bound_comes_from_the_largest_rate():
+    """1 pool of 10 nodes, ~85 req/s per replica, rate 100 with a 3x burst scenario: plan for 300 req/s."""
+    t, c, w = _inputs([_rec("a", "d", cores=4)], [_pool("d", 10, 4)], [("a", 100.0)])
+    plan = plan_offline(t, c, w, gap=0, options=PlanOptions(load_scenarios=((1.0, 0.5), (3.0, 0.5)), headroom=1.0))
+    assert plan.solver.phases[0]["objective"] == pytest.approx(0.0, abs=1e-6)  # nothing unserved, even in the burst
+    assert sum(g.replicas for g in plan.servers) >= math.ceil(300 / (0.85 * 100))
+    check_invariants(plan, t, c, w)
+
+
+def test_unpackable_aggregate_is_resolved_exactly_not_shrunk():
+    """2 nodes x (4 cores, 1 GPU). a needs both GPUs (2 x 1 core + GPU); b's efficient config (3.5 cores) fits
+    the pool's cores in aggregate but on no node beside a GPU replica; its 2.5-core config does.  Shrinking the
+    pool by 10% (1.8 GPUs) would drop a replica of a; the exact re-solve serves everything."""
+    recs = [_rec("a", "d", cores=1, gpus=1, power=20.0), _rec("b", "d", cores=3.5, power=5.0),
+            _rec("b", "d", cores=2.5, power=30.0)]
+    t, c, w = _inputs(recs, [_pool("d", 2, 4, gpus=1)], [("a", 170.0), ("b", 50.0)])
+    plan = plan_offline(t, c, w, gap=0, options=PlanOptions(shared_servers=False, headroom=1.0))
+    assert plan.unserved_rate() == pytest.approx(0.0, abs=1e-6)
+    b = [a for a in plan.assignments if a.model == "b"]
+    assert [a.config.cpu_cores for a in b] == [2.5]
+    assert any("node by node" in n for n in plan.notes)
+    assert plan.solver.status == "optimal"
+    check_invariants(plan, t, c, w)
+
+
+def test_idle_power_counts_and_idle_nodes_stay_off():
+    """Same serving power on two pools, idle power 50 W vs 5 W per node: serve from the frugal pool and power
+    nothing that carries no traffic."""
+    recs = [_rec("a", "hot", cores=4), _rec("a", "cool", cores=4)]
+    t, c, w = _inputs(recs, [_pool("hot", 4, 4, idle=50.0), _pool("cool", 4, 4, idle=5.0)], [("a", 150.0)])
+    plan = plan_offline(t, c, w, gap=0, options=PlanOptions(headroom=1.0, resource_weight=0.0))
+    assert {g.pool for g in plan.servers} == {"cool"}
+    assert all(g.routed_rate_rps > 0 for g in plan.servers)
+    # serving power 150 req/s x 0.1 J + 2 powered nodes x 5 W
+    assert plan.solver.objective == pytest.approx(150 * 10.0 / 100.0 + 2 * 5.0, rel=1e-6)
+
+
+def test_shared_server_hosts_two_models_on_one_gpu():
+    """One single-GPU board: dedicated replicas (1 GPU each) can serve one model; a shared server serves both."""
+    recs = [_rec("a", "orin", cores=1, gpus=1, thr=200.0, p50=2.0), _rec("b", "orin", cores=1, gpus=1, thr=200.0, p50=2.0)]
+    t, c, w = _inputs(recs, [_pool("orin", 1, 8, gpus=1)], [("a", 40.0), ("b", 40.0)])
+    ded = plan_offline(t, c, w, gap=0, options=PlanOptions(shared_servers=False, headroom=1.0))
+    sh = plan_offline(t, c, w, gap=0, options=PlanOptions(headroom=1.0))
+    assert ded.unserved_rate() == pytest.approx(40.0, rel=1e-6)
+    assert sh.unserved_rate() == pytest.approx(0.0, abs=1e-6)
+    (g,) = sh.servers
+    assert g.shared and sorted(g.models) == ["a", "b"] and g.replicas == 1
+    check_invariants(sh, t, c, w)
