@@ -336,14 +336,18 @@ def simulate(arrivals: Arrivals, deployment: Deployment, policy, *, truth: Optio
     draw = [sm.draw for sm in sp.models]
     B = [sm.batch for sm in sp.models]
     W = [sm.batch_wait for sm in sp.models]
-    P = sp.power
     SMS = sp.models
+    EJ = [energy_of_call(p, 1.0, sm) for p, sm in zip(sp.power, SMS)]   # J per second of a call (linear)
     SHARE = [1.0 / sm.slots for sm in sp.models]
     # per server: arrival model index -> k; capacity units (sorted free times); last call start
     name_idx = {m: i for i, m in enumerate(names)}
-    RC: list[dict[int, int]] = []
+    RC: list[list[int]] = []
     for of in sp.of:
-        RC.append({name_idx[m]: k for m, k in of.items() if m in name_idx})
+        row = [-1] * len(names)
+        for m, k in of.items():
+            if m in name_idx:
+                row[name_idx[m]] = k
+        RC.append(row)
     L = [_lcm(SMS[k].slots for k in of.values()) for of in sp.of]
     U = [0] * K
     for r, of in enumerate(sp.of):
@@ -441,7 +445,7 @@ def simulate(arrivals: Arrivals, deployment: Deployment, policy, *, truth: Optio
             occupy(r, U[k], f)
             last[r] = s
             busy[r] += svc * SHARE[k]
-            e = energy_of_call(P[k], svc, SMS[k]) / len(members)
+            e = EJ[k] * svc / len(members)
             for j in members:
                 start[j] = s
                 finish[j] = f
@@ -473,8 +477,8 @@ def simulate(arrivals: Arrivals, deployment: Deployment, policy, *, truth: Optio
         dns[i] = perf() - t0
         if r < 0:
             continue
-        k = RC[r].get(mi)
-        if k is None:
+        k = RC[r][mi]
+        if k < 0:
             raise ValueError(f"policy {getattr(policy, 'name', policy)!r} sent a request of {names[mi]!r} to "
                              f"server {r}, which hosts only {', '.join(deployment.replicas[r].records)}")
         rep[i] = r
@@ -492,23 +496,27 @@ def simulate(arrivals: Arrivals, deployment: Deployment, policy, *, truth: Optio
             continue
         # batch-1 server: the call starts as soon as the device has room, after every earlier call
         un = units[r]
-        u = U[k]
-        s = un[u - 1]
-        if s < d:
-            s = d
-        if s < last[r]:
-            s = last[r]
         svc = draw[k](Z[i])
-        f = s + svc
-        if L[r] == 1:
+        if L[r] == 1:   # one unit: starts are monotone by themselves
+            s = un[0]
+            if s < d:
+                s = d
+            f = s + svc
             un[0] = f
         else:
+            u = U[k]
+            s = un[u - 1]
+            if s < d:
+                s = d
+            if s < last[r]:
+                s = last[r]
+            f = s + svc
             occupy(r, u, f)
-        last[r] = s
+            last[r] = s
         busy[r] += svc * SHARE[k]
         start[i] = s
         finish[i] = f
-        energy[i] = energy_of_call(P[k], svc, SMS[k])
+        energy[i] = EJ[k] * svc
         heappush(comp, (f, i))
     for r in range(R):
         if lazy[r]:
