@@ -216,10 +216,11 @@ def _times_ns(col: pd.Series, rows: np.ndarray, unit: str, path: Path, name: str
     sub = col.iloc[rows]
     if unit.startswith("datetime"):
         fmt = unit.split(":", 1)[1] if ":" in unit else "ISO8601"
-        t = pd.to_datetime(sub.astype(str).str.strip(), format=fmt, errors="coerce")
+        # utc=True: offsets (+01:00, Z) are honoured, naive stamps are taken as UTC
+        t = pd.to_datetime(sub.astype(str).str.strip(), format=fmt, errors="coerce", utc=True)
         bad = t.isna().to_numpy()
         what = "a datetime" + ("" if fmt == "ISO8601" else f" in format {fmt!r}")
-        vals = None if bad.any() else t.astype("datetime64[ns]").to_numpy().astype(np.int64)
+        vals = None if bad.any() else t.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
     else:
         x = pd.to_numeric(sub, errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(x)

@@ -249,3 +249,10 @@ def test_fixed_rate_trace_runs_once_at_that_rate(tmp_path, rate, want):
     inst = build_instance(load_scenario(f), 0.5)
     gaps = np.diff(make_arrivals(inst, 0).time_s)
     assert gaps.mean() == pytest.approx(1 / r, rel=1e-3)
+
+
+def test_iso_datetimes_with_fractions_and_offsets(tmp_path):
+    p = tmp_path / "iso.csv"
+    p.write_text("ts\n2023-11-16 18:17:03.9799600\n2023-11-16T19:17:04.5+01:00\n2023-11-16 18:17:06Z\n")
+    tr = load_trace(TraceSpec(path=str(p), time_column="ts", time_unit="datetime", tick_s=1e-6))
+    np.testing.assert_allclose(np.diff(tr.times), [0.52004, 1.5], atol=1e-6)
