@@ -16,6 +16,7 @@ Each cell is the fastest of ``--repeats`` interleaved runs; compare the ratios w
 from __future__ import annotations
 
 import argparse
+import gc
 from bisect import bisect_right
 import heapq
 import math
@@ -104,7 +105,16 @@ def run(plan: Plan, capacity: float, mix: list[float], rule: str, load: float, p
     timed twice: per call (wall clock) and as a whole (process CPU time, loop overhead subtracted)."""
     arrivals = per_server * sum(g.replicas for g in plan.server_groups())
     ops = _ops(plan, capacity, mix, rule, load, arrivals, seed)
-    half = next(k for k, op in enumerate(ops) if op[0] == "a" and op[1] is not None and k >= len(ops) // 2)
+    gc.collect()
+    gc.disable()   # the replay keeps every decision alive: cyclic GC passes would grow with the run's length
+    try:
+        return _timed(plan, rule, ops)
+    finally:
+        gc.enable()
+
+
+def _timed(plan: Plan, rule: str, ops: list) -> dict:
+    half = next(k for k, op in enumerate(ops) if op[0] == "a" and k >= len(ops) // 2)
     perf = time.perf_counter
     # per call, wall clock
     sched = OnlineScheduler(plan, overload=rule, clock=lambda: 0.0)
