@@ -140,3 +140,36 @@ def test_unprofiled_pool_with_skip_unprofiled(tmp_path, user_files):
     b = pd.read_csv(tmp_path / "b" / "results.csv")
     assert (b["status"] == "ok").all()
     assert b["capacity_rps"].iloc[0] == pytest.approx(CAPACITY, rel=1e-5)   # the unprofiled pool adds nothing
+
+
+def test_ray_path_with_a_stand_in_ray(tmp_path, monkeypatch):
+    """The --ray code path (init, remote, wait, get) against a synchronous stand-in for the ray module."""
+    import sys
+    import types
+
+    calls = {}
+    fake = types.ModuleType("ray")
+    fake.is_initialized = lambda: False
+
+    def init(address=None, **kw):
+        calls["address"] = address
+
+    class Ref:
+        def __init__(self, v):
+            self.v = v
+
+    def remote(fn):
+        return types.SimpleNamespace(remote=lambda *a: Ref(fn(*a)))
+
+    def wait(refs, num_returns=1):
+        return refs[:num_returns], refs[num_returns:]
+
+    fake.init, fake.remote, fake.wait, fake.get = init, remote, wait, (lambda r: r.v)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    args = ["experiment", "--quick", "--scenario", "bursty-mmpp", "--policies", "synergai,random", "--no-plots",
+            "--seeds", "1"]
+    assert main(args + ["--jobs", "1", "--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["--ray", "ray://head:10001", "--out", str(tmp_path / "b")]) == 0
+    assert calls["address"] == "ray://head:10001"
+    da, db = (pd.read_csv(tmp_path / p / "results.csv").drop(columns=TIMING_COLUMNS) for p in ("a", "b"))
+    pd.testing.assert_frame_equal(da, db)
