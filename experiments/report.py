@@ -7,7 +7,6 @@ near zero from dividing by zero; it pulls factors towards 1, never away). Excess
 per-scenario factors over the ``headline`` scenarios; the geometric mean and the pooled ratio (sum over
 scenarios, then divide) are shown beside it.
 """
-
 from __future__ import annotations
 
 import math
@@ -46,19 +45,10 @@ def summarise(results: pd.DataFrame) -> dict:
     df = results[(results["policy"] != "optimal") & (results["status"] == "ok")].copy()
     for c in ("violations", "requests", "excess_ms_total", "energy_j", "decision_us_mean", "p99_latency_ms"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
-    agg = (
-        df.groupby(["scenario", "policy"], sort=False)
-        .agg(
-            requests=("requests", "sum"),
-            violations=("violations", "sum"),
-            excess_ms_total=("excess_ms_total", "sum"),
-            p99_latency_ms=("p99_latency_ms", "mean"),
-            energy_j=("energy_j", "sum"),
-            decision_us_mean=("decision_us_mean", "mean"),
-            headline=("headline", "first"),
-        )
-        .reset_index()
-    )
+    agg = df.groupby(["scenario", "policy"], sort=False).agg(
+        requests=("requests", "sum"), violations=("violations", "sum"), excess_ms_total=("excess_ms_total", "sum"),
+        p99_latency_ms=("p99_latency_ms", "mean"), energy_j=("energy_j", "sum"),
+        decision_us_mean=("decision_us_mean", "mean"), headline=("headline", "first")).reset_index()
     agg["violation_rate"] = agg["violations"] / agg["requests"]
     factors = []
     for sc, g in agg.groupby("scenario", sort=False):
@@ -69,19 +59,11 @@ def summarise(results: pd.DataFrame) -> dict:
         for _, r in g.iterrows():
             if r["policy"] == SYN:
                 continue
-            factors.append(
-                {
-                    "scenario": sc,
-                    "baseline": r["policy"],
-                    "headline": bool(r["headline"]),
-                    "baseline_violations": r["violations"],
-                    "synergai_violations": vs,
-                    "violation_reduction": (r["violations"] + 1) / (vs + 1),
-                    "baseline_excess_ms": r["excess_ms_total"],
-                    "synergai_excess_ms": es,
-                    "excess_reduction": (r["excess_ms_total"] + 1) / (es + 1),
-                }
-            )
+            factors.append({"scenario": sc, "baseline": r["policy"], "headline": bool(r["headline"]),
+                            "baseline_violations": r["violations"], "synergai_violations": vs,
+                            "violation_reduction": (r["violations"] + 1) / (vs + 1),
+                            "baseline_excess_ms": r["excess_ms_total"], "synergai_excess_ms": es,
+                            "excess_reduction": (r["excess_ms_total"] + 1) / (es + 1)})
     fac = pd.DataFrame(factors)
     head = {}
     if len(fac):
@@ -98,111 +80,70 @@ def summarise(results: pd.DataFrame) -> dict:
                 "excess_geomean": float(np.exp(np.log(h["excess_reduction"]).mean())),
                 "excess_pooled": float((h["baseline_excess_ms"].sum() + 1) / (h["synergai_excess_ms"].sum() + 1)),
             }
-    dec = (
-        df.groupby("policy", sort=False)
-        .agg(decision_us_mean=("decision_us_mean", "mean"), decision_us_p99=("decision_us_p99", "mean"))
-        .reset_index()
-    )
+    dec = df.groupby("policy", sort=False).agg(decision_us_mean=("decision_us_mean", "mean"),
+                                               decision_us_p99=("decision_us_p99", "mean")).reset_index()
     return {"agg": agg, "factors": fac, "headline": head, "decision": dec}
 
 
 def optimal_gap(opt: pd.DataFrame) -> pd.DataFrame:
     if opt is None or not len(opt):
         return pd.DataFrame()
-    g = opt.pivot_table(
-        index=["scenario", "load", "seed", "optimal_violations", "optimal_status"],
-        columns="policy",
-        values="violations",
-        aggfunc="first",
-    ).reset_index()
+    g = opt.pivot_table(index=["scenario", "load", "seed", "optimal_violations", "optimal_status"],
+                        columns="policy", values="violations", aggfunc="first").reset_index()
     if SYN in g.columns:
         g["synergai_within_1.1x+1"] = g[SYN] <= 1.1 * g["optimal_violations"] + 1
     return g
 
 
-def write_report(
-    out: Path,
-    results: pd.DataFrame,
-    util: pd.DataFrame | None = None,
-    opt: pd.DataFrame | None = None,
-    *,
-    command: str = "",
-) -> Path:
+def write_report(out: Path, results: pd.DataFrame, util: pd.DataFrame | None = None, opt: pd.DataFrame | None = None,
+                 *, command: str = "") -> Path:
     s = summarise(results)
     agg, fac, head, dec = s["agg"], s["factors"], s["headline"], s["decision"]
     L = ["# SynergAI experiment report", ""]
     if command:
         L += [f"Reproduce: `{command}`", ""]
-    L += [
-        "Violations are QoS (deadline) misses, summed over loads and seeds. Reduction factor = "
-        "(baseline violations + 1) / (synergai violations + 1) per scenario; excess reduction uses summed "
-        "lateness past the deadline, (baseline ms + 1) / (synergai ms + 1). Headline = mean over the scenarios "
-        "marked `headline` (geometric mean and pooled ratio beside it).",
-        "",
-        "Load is a fraction of each scenario's neutral capacity (`experiments/capacity.py`): an upper bound on the "
-        "rate, at the scenario's model mix, that any deployment of the cluster could serve within the deadlines "
-        "(fluid LP, no queueing, no integrality), the same for every policy. Absolute rates are given per scenario.",
-        "",
-    ]
+    L += ["Violations are QoS (deadline) misses, summed over loads and seeds. Reduction factor = "
+          "(baseline violations + 1) / (synergai violations + 1) per scenario; excess reduction uses summed "
+          "lateness past the deadline, (baseline ms + 1) / (synergai ms + 1). Headline = mean over the scenarios "
+          "marked `headline` (geometric mean and pooled ratio beside it).", "",
+          "Load is a fraction of each scenario's neutral capacity (`experiments/capacity.py`): an upper bound on the "
+          "rate, at the scenario's model mix, that any deployment of the cluster could serve within the deadlines "
+          "(fluid LP, no queueing, no integrality), the same for every policy. Absolute rates are given per scenario.",
+          ""]
     L += ["## Headline: SynergAI vs SLO-MAEL (default scenarios)", ""]
     if REF in head:
         h = head[REF]
-        L += [
-            f"- scenarios averaged: {h['scenarios']}",
-            f"- **QoS violations: {h['violation_mean']:.2f}x fewer** on average (geometric mean {h['violation_geomean']:.2f}x, "
-            f"pooled {h['violation_pooled']:.2f}x); the reference SynergAI paper reports 2.4x; target >= 3x: "
-            f"{'met' if h['violation_mean'] >= 3 else 'MISSED'}",
-            f"- **Excess time: {h['excess_mean']:.2f}x lower** on average (geometric mean {h['excess_geomean']:.2f}x, "
-            f"pooled {h['excess_pooled']:.2f}x); target >= 5x: {'met' if h['excess_mean'] >= 5 else 'MISSED'}",
-        ]
+        L += [f"- scenarios averaged: {h['scenarios']}",
+              f"- **QoS violations: {h['violation_mean']:.2f}x fewer** on average (geometric mean {h['violation_geomean']:.2f}x, "
+              f"pooled {h['violation_pooled']:.2f}x); the reference SynergAI paper reports 2.4x; target >= 3x: "
+              f"{'met' if h['violation_mean'] >= 3 else 'MISSED'}",
+              f"- **Excess time: {h['excess_mean']:.2f}x lower** on average (geometric mean {h['excess_geomean']:.2f}x, "
+              f"pooled {h['excess_pooled']:.2f}x); target >= 5x: {'met' if h['excess_mean'] >= 5 else 'MISSED'}"]
     else:
         L += ["- not computed (no headline scenario ran both synergai and slo-mael)"]
     bw = dec[dec["policy"] == "slo-mael-bw"]["decision_us_mean"]
     sy = dec[dec["policy"] == SYN]["decision_us_mean"]
     if len(bw) and len(sy):
         r = float(bw.iloc[0]) / max(float(sy.iloc[0]), 1e-9)
-        L += [
-            f"- **Decision overhead**: synergai {float(sy.iloc[0]):.1f} us vs slo-mael-bw {float(bw.iloc[0]):.1f} us "
-            f"per request ({r:.1f}x lower; target >= 4x: {'met' if r >= 4 else 'MISSED'})"
-        ]
+        L += [f"- **Decision overhead**: synergai {float(sy.iloc[0]):.1f} us vs slo-mael-bw {float(bw.iloc[0]):.1f} us "
+              f"per request ({r:.1f}x lower; target >= 4x: {'met' if r >= 4 else 'MISSED'})"]
     L += [""]
     if head:
         L += ["### Average reduction factor of SynergAI vs each baseline (headline scenarios)", ""]
-        L += [
-            _table(
-                pd.DataFrame(
-                    [
-                        {
-                            "baseline": b,
-                            "violations (mean)": v["violation_mean"],
-                            "violations (geomean)": v["violation_geomean"],
-                            "violations (pooled)": v["violation_pooled"],
-                            "excess (mean)": v["excess_mean"],
-                            "excess (geomean)": v["excess_geomean"],
-                            "excess (pooled)": v["excess_pooled"],
-                        }
-                        for b, v in head.items()
-                    ]
-                )
-            ),
-            "",
-        ]
+        L += [_table(pd.DataFrame([{"baseline": b, "violations (mean)": v["violation_mean"],
+                                    "violations (geomean)": v["violation_geomean"], "violations (pooled)": v["violation_pooled"],
+                                    "excess (mean)": v["excess_mean"], "excess (geomean)": v["excess_geomean"],
+                                    "excess (pooled)": v["excess_pooled"]} for b, v in head.items()])), ""]
     gap = optimal_gap(opt)
     L += ["## Gap to the hindsight optimum", ""]
     if len(gap):
-        L += [
-            "`optimal` = CP-SAT on the first arrivals of the run, minimum over the deployments of the policies "
-            "compared (a lower bound only where status is `optimal`). Each policy is re-run on the same arrivals.",
-            "",
-        ]
+        L += ["`optimal` = CP-SAT on the first arrivals of the run, minimum over the deployments of the policies "
+              "compared (a lower bound only where status is `optimal`). Each policy is re-run on the same arrivals.", ""]
         L += [_table(gap), ""]
         if "synergai_within_1.1x+1" in gap.columns:
             ok = gap[gap["optimal_status"] == "optimal"]
-            L += [
-                f"SynergAI within 1.1x + 1 of the proven optimum in {int(ok['synergai_within_1.1x+1'].sum())} of {len(ok)} "
-                f"proven instances.",
-                "",
-            ]
+            L += [f"SynergAI within 1.1x + 1 of the proven optimum in {int(ok['synergai_within_1.1x+1'].sum())} of {len(ok)} "
+                  f"proven instances.", ""]
     else:
         L += ["not computed in this run (scenarios with an `optimal:` section compute it).", ""]
     L += ["## Decision overhead per policy (measured wall time of `choose`, us per request)", ""]
@@ -210,24 +151,10 @@ def write_report(
     L += ["## Per scenario", ""]
     for sc, g in agg.groupby("scenario", sort=False):
         f = fac[fac["scenario"] == sc].set_index("baseline") if len(fac) else pd.DataFrame()
-        t = g[
-            [
-                "policy",
-                "requests",
-                "violations",
-                "violation_rate",
-                "excess_ms_total",
-                "p99_latency_ms",
-                "energy_j",
-                "decision_us_mean",
-            ]
-        ].copy()
-        t["reduction (violations)"] = [
-            float(f.loc[p, "violation_reduction"]) if p in f.index else math.nan for p in t["policy"]
-        ]
-        t["reduction (excess)"] = [
-            float(f.loc[p, "excess_reduction"]) if p in f.index else math.nan for p in t["policy"]
-        ]
+        t = g[["policy", "requests", "violations", "violation_rate", "excess_ms_total", "p99_latency_ms", "energy_j",
+               "decision_us_mean"]].copy()
+        t["reduction (violations)"] = [float(f.loc[p, "violation_reduction"]) if p in f.index else math.nan for p in t["policy"]]
+        t["reduction (excess)"] = [float(f.loc[p, "excess_reduction"]) if p in f.index else math.nan for p in t["policy"]]
         L += [f"### {sc}{' (headline)' if bool(g['headline'].iloc[0]) else ''}", ""]
         per_load = results[(results["scenario"] == sc) & (results["policy"] != "optimal")].copy()
         cap = pd.to_numeric(per_load["capacity_rps"], errors="coerce").dropna()
@@ -245,16 +172,11 @@ def write_report(
         L += ["## Runs that could not deploy", ""]
         L += [f"- {r.scenario} / {r.policy} / load {r.load}: {r.note}" for r in errs.itertuples()]
         L += [""]
-    L += [
-        "## Figures",
-        "",
-        "- `violation_rate_vs_load.png`: violation rate vs load per policy, one panel per scenario",
-        "- `excess_vs_load.png`: mean excess time (lateness past the deadline, ms per request) vs load",
-        "- `decision_overhead.png`: decision overhead per policy (log scale)",
-        "- `utilisation.png`: per-pool utilisation per policy (headline scenario, load nearest 0.9)",
-        "- `reduction.png`: violation reduction factor of synergai vs slo-mael per scenario",
-        "",
-    ]
+    L += ["## Figures", "", "- `violation_rate_vs_load.png`: violation rate vs load per policy, one panel per scenario",
+          "- `excess_vs_load.png`: mean excess time (lateness past the deadline, ms per request) vs load",
+          "- `decision_overhead.png`: decision overhead per policy (log scale)",
+          "- `utilisation.png`: per-pool utilisation per policy (headline scenario, load nearest 0.9)",
+          "- `reduction.png`: violation reduction factor of synergai vs slo-mael per scenario", ""]
     p = out / "report.md"
     p.write_text("\n".join(L) + "\n")
     return p
@@ -262,23 +184,12 @@ def write_report(
 
 # ---------------------------------------------------------------------------------------------- plots
 
-_ORDER = [
-    "synergai",
-    "slo-mael",
-    "slo-mael-bw",
-    "slo-mael+plan",
-    "offline-only",
-    "least-loaded",
-    "round-robin",
-    "random",
-    "edge-only",
-    "cloud-only",
-]
+_ORDER = ["synergai", "slo-mael", "slo-mael-bw", "slo-mael+plan", "offline-only", "least-loaded", "round-robin",
+          "random", "edge-only", "cloud-only"]
 
 
 def _colors(policies):
     import matplotlib
-
     cmap = matplotlib.colormaps["tab10"]
     known = {p: cmap(i % 10) for i, p in enumerate(_ORDER)}
     extra = [p for p in policies if p not in known]
@@ -304,16 +215,8 @@ def _by_load_plot(df: pd.DataFrame, metric: str, ylabel: str, path: Path, symlog
             h = g[g["policy"] == p].groupby("load")[metric].mean()
             if h.empty:
                 continue
-            ax.plot(
-                h.index,
-                h.values,
-                marker="o",
-                ms=3,
-                lw=2.4 if p == SYN else 1.2,
-                color=colors[p],
-                label=p,
-                zorder=3 if p == SYN else 2,
-            )
+            ax.plot(h.index, h.values, marker="o", ms=3, lw=2.4 if p == SYN else 1.2, color=colors[p], label=p,
+                    zorder=3 if p == SYN else 2)
         ax.set_title(sc, fontsize=10)
         ax.set_xlabel("load (fraction of neutral capacity)")
         ax.set_ylabel(ylabel)
@@ -332,7 +235,6 @@ def _by_load_plot(df: pd.DataFrame, metric: str, ylabel: str, path: Path, symlog
 
 def write_plots(out: Path, results: pd.DataFrame, util: pd.DataFrame | None = None) -> list[Path]:
     import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -384,15 +286,8 @@ def write_plots(out: Path, results: pd.DataFrame, util: pd.DataFrame | None = No
             for j in range(len(m.columns)):
                 val = m.values[i, j]
                 if not np.isnan(val):
-                    ax.text(
-                        j,
-                        i,
-                        f"{val:.2f}",
-                        ha="center",
-                        va="center",
-                        fontsize=8,
-                        color="white" if val < 0.6 else "black",
-                    )
+                    ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=8,
+                            color="white" if val < 0.6 else "black")
         ax.set_title(f"Per-pool utilisation, {sc} at load {load:g} (blank: no replica)")
         fig.colorbar(im, ax=ax, fraction=0.03)
         fig.tight_layout()
