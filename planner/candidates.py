@@ -295,7 +295,10 @@ def _shrink_slices(sh: Shared) -> None:
         per_model: dict[int, float] = {}
         for j in js:
             per_model[sh.m[j]] = max(per_model.get(sh.m[j], 0.0), sh.mem[j])
-        sh.slice[p] = (min(cpu, need_cpu), min(mem, sum(per_model.values())), acc)
+        sh.slice[p] = sl = (min(cpu, need_cpu), min(mem, sum(per_model.values())), acc)
+        # how many such servers one node holds (the node is per_node slices of the unshrunk size)
+        node = (cpu * sh.per_node[p], mem * sh.per_node[p], acc * sh.per_node[p])
+        sh.per_node[p] = min(math.floor(n / x + 1e-9) for n, x in zip(node, sl) if x > 0)
 
 
 def _prune(reports: list[Candidate], group: list[dict], *, better: tuple, worse: tuple, res: bool,

@@ -103,8 +103,50 @@ def _new_highs():
     return h
 
 
+def check_solution(m: MilpArrays, x: np.ndarray, objective: Optional[float], tol: float = 1e-6) -> str:
+    """Why ``x`` is not a solution of ``m`` with that objective ('' when it is): bounds, rows, integrality and
+    the objective value are re-checked, so a back-end's word is never taken alone."""
+    if x is None or len(x) != m.n_cols or not np.isfinite(x).all():
+        return "no finite solution vector"
+    scale = 1.0 + np.abs(x)
+    if (x < m.lb - tol * scale).any() or (x > m.ub + tol * scale).any():
+        return "a column violates its bounds"
+    if m.integer.any() and (np.abs(x[m.integer] - np.rint(x[m.integer])) > 1e-5).any():
+        return "an integer column is fractional"
+    act = m.A @ x
+    rs = 1.0 + abs(m.A) @ np.abs(x)
+    if (act < m.row_lo - tol * rs).any() or (act > m.row_hi + tol * rs).any():
+        bad = int(np.argmax(np.maximum(m.row_lo - act, act - m.row_hi) / rs))
+        return f"row {m.row_names[bad]} is violated"
+    if objective is not None:
+        val = float(m.c @ x + m.offset)
+        if abs(val - objective) > 1e-6 * max(1.0, abs(objective)) + 1e-7:
+            return f"the returned vector's objective {val:.9g} differs from the reported {objective:.9g}"
+    return ""
+
+
 @register("highs", _has("highspy"), "pip install highspy")
 def solve_highs(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray] = None) -> SolveResult:
+    """HiGHS in process.  With a MIP start ``x0``, the returned vector is checked against the model and the
+    reported objective (HiGHS 1.16 can hand back the start instead of its incumbent); on a mismatch the
+    model is solved again without the start."""
+    r = _solve_highs(m, time_limit, gap, x0)
+    if r.x is not None:
+        why = check_solution(m, r.x, r.objective)
+        if why and x0 is not None:
+            r2 = _solve_highs(m, time_limit, gap, None)
+            r2.seconds += r.seconds
+            why2 = check_solution(m, r2.x, r2.objective) if r2.x is not None else ""
+            if not why2:
+                r2.message = (r2.message + f" (re-solved without the MIP start: {why})").strip()
+                return r2
+            why = why2
+        if why:
+            return SolveResult("error", None, None, None, None, r.seconds, f"HiGHS returned an invalid solution: {why}")
+    return r
+
+
+def _solve_highs(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray]) -> SolveResult:
     import highspy
 
     h = _new_highs()
