@@ -438,9 +438,9 @@ def emulated_from_profile(model: str, spec: str, profiles=None, seed: int = 0) -
     recs = [r for r in profiles.for_model_device(model.strip().lower(), device.strip().lower())]
     for r in recs:
         if r.config_id == config_id.strip().lower():
-            from synergai.planner.offline import _choice
+            from synergai.planner.decode import config_choice
 
-            return EmulatedRuntime(model, _choice(r), seed=seed, label=f"{device}/{config_id}")
+            return EmulatedRuntime(model, config_choice(r), seed=seed, label=f"{device}/{config_id}")
     have = ", ".join(sorted(r.config_id for r in recs)[:8]) or "none"
     raise InputError(f"no profile for model {model!r} on device {device!r} with configuration {config_id!r} "
                      f"(configurations there: {have})", field="--emulate")

@@ -219,8 +219,3 @@ def _set_lb(b: Builder, col: int, value: float) -> None:
             return
         start += len(blk)
 
-
-def _choice(rec):  # kept for callers written against the previous module layout
-    from .decode import config_choice
-
-    return config_choice(rec)

@@ -218,11 +218,8 @@ def plan(profiles: Optional[list[Path]] = typer.Option(None, "--profiles", "-p",
     p = plan_offline(table, cl, wl, solver=solver, time_limit=time_limit, gap=gap, options=opts,
                      cluster_file=str(cluster) if cluster else None, workload_file=str(workload) if workload else None)
     if dump_lp:
-        from synergai.planner.candidates import build_candidates
-        from synergai.planner.milp import build_milp
-        c = build_candidates(table, cl, wl, opts)
-        m = build_milp(c, [(d.rate_rps, d.priority) for d in wl.models],
-                       [(q.cpu, q.memory_mb, float(q.accelerators), q.nodes) for q in cl.pools], opts)
+        from synergai.planner.offline import build_model
+        m, _, _ = build_model(table, cl, wl, opts)
         dump_lp.write_text(m.to_lp())
     print_plan(p, wide=wide)
     if what_if:
@@ -302,7 +299,7 @@ def assign(plan_file: Path = typer.Argument(..., help="Plan JSON (from `synergai
            out: Path = typer.Option(Path("decisions.csv"), "--out", "-o", help="Decisions CSV.")):
     """Replay a trace through the online stage (predicted times; use `experiment` to simulate).
 
-    ``replica`` in the output is the replica's index within its (model, pool) group.
+    ``server`` is the server group (see the plan's ``servers``); ``replica`` the server's index within it.
     """
     import pandas as pd
 
@@ -318,14 +315,15 @@ def assign(plan_file: Path = typer.Argument(..., help="Plan JSON (from `synergai
         o = tr.origin[i]
         d = sched.assign(tr.model[i], None if dl != dl else float(dl), now=float(tr.time_s[i]),
                          origin=o if isinstance(o, str) and o in VALID_ORIGINS else None)
-        local = d.replica - sched.groups[d.group].first_replica if d.replica >= 0 else -1
-        rows.append((tr.time_s[i], d.model, d.pool, local, d.start_s, d.finish_s, d.meets, d.lateness_ms, d.reason))
+        local = sched.servers[d.replica][1] if d.replica >= 0 else -1
+        rows.append((tr.time_s[i], d.model, d.pool, d.server, local, d.start_s, d.finish_s, d.meets, d.lateness_ms,
+                     d.reason))
     el = time.perf_counter() - t0
     if out.is_dir():
         raise InputError("is a directory; give a file name such as decisions.csv", file=str(out), field="--out")
-    pd.DataFrame(rows, columns=["time_s", "model", "pool", "replica", "start_s", "est_finish_s", "meets_deadline",
+    pd.DataFrame(rows, columns=["time_s", "model", "pool", "server", "replica", "start_s", "est_finish_s", "meets_deadline",
                                 "est_lateness_ms", "reason"]).to_csv(out, index=False)
-    met = sum(r[6] for r in rows)
+    met = sum(r[7] for r in rows)
     console.print(f"{len(rows)} decisions, {met} predicted to meet their deadline, "
                   f"{el / max(1, len(rows)) * 1e6:.1f} us/decision; wrote {out}", highlight=False)
 
@@ -342,7 +340,8 @@ def schema(out: Path = typer.Option(Path("schemas"), "--out", "-o", help="Direct
 def _register_plugins() -> None:
     import importlib
 
-    for mod in ("synergai.experiments.cli", "synergai.executor.cli", "synergai.profiling_data.cli"):
+    for mod in ("synergai.experiments.cli", "synergai.executor.cli", "synergai.profiling_data.cli",
+                "synergai.executor.serving_cli"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

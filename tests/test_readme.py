@@ -20,8 +20,8 @@ def test_library_example_runs(tmp_path, monkeypatch):
 
 
 def test_quick_start_plan_command(tmp_path):
-    r = subprocess.run([sys.executable, "-c", "from synergai.cli import main; main()", "plan"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", "from synergai.cli import main; main()", "plan", "--out", "plan.json"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "solver highs: optimal" in r.stdout
     from synergai.models import Plan
@@ -44,7 +44,8 @@ def test_schema_command(tmp_path):
 
 
 def test_assign_command(tmp_path):
-    subprocess.run([sys.executable, "-c", "from synergai.cli import main; main()", "plan"], cwd=tmp_path, check=True,
+    subprocess.run([sys.executable, "-c", "from synergai.cli import main; main()", "plan", "--out", "plan.json"], cwd=tmp_path,
+                   check=True,
                    capture_output=True, timeout=300)
     (tmp_path / "t.csv").write_text("time_s,model,deadline_ms\n0.0,resnet50,15\n0.001,bert,\n0.002,resnet50,15\n")
     r = subprocess.run([sys.executable, "-c", "from synergai.cli import main; main()", "assign", "plan.json", "--trace",
@@ -57,7 +58,7 @@ def test_assign_command(tmp_path):
 
 def test_plan_from_trace(tmp_path):
     (tmp_path / "t.csv").write_text("time_s,model,deadline_ms\n0,resnet50,15\n0.5,resnet50,\n1,bert,100\n2,resnet50,\n")
-    r = subprocess.run([sys.executable, "-c", "from synergai.cli import main; main()", "plan", "--trace", "t.csv"],
+    r = subprocess.run([sys.executable, "-c", "from synergai.cli import main; main()", "plan", "--trace", "t.csv", "--out", "plan.json"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     from synergai.models import Plan
