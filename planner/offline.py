@@ -43,11 +43,12 @@ def plan_offline(profiles: ProfileTable, cluster: ClusterSpec, workload: Workloa
     t_start = time.perf_counter()
     notes: list[str] = [f"pool {p}: no profile for its device; left unused (--skip-unprofiled)" for p in skipped]
     node_level: tuple[int, ...] = ()
+    start = None
     while True:
         remaining = max(0.5, time_limit - (time.perf_counter() - t_start))
         b, lay = build_milp(cands, demands, pools, opts, node_level=node_level)
         check = lambda x: [p for p in unpackable_pools(cands, *_integers(x, lay), pools) if p not in node_level]  # noqa: E731
-        res, phases, arrays = _solve_phases(fn, b, lay, cands, opts, remaining, gap, check)
+        res, phases, arrays = _solve_phases(fn, b, lay, cands, opts, remaining, gap, check, start)
         if res.x is None:
             break
         n, sigma = _integers(res.x, lay)
@@ -57,6 +58,7 @@ def plan_offline(profiles: ProfileTable, cluster: ClusterSpec, workload: Workloa
         notes.append("pools " + ", ".join(pools[p].name for p in bad) + ": the per-pool solution did not pack onto "
                      "nodes (first-fit decreasing); re-solved with these pools modelled node by node")
         node_level = tuple(sorted(set(node_level) | set(bad)))
+        start = _without_pools(res.x, lay, cands, bad, np.array([d[0] for d in demands], dtype=float))
     secs = time.perf_counter() - t_start
     status = "trivial" if len(cands) == 0 else res.status
     report = SolverReport(backend=solver, status=status, objective=res.objective, best_bound=res.best_bound,
@@ -85,6 +87,33 @@ def build_model(profiles: ProfileTable, cluster: ClusterSpec, workload: Workload
     return b.arrays(c), lay, cands
 
 
+def _without_pools(x: np.ndarray, lay: Layout, cands: Candidates, pools: list[int], lam: np.ndarray) -> np.ndarray:
+    """A feasible phase-1 start for the re-solve: the previous plan with nothing deployed on ``pools``
+    (their load becomes unserved).  Main columns keep their indices across re-solves (node-level columns
+    are appended after them), so the previous vector up to the first headroom/node-level column carries over."""
+    n_main = 1 + max(int(a.max()) for a in [lay.iy, lay.in_, lay.iv, lay.isig, lay.io, *lay.ix, *lay.ixs, *lay.iu]
+                     if len(a))
+    x = np.array(x[:n_main], dtype=float)
+    on = np.isin(np.asarray(cands.ded.p, dtype=np.int64), pools) if lay.K else np.zeros(0, bool)
+    son = np.isin(np.asarray(cands.sh.p, dtype=np.int64), pools) if lay.J else np.zeros(0, bool)
+    x[lay.iy[on]] = 0
+    x[lay.in_[on]] = 0
+    x[lay.iv[son]] = 0
+    for p in pools:
+        for col in (lay.isig[p], lay.io[p]):
+            if col >= 0:
+                x[col] = 0
+    mk = np.asarray(cands.ded.m, dtype=np.int64)
+    mj = np.asarray(cands.sh.m, dtype=np.int64)
+    for si, (f, _) in enumerate(lay.scen):
+        x[lay.ix[si][on]] = 0
+        x[lay.ixs[si][son]] = 0
+        routed = (np.bincount(mk, weights=x[lay.ix[si]], minlength=lay.M)
+                  + np.bincount(mj, weights=x[lay.ixs[si]], minlength=lay.M))
+        x[lay.iu[si]] = np.clip(f * lam - routed, 0.0, f * lam)
+    return x
+
+
 def _integers(x: np.ndarray, lay: Layout) -> tuple[np.ndarray, dict[int, int]]:
     n = np.rint(x[lay.in_]).astype(int) if lay.K else np.zeros(0, int)
     sigma = {p: int(round(x[c])) for p, c in enumerate(lay.isig) if c >= 0}
@@ -111,7 +140,7 @@ def _worst(results: list[SolveResult]) -> str:
 
 
 def _solve_phases(fn, b: Builder, lay: Layout, cands: Candidates, opts: PlanOptions, time_limit: float,
-                  gap: float, check=None):
+                  gap: float, check=None, start: np.ndarray | None = None):
     """Run the objective phases; returns (result holding the final x, phase reports, final arrays).
 
     ``check(x)`` lists pools whose servers do not pack; the phases stop early (returning that x) as
@@ -135,10 +164,11 @@ def _solve_phases(fn, b: Builder, lay: Layout, cands: Candidates, opts: PlanOpti
 
     # 1: expected weighted unserved rate
     a1 = b.arrays(lay.u_cost)
-    start = np.zeros(a1.n_cols)  # deploy nothing, serve nothing: always feasible
-    for si in range(len(lay.scen)):
-        start[lay.iu[si]] = a1.ub[lay.iu[si]]
-    r1 = fn(a1, left(0.4), gap, x0=start)
+    if start is None:  # deploy nothing, serve nothing: always feasible
+        start = np.zeros(a1.n_cols)
+        for si in range(len(lay.scen)):
+            start[lay.iu[si]] = a1.ub[lay.iu[si]]
+    r1 = fn(a1, left(0.4), gap, x0=_pad(start, a1.n_cols))
     phases = [_phase("unserved", r1)]
     if r1.x is None or (check is not None and check(r1.x)):
         return r1, phases, a1
