@@ -18,7 +18,9 @@ from .cluster import NodePool
 from .errors import InputError, pydantic_error
 from .workload import ModelDemand
 
-SCHEMA_VERSION = "synergai.plan/v1"
+SCHEMA_VERSION = "synergai.plan/v2"
+#: Versions this code reads: v1 plans (no server groups) are read as one dedicated group per assignment.
+READABLE_VERSIONS = ("synergai.plan/v1", "synergai.plan/v2")
 
 CandidateStatus = Literal["chosen", "misses_deadline", "does_not_fit", "dominated", "not_chosen", "power_mode_conflict"]
 
@@ -149,7 +151,8 @@ class Plan(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal["synergai.plan/v1"] = Field(SCHEMA_VERSION, description="Schema version of this document.")
+    schema_version: Literal["synergai.plan/v1", "synergai.plan/v2"] = Field(
+        SCHEMA_VERSION, description="Schema version of this document (v2 adds server groups; v1 is still read).")
     plan_id: str = Field("", description="Content hash of the decisions (assignments + unserved), 12 hex chars.")
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc), description="Creation time (UTC).")
     objective: str = Field("lexicographic", description="How the objective was combined: `lexicographic` or `weighted`.")
@@ -228,7 +231,7 @@ class Plan(BaseModel):
         if not isinstance(data, dict):
             raise InputError("a plan must be a JSON object", file=source)
         ver = data.get("schema_version")
-        if ver != SCHEMA_VERSION:
+        if ver not in READABLE_VERSIONS:
             raise InputError(f"unsupported schema version {ver!r}, expected {SCHEMA_VERSION!r}", file=source,
                              field="schema_version")
         try:

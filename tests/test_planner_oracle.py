@@ -282,3 +282,23 @@ def test_shared_server_hosts_two_models_on_one_gpu():
     (g,) = sh.servers
     assert g.shared and sorted(g.models) == ["a", "b"] and g.replicas == 1
     check_invariants(sh, t, c, w)
+
+
+def test_v1_plan_documents_are_still_read(tmp_path):
+    """A v1 plan (no server groups) loads, and consumers see one dedicated group per assignment."""
+    import json
+
+    import synergai.profiling_data as pdata
+    from synergai.models import Plan
+    plan = plan_offline(pdata.default_profiles(), pdata.default_cluster(), pdata.default_workload(),
+                        options=PlanOptions(shared_servers=False))
+    doc = json.loads(plan.model_dump_json())
+    doc["schema_version"] = "synergai.plan/v1"
+    doc.pop("servers")
+    for a in doc["assignments"]:
+        a.pop("server")
+    (tmp_path / "v1.json").write_text(json.dumps(doc))
+    old = Plan.load(tmp_path / "v1.json")
+    groups = old.server_groups()
+    assert len(groups) == len(old.assignments) and not any(g.shared for g in groups)
+    assert sorted((g.pool, g.replicas) for g in groups) == sorted((g.pool, g.replicas) for g in plan.servers)
