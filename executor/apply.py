@@ -10,9 +10,11 @@ Three phases, so a bad object never leaves the cluster half-updated:
    dry-run result gives created / updated (with the changed fields) / unchanged.
 2. **write** the created/updated objects (real apply, same field manager). Unchanged
    objects are not written, so a second apply of the same plan changes nothing.
-3. **prune** (optional): Deployments and Services carrying
-   ``app.kubernetes.io/managed-by=synergai`` whose name the plan does not produce are
-   deleted (uid precondition, background propagation). Nothing else is ever deleted.
+3. **prune** (optional): Deployments, Services and ConfigMaps carrying
+   ``app.kubernetes.io/managed-by=synergai`` and a plan component
+   (``app.kubernetes.io/component`` in ``inference``, ``model-endpoint``, ``server-config``) whose
+   name the plan does not produce are deleted (uid precondition, background propagation).
+   Nothing else is ever deleted: not the gateway's objects, not a ConfigMap without that component.
 
 A change confined to the ``synergai.io/plan-id`` annotation is written (the objects then
 name the live plan) but reported as *unchanged*: the workload itself does not change.
@@ -27,11 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .kube import KubeClient, KubeError, Stopped
-from .manifests import ANN_PLAN_ID, MANAGED_SELECTOR
+from .manifests import ANN_PLAN_ID, PRUNE_SELECTOR
 
 log = logging.getLogger("synergai.apply")
 
-PRUNE_KINDS = (("apps/v1", "Deployment"), ("v1", "Service"))
+PRUNE_KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"))
 _VOLATILE_META = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink")
 _VOLATILE_ANN = ("deployment.kubernetes.io/revision",)
 
@@ -279,7 +281,7 @@ def apply_objects(kube: KubeClient, objs: list[dict], namespace: str, *, dry_run
         desired = set(names)
         for api_version, kind in PRUNE_KINDS:
             try:
-                items, _ = kube.list(api_version, kind, namespace, label_selector=MANAGED_SELECTOR)
+                items, _ = kube.list(api_version, kind, namespace, label_selector=PRUNE_SELECTOR)
             except KubeError as e:
                 err = _rejected(e, f"{kind}s")
                 err.written = written

@@ -55,16 +55,17 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _load(plan_file: Path, images: Optional[Path]):
+def _load(plan_file: Path, images: Optional[Path], *, gateway: bool = False, model_store: Optional[str] = None):
     from synergai.models import Plan
 
     from .images import ImageMap
-    from .manifests import build
+    from .manifests import ModelStore, build
 
+    store = ModelStore.parse(model_store) if model_store else None
     plan = Plan.load(plan_file)
     imap = ImageMap.load(images) if images else ImageMap.default()
     try:
-        return plan, build(plan, imap)
+        return plan, build(plan, imap, gateway=gateway, model_store=store)
     except InputError as e:
         if e.file is None:
             raise InputError(e.message, file=str(plan_file), field=e.field) from None
@@ -75,8 +76,12 @@ def manifests(plan_file: Path = typer.Argument(..., help="Plan JSON (from `syner
               out: Path = typer.Option(Path("manifests"), "--out", "-o", help="Directory for the YAML files."),
               images: Optional[Path] = typer.Option(None, "--images", help="Image map YAML (default: executor/images.yaml)."),
               namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Set metadata.namespace."),
-              validate: bool = typer.Option(True, "--validate/--no-validate", help="Validate offline (strict, Kubernetes 1.20).")):
-    """Write the plan's Deployments and Services as YAML, one file per object, plus a Kustomization.
+              validate: bool = typer.Option(True, "--validate/--no-validate", help="Validate offline (strict, Kubernetes 1.20)."),
+              gateway: bool = typer.Option(True, "--gateway/--no-gateway", help="Also write the gateway's objects (needs --namespace: its RoleBinding names it)."),
+              model_store: Optional[str] = typer.Option(None, "--model-store", help="Model files: pvc:CLAIM | hostpath:/DIR | none (default hostpath:/var/lib/synergai/models).")):
+    """Write the plan's objects as YAML, one file per object, plus a Kustomization: per server group a
+    ConfigMap (server.json, Triton config.pbtxt), a Deployment and a Service; a Service per model; the
+    gateway (unless --no-gateway).
 
     The directory works with both ``kubectl apply -f DIR`` and ``kubectl apply -k DIR``.
     """
@@ -88,7 +93,10 @@ def manifests(plan_file: Path = typer.Argument(..., help="Plan JSON (from `syner
     _need_kube()
     if namespace is not None and not is_dns1123_label(namespace):
         raise InputError(f"{namespace!r} is not a valid namespace name", field="--namespace")
-    plan, ms = _load(plan_file, images)
+    if gateway and namespace is None:
+        raise InputError("the gateway's RoleBinding names its namespace: give --namespace NAME (or --no-gateway)",
+                         field="--namespace")
+    plan, ms = _load(plan_file, images, gateway=gateway, model_store=model_store)
     docs = ms.dicts(namespace)
     checks = ""
     if validate:
@@ -123,9 +131,14 @@ def manifests(plan_file: Path = typer.Argument(..., help="Plan JSON (from `syner
         if f.exists():
             f.unlink()  # an object the plan no longer has (or the old kustomization.yaml): kubectl -f must not see it
             removed += 1
-    n_dep = sum(1 for d in docs if d["kind"] == "Deployment")
-    print(f"wrote {len(docs)} objects ({n_dep} Deployments, {len(docs) - n_dep} Services) for plan "
-          f"{plan.plan_id} to {out}/{checks}" + (f"; removed {removed} stale files" if removed else ""))
+    kinds: dict[str, int] = {}
+    for d in docs:
+        kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
+    what = ", ".join(f"{n} {kd}{'s' if n > 1 else ''}" for kd, n in sorted(kinds.items()))
+    shared = sum(1 for s in ms.servers if s.shared)
+    print(f"wrote {len(docs)} objects ({what}) for plan {plan.plan_id}: {len(ms.servers)} server groups"
+          f"{f' ({shared} shared)' if shared else ''}{', with the gateway' if gateway else ''}, to {out}/{checks}"
+          + (f"; removed {removed} stale files" if removed else ""))
     print(f"apply with: kubectl apply -f {out}/   or   kubectl apply -k {out}/   or   synergai apply {plan_file}")
 
 
@@ -138,7 +151,9 @@ def apply(plan_file: Path = typer.Argument(..., help="Plan JSON (from `synergai 
           images: Optional[Path] = typer.Option(None, "--images", help="Image map YAML (default: executor/images.yaml)."),
           force_conflicts: bool = typer.Option(True, "--force-conflicts/--no-force-conflicts", help="Take over fields another manager changed (default) or stop."),
           create_namespace: bool = typer.Option(False, "--create-namespace", help="Create the namespace if it does not exist."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not list unchanged objects.")):
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not list unchanged objects."),
+          gateway: bool = typer.Option(True, "--gateway/--no-gateway", help="Also apply the gateway's objects (never pruned)."),
+          model_store: Optional[str] = typer.Option(None, "--model-store", help="Model files: pvc:CLAIM | hostpath:/DIR | none (default hostpath:/var/lib/synergai/models).")):
     """Server-side apply the plan and print what changed (created / updated / deleted / unchanged)."""
     _need_kube()
     from .apply import ApplyError, apply_objects
@@ -147,12 +162,12 @@ def apply(plan_file: Path = typer.Argument(..., help="Plan JSON (from `synergai 
 
     if namespace is not None and not is_dns1123_label(namespace):
         raise InputError(f"{namespace!r} is not a valid namespace name", field="--namespace")
-    plan, ms = _load(plan_file, images)  # all input errors surface before any API call
+    plan, ms = _load(plan_file, images, gateway=gateway, model_store=model_store)  # input errors before any API call
     kcfg = str(kubeconfig) if kubeconfig else None
     kube = KubeClient.from_kubeconfig(kcfg, context)
     ns = namespace or default_namespace(kcfg, context)
     try:
-        res = apply_objects(kube, ms.dicts(), ns, dry_run=dry_run, prune=prune, force_conflicts=force_conflicts,
+        res = apply_objects(kube, ms.dicts(ns), ns, dry_run=dry_run, prune=prune, force_conflicts=force_conflicts,
                             create_namespace=create_namespace)
     except ApplyError as e:
         if e.written:

@@ -6,12 +6,13 @@
 * :func:`triton_configmaps`: one ConfigMap per Triton-served server group with every hosted model's
   ``config.pbtxt`` (max batch size, dynamic batching delay from the plan's batch wait, instance count,
   backend thread parameters), mounted into the model repository by the serving Deployment;
-* :func:`service_names`: server group -> the Service the executor creates for it (what the gateway
-  watches the Endpoints of).
+* :func:`service_names`: server group -> the Service the executor creates for it (one per group, named
+  like its Deployment: what the gateway watches the Endpoints of);
+* :func:`plan_configmap`: the plan the gateway reads (``plan.json``, candidates left out).
 
 Model store layout (Triton's model repository layout, also read by ``synergai serve``)::
 
-    <store>/<model>/config.pbtxt            generated here (ConfigMap, mounted with subPath)
+    <store>/<model>/config.pbtxt            generated here (ConfigMap, mounted with subPath; Triton groups)
     <store>/<model>/1/model.onnx            ONNX Runtime / OpenVINO (synergai serve, Triton onnxruntime)
     <store>/<model>/1/model.plan            TensorRT engine built for the target GPU / Jetson
     <store>/<model>/1/model.pt              PyTorch (Triton libtorch backend)
@@ -20,14 +21,21 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from synergai.models import Plan
+from synergai.models import InputError, Plan
 
 from .images import ImageMap
-from .manifests import (LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, MANAGER,
-                        RUN_AS_USER)
-from .serve import group_assignments
+from .manifests import (ANN_PLAN_ID, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF,
+                        MANAGER, RUN_AS_USER)
+
+
+def group_assignments(plan: Plan) -> dict[str, list]:
+    """Server group name -> the assignments it hosts (as ``executor.serve.group_assignments``, without
+    importing the serving stack)."""
+    return {srv.name: plan.assignments_of(srv.name) for srv in plan.server_groups()}
+
 
 GATEWAY_NAME = "synergai-gateway"
+GATEWAY_PLAN_CONFIGMAP = "synergai-gateway-plan"
 GATEWAY_PORT = 8000
 TOKEN_SECRET = "synergai-gateway-token"
 #: engines served by NVIDIA Triton and the Triton platform/backend of each
@@ -36,29 +44,29 @@ MODEL_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx", 
 
 
 def service_names(plan: Plan, images: Optional[ImageMap] = None) -> dict[str, str]:
-    """Server group -> Service name, as :func:`executor.manifests.build` names them.
-
-    TODO(issue 11): with shared server groups (``plan.servers``) the executor will emit one Service
-    per group; read its name from the manifest set then.
-    """
-    from .manifests import build
+    """Server group -> the name of the Service :func:`executor.manifests.build` makes for it (one per
+    group, shared groups included). Cheap (no Kubernetes client, no image map): the gateway calls it
+    whenever its endpoints change. ``images`` is accepted for compatibility and unused."""
+    from .manifests import server_names
+    from .names import dns_name
 
     try:
-        ms = build(plan, images)
-    except Exception:  # an engine missing from the image map: fall back to the same naming rule
-        ms = None
-    out: dict[str, str] = {}
-    for grp, assigns in group_assignments(plan).items():
-        for a in assigns:
-            w = ms.workload_for(a.model, a.pool, a.config.config_id) if ms else None
-            if w is not None:
-                out[grp] = w.service
-                break
-        else:
-            from .names import dns_name
+        names = server_names(plan)
+    except InputError:  # a plan build() would reject: the same rule for the groups it names
+        names = {}
+    return {g: names.get(g) or dns_name(g, kind="server") for g in group_assignments(plan)}
 
-            out[grp] = dns_name(grp, kind="deployment")
-    return out
+
+def plan_configmap(plan: Plan, name: str = GATEWAY_PLAN_CONFIGMAP, namespace: Optional[str] = None) -> dict:
+    """The ConfigMap the gateway reads the plan from (key ``plan.json``; the candidate list, which only
+    ``explain`` uses, is left out to stay far below the 1 MiB object limit)."""
+    doc = plan.model_copy(update={"candidates": [], "plan_id": plan.plan_id or plan.compute_id()})
+    md: dict[str, Any] = {"name": name, "labels": _labels("gateway-plan"),
+                          "annotations": {ANN_PLAN_ID: doc.plan_id}}
+    if namespace:
+        md["namespace"] = namespace
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": md,
+            "data": {"plan.json": doc.model_dump_json(indent=1) + "\n"}}
 
 
 def _labels(component: str) -> dict[str, str]:
@@ -166,30 +174,42 @@ def triton_platform(engine: str, accelerator: str) -> Optional[str]:
     return TRITON_PLATFORMS.get(e)
 
 
-def triton_configmaps(plan: Plan, namespace: Optional[str] = None) -> list[dict]:
-    """One ConfigMap per server group that Triton serves: key ``<model>.config.pbtxt`` per hosted model
-    (mount each with ``subPath`` at ``/models/<model>/config.pbtxt``)."""
+def triton_group_configs(assigns: list) -> dict[str, str]:
+    """Model -> ``config.pbtxt`` for the models of one Triton-served server group (see
+    :func:`executor.manifests.server_runtime`): GPU engines on ``KIND_GPU``; a CPU engine in a Triton
+    group runs on Triton's ONNX Runtime backend on ``KIND_CPU`` with its threads. The model name in the
+    file is Triton's directory name (:func:`executor.manifests.triton_model_name`)."""
     from synergai.planner.service import ServiceModel
 
-    from .names import dns_name
+    from .manifests import triton_model_name
 
+    out = {}
+    for a in assigns:
+        plat = triton_platform(a.config.engine, a.config.accelerator)
+        gpu = plat is not None and (a.config.accelerators > 0 or a.config.accelerator == "gpu")
+        slots = ServiceModel.of(a.config).slots
+        out[a.model] = triton_config(triton_model_name(a.model), a.config, platform=plat or "onnxruntime_onnx",
+                                     instances=slots, kind="KIND_GPU" if gpu else "KIND_CPU")
+    return out
+
+
+def triton_configmaps(plan: Plan, namespace: Optional[str] = None) -> list[dict]:
+    """The ``config.pbtxt`` files of every Triton-served server group, as the ConfigMaps
+    :func:`executor.manifests.build` makes (one per group, named like its Deployment, key
+    ``<triton model name>.config.pbtxt`` per hosted model, mounted with ``subPath`` at
+    ``/models/<triton model name>/config.pbtxt``; the same ConfigMap holds ``server.json``)."""
+    from .manifests import RUNTIME_TRITON, _groups, server_names, server_runtime, triton_model_name
+
+    names = server_names(plan)
     out = []
-    for grp, assigns in sorted(group_assignments(plan).items()):
-        data = {}
-        for a in assigns:
-            plat = triton_platform(a.config.engine, a.config.accelerator)
-            if plat is None:
-                continue
-            slots = ServiceModel.of(a.config).slots
-            kind = "KIND_GPU" if a.config.accelerators > 0 or a.config.accelerator == "gpu" else "KIND_CPU"
-            data[f"{a.model}.config.pbtxt"] = triton_config(a.model, a.config, platform=plat, instances=slots, kind=kind)
-        if not data:
+    for g, assigns in _groups(plan):
+        if server_runtime(assigns) != RUNTIME_TRITON:
             continue
-        name = dns_name(f"{grp}-triton", kind="configmap")
-        md: dict[str, Any] = {"name": name, "labels": {LABEL_MANAGED_BY: MANAGER, LABEL_PART_OF: MANAGER,
-                                                        LABEL_COMPONENT: "model-config"},
-                              "annotations": {"synergai.io/server-group": grp,
-                                              "synergai.io/plan-id": plan.plan_id or plan.compute_id()}}
+        data = {f"{triton_model_name(m)}.config.pbtxt": text for m, text in triton_group_configs(assigns).items()}
+        md: dict[str, Any] = {"name": names[g.name], "labels": {LABEL_MANAGED_BY: MANAGER, LABEL_PART_OF: MANAGER,
+                                                                LABEL_COMPONENT: "server-config"},
+                              "annotations": {"synergai.io/server-group": g.name,
+                                              ANN_PLAN_ID: plan.plan_id or plan.compute_id()}}
         if namespace:
             md["namespace"] = namespace
         out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": md, "data": data})

@@ -24,14 +24,18 @@ template, so a new plan that does not change a Deployment's pods does not roll t
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from synergai.models import Assignment, InputError, NodePool, Plan
+from synergai.models.plan import Server
 
 from .images import ImageMap, ResolvedImage
-from .names import Namer, dns_name, label_key_error, label_value_error
+from .names import Namer, dns_name, is_dns1123_subdomain, label_key_error, label_value_error
 
 MANAGER = "synergai"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -43,23 +47,34 @@ LABEL_POOL = "synergai.io/pool"                # pool (sanitised) on pods/object
 LABEL_TIER = "synergai.io/tier"
 LABEL_DEVICE = "synergai.io/device"
 LABEL_ARCH = "kubernetes.io/arch"
+LABEL_SERVER = "synergai.io/server"            # the server group (its plan name, or a sanitised form)
+LABEL_SHARED = "synergai.io/shared"            # "true" when the group's servers host several models
+MODEL_LABEL_PREFIX = "model.synergai.io"       # model.synergai.io/<model label>: serving, per hosted model
 
 ANN_PLAN_ID = "synergai.io/plan-id"
 ANN_MODEL = "synergai.io/model"
 ANN_POOL = "synergai.io/pool-name"
 ANN_CONFIG = "synergai.io/config-id"
 ANN_ENGINE = "synergai.io/engine"
+ANN_SERVER = "synergai.io/server-group"
+ANN_MODELS = "synergai.io/models"              # JSON list of the hosted models (raw names)
+ANN_RUNTIME = "synergai.io/runtime"            # triton | synergai-serve
+ANN_CONFIG_HASH = "synergai.io/config-hash"    # hash of the server ConfigMap's data (pod template: rolls pods)
 
 SERVICE_PORT = 80
 CONTAINER_NAME = "server"
 RUN_AS_USER = 65532  # "nonroot" in distroless images
 
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
+#: plan-derived objects (what prune may delete): never the gateway's objects nor anything without a component
+PLAN_COMPONENTS = ("inference", "model-endpoint", "server-config")
+PRUNE_SELECTOR = f"{MANAGED_SELECTOR},{LABEL_COMPONENT} in ({','.join(PLAN_COMPONENTS)})"
 
 
 @dataclass
 class Workload:
-    """One Deployment (and its Service) of the plan."""
+    """One model on one server group: the Deployment (and Service) that serves it. A shared group's
+    Deployment appears once per hosted model."""
 
     name: str
     model: str
@@ -67,6 +82,24 @@ class Workload:
     config_id: str
     replicas: int
     service: str
+    server: str = ""
+
+
+@dataclass
+class ServerWorkload:
+    """One server group of the plan: its Deployment, Service and ConfigMap (all named ``name``)."""
+
+    name: str
+    server: str
+    pool: str
+    replicas: int
+    shared: bool
+    standby: bool
+    models: list[str]
+    runtime: str
+    image: str
+    service: str
+    configmap: str
 
 
 @dataclass
@@ -74,6 +107,7 @@ class ManifestSet:
     plan_id: str
     objects: list[Any] = field(default_factory=list)          # typed kubernetes client models
     workloads: list[Workload] = field(default_factory=list)
+    servers: list[ServerWorkload] = field(default_factory=list)
     model_services: dict[str, str] = field(default_factory=dict)  # model -> Service name
     _dicts: Optional[list[dict]] = field(default=None, repr=False, compare=False)
 
@@ -85,7 +119,14 @@ class ManifestSet:
         if namespace:
             for d in out:
                 d["metadata"]["namespace"] = namespace
+                if d["kind"] == "RoleBinding":  # a ServiceAccount subject names its namespace
+                    for sub in d.get("subjects") or []:
+                        if sub.get("kind") == "ServiceAccount":
+                            sub["namespace"] = namespace
         return out
+
+    def server_for(self, group: str) -> Optional[ServerWorkload]:
+        return next((s for s in self.servers if s.server == group), None)
 
     def workload_for(self, model: str, pool: str, config_id: Optional[str] = None) -> Optional[Workload]:
         for w in self.workloads:
@@ -171,49 +212,176 @@ def pool_node_selector(pool: NodePool) -> dict[str, str]:
     return sel
 
 
-def _resources(a: Assignment, pool: NodePool) -> Any:
-    c = a.config
-    cpu_req = c.cpu_cores
-    cpu_lim = max(cpu_req, float(c.threads or 0))
-    requests = {"cpu": cpu_quantity(cpu_req), "memory": memory_quantity(c.memory_request_mb)}
-    limits = {"cpu": cpu_quantity(cpu_lim), "memory": memory_quantity(c.memory_request_mb)}
-    if c.accelerators > 0:
+# ------------------------------------------------------------------------------------------ server groups
+
+RUNTIME_TRITON = "triton"
+RUNTIME_SERVE = "synergai-serve"
+SERVER_CONFIG_DIR = "/etc/synergai"
+SERVER_CONFIG_KEY = "server.json"
+SERVER_CONFIG_SCHEMA = "synergai.server/v1"
+MODEL_STORE_DIR = "/models"
+_SAFE_DIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+
+
+@dataclass(frozen=True)
+class ModelStore:
+    """Where the model files live: ``<store>/<model>/1/model.onnx|model.plan|model.pt``.
+
+    ``pvc:CLAIM`` (a PersistentVolumeClaim in the namespace), ``hostpath:/DIR`` (a directory on every node
+    of the pool, e.g. on edge boards), or ``none`` (no volume: the image carries the models)."""
+
+    kind: str = "hostpath"
+    target: str = "/var/lib/synergai/models"
+
+    @classmethod
+    def parse(cls, spec: str) -> "ModelStore":
+        kind, sep, target = str(spec).strip().partition(":")
+        kind = kind.lower()
+        if kind == "none" and not sep:
+            return cls("none", "")
+        if kind == "pvc" and target and is_dns1123_subdomain(target):
+            return cls("pvc", target)
+        if kind == "hostpath" and target.startswith("/") and ".." not in target.split("/"):
+            return cls("hostpath", target)
+        raise InputError(f"model store {spec!r}: expected pvc:CLAIM, hostpath:/DIR or none", field="--model-store")
+
+    def volume(self) -> Any:
+        if self.kind == "pvc":
+            return k.V1Volume(name="model-store", persistent_volume_claim=k.V1PersistentVolumeClaimVolumeSource(
+                claim_name=self.target, read_only=True))
+        if self.kind == "hostpath":
+            return k.V1Volume(name="model-store", host_path=k.V1HostPathVolumeSource(path=self.target,
+                                                                                     type="Directory"))
+        return None
+
+
+DEFAULT_MODEL_STORE = ModelStore()
+
+
+def is_triton_config(cfg: Any) -> bool:
+    """True when NVIDIA Triton serves this configuration (GPU and Jetson engines: TensorRT, PyTorch,
+    ONNX Runtime on a GPU)."""
+    from .gateway_objects import triton_platform
+
+    return triton_platform(cfg.engine, cfg.accelerator) is not None
+
+
+def runtime_engine(cfg: Any) -> str:
+    """The image map key of a configuration: its engine, ``onnxruntime-gpu`` for ONNX Runtime on a GPU."""
+    e = cfg.engine.strip().lower()
+    if e == "onnxruntime" and cfg.accelerator not in ("none", "cpu", ""):
+        return "onnxruntime-gpu"
+    return e
+
+
+def triton_model_name(model: str) -> str:
+    """Triton's model (directory) name for a plan model: the name itself when it is a safe path segment,
+    else a readable slug with a hash (``server.json`` records it as ``runtime_name``)."""
+    return model if _SAFE_DIR.match(model) and model not in (".", "..") else dns_name(model, kind="triton-model")
+
+
+def server_runtime(assigns: list[Assignment]) -> str:
+    """The runtime of a server group (one process, so one runtime for every hosted model):
+
+    * every hosted configuration on a Triton engine (GPU / Jetson) -> Triton;
+    * none -> ``synergai serve`` (CPU engines);
+    * mixed -> Triton: it serves the CPU configurations with its ONNX Runtime backend on the CPU
+      (``KIND_CPU``, the configuration's threads) from the model's ONNX export, like ``synergai/serve``
+      serves TFLite / Arm NN profiles; their profile is then an approximation of what runs.
+    """
+    return RUNTIME_TRITON if any(is_triton_config(a.config) for a in assigns) else RUNTIME_SERVE
+
+
+def server_config(group: Server, assigns: list[Assignment], runtime: str) -> dict:
+    """The ``server.json`` of a server group: what every server of the group loads and how.
+
+    Only what the runtime needs: a new plan that leaves a group's models and configurations alone
+    leaves this document (and so the pods) unchanged."""
+    from synergai.planner.service import ServiceModel, batch_wait_ms
+
+    from .gateway_objects import model_file, triton_platform
+
+    models = []
+    for a in assigns:
+        c = a.config
+        plat = triton_platform(c.engine, c.accelerator) if runtime == RUNTIME_TRITON else None
+        if runtime == RUNTIME_TRITON and plat is None:
+            plat = "onnxruntime_onnx"  # a CPU engine in a Triton group: ONNX Runtime backend, KIND_CPU
+        name = triton_model_name(a.model) if runtime == RUNTIME_TRITON else a.model
+        models.append({
+            "model": a.model,
+            "runtime_name": name,
+            "config_id": c.config_id,
+            "engine": c.engine,
+            "precision": c.precision,
+            "batch_size": c.batch_size,
+            "threads": c.threads,
+            "batch_wait_ms": round(batch_wait_ms(c), 6),
+            "slots": ServiceModel.of(c).slots,
+            "accelerator": c.accelerator,
+            "accelerators": c.accelerators,
+            "power_mode": c.power_mode,
+            "file": f"{a.model}/1/{model_file(c.engine, c.accelerator) if plat is None else _file_of(plat)}",
+            **({"triton_platform": plat} if plat else {}),
+            "config": c.model_dump(mode="json"),
+        })
+    return {"schema_version": SERVER_CONFIG_SCHEMA, "server": group.name, "pool": group.pool,
+            "shared": group.shared, "power_mode": group.power_mode, "runtime": runtime,
+            "model_store": MODEL_STORE_DIR, "models": models}
+
+
+def _file_of(platform: str) -> str:
+    from .gateway_objects import MODEL_FILES
+
+    return MODEL_FILES.get(platform, "model.onnx")
+
+
+def _resources(group: Server, assigns: list[Assignment], pool: NodePool) -> Any:
+    cpu_req = group.cpu_cores
+    cpu_lim = max([cpu_req] + [float(a.config.threads or 0) for a in assigns])
+    requests = {"cpu": cpu_quantity(cpu_req), "memory": memory_quantity(group.memory_mb)}
+    limits = {"cpu": cpu_quantity(cpu_lim), "memory": memory_quantity(group.memory_mb)}
+    if group.accelerators > 0:
         res = pool.accelerator_resource
         err = label_key_error(res)
         if err or "/" not in res:
             raise InputError(f"pool {pool.name!r}: accelerator_resource {res!r} is not an extended resource "
                              f"name like nvidia.com/gpu", field="pools.accelerator_resource")
         # extended resources: requests must equal limits
-        requests[res] = str(c.accelerators)
-        limits[res] = str(c.accelerators)
+        requests[res] = str(group.accelerators)
+        limits[res] = str(group.accelerators)
     return k.V1ResourceRequirements(requests=requests, limits=limits)
 
 
-def _env(a: Assignment, pool: NodePool, img: ResolvedImage) -> list[Any]:
-    c = a.config
-    threads = "auto" if c.threads is None else str(c.threads)
-    env = {
-        "MODEL": a.model,
-        "ENGINE": c.engine,
-        "PRECISION": c.precision,
-        "BATCH_SIZE": str(c.batch_size),
-        "THREADS": threads,
-        "POWER_MODE": c.power_mode,
-        "ACCELERATOR": c.accelerator,
-        "CONFIG_ID": c.config_id,
-        "PORT": str(img.port),
-    }
-    if c.batch_size > 1:  # the bounded batch-formation wait the planner assumed (planner.candidates.batch_wait_ms)
-        from synergai.planner.candidates import BATCH_WAIT_FRACTION
-        env["MAX_BATCH_DELAY_MS"] = f"{BATCH_WAIT_FRACTION * c.latency_p50_ms:.3f}"
-    if c.threads:
-        env["OMP_NUM_THREADS"] = str(c.threads)
+def _env(group: Server, assigns: list[Assignment], img: ResolvedImage, runtime: str) -> list[Any]:
+    from synergai.planner.service import batch_wait_ms
+
+    env = {"SYNERGAI_SERVER": group.name, "SYNERGAI_SERVER_CONFIG": f"{SERVER_CONFIG_DIR}/{SERVER_CONFIG_KEY}",
+           "SYNERGAI_MODEL_STORE": MODEL_STORE_DIR, "PORT": str(img.port)}
+    if len(assigns) == 1:  # a dedicated server: the single model's configuration as environment too
+        a = assigns[0]
+        c = a.config
+        env.update({
+            "MODEL": a.model,
+            "ENGINE": c.engine,
+            "PRECISION": c.precision,
+            "BATCH_SIZE": str(c.batch_size),
+            "THREADS": "auto" if c.threads is None else str(c.threads),
+            "POWER_MODE": c.power_mode,
+            "ACCELERATOR": c.accelerator,
+            "CONFIG_ID": c.config_id,
+        })
+        if c.batch_size > 1:  # the batch-formation wait the planner assumed (planner.service.batch_wait_ms)
+            env["MAX_BATCH_DELAY_MS"] = f"{batch_wait_ms(c):.3f}"
+        if c.threads:
+            env["OMP_NUM_THREADS"] = str(c.threads)
     for name, value in img.env:
         env.setdefault(name, value)
     return [k.V1EnvVar(name=n, value=v) for n, v in env.items()]
 
 
-def _container(a: Assignment, pool: NodePool, img: ResolvedImage) -> Any:
+def _container(group: Server, assigns: list[Assignment], pool: NodePool, img: ResolvedImage, runtime: str,
+               mounts: list[Any]) -> Any:
     http = k.V1HTTPGetAction(path=img.readiness_path, port="http", scheme="HTTP")
     live = k.V1HTTPGetAction(path=img.liveness_path, port="http", scheme="HTTP")
     return k.V1Container(
@@ -221,9 +389,9 @@ def _container(a: Assignment, pool: NodePool, img: ResolvedImage) -> Any:
         image=img.image,
         image_pull_policy="IfNotPresent",
         args=list(img.args) or None,
-        env=_env(a, pool, img),
+        env=_env(group, assigns, img, runtime),
         ports=[k.V1ContainerPort(name="http", container_port=img.port, protocol="TCP")],
-        resources=_resources(a, pool),
+        resources=_resources(group, assigns, pool),
         # model loading can take minutes on an edge board: the startup probe covers it
         startup_probe=k.V1Probe(http_get=http, period_seconds=5, failure_threshold=60, timeout_seconds=2),
         readiness_probe=k.V1Probe(http_get=http, period_seconds=5, failure_threshold=3, timeout_seconds=2),
@@ -237,65 +405,187 @@ def _container(a: Assignment, pool: NodePool, img: ResolvedImage) -> Any:
             read_only_root_filesystem=True,
             capabilities=k.V1Capabilities(drop=["ALL"]),
         ),
-        volume_mounts=[k.V1VolumeMount(name="tmp", mount_path="/tmp")],
+        volume_mounts=mounts,
         termination_message_policy="FallbackToLogsOnError",
     )
 
 
-def build(plan: Plan, images: Optional[ImageMap] = None) -> ManifestSet:
-    """All objects for ``plan``; raises :class:`models.InputError` (nothing half-built) on bad input."""
-    k = _client()
-    images = images or ImageMap.default()
-    plan_id = plan.plan_id or plan.compute_id()
-    pools = {p.name: p for p in plan.pools}
-    active = [a for a in plan.assignments if a.replicas > 0]
-
-    seen: dict[tuple, int] = {}
-    per_mp: dict[tuple, int] = {}
-    for i, a in enumerate(active):
+def _groups(plan: Plan) -> list[tuple[Server, list[Assignment]]]:
+    """(group, hosted assignments) for every group with servers, checked; InputError on a bad plan."""
+    pools = {p.name for p in plan.pools}
+    groups = plan.server_groups()
+    names = [g.name for g in groups]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})[0]
+        raise InputError(f"duplicate server group {dup!r}", field="servers")
+    known = set(names)
+    out = []
+    for g in groups:
+        assigns = plan.assignments_of(g.name)
+        if g.replicas <= 0:
+            continue
+        if g.pool not in pools:
+            raise InputError(f"server group {g.name!r}: pool {g.pool!r} is not in plan.pools", field="servers.pool")
+        if not assigns:
+            raise InputError(f"server group {g.name!r} hosts no assignment", field="servers")
+        seen: set[str] = set()
+        for a in assigns:
+            if a.pool != g.pool:
+                raise InputError(f"assignment {a.model}/{a.pool}: pool {a.pool!r} is not the pool {g.pool!r} of "
+                                 f"its server group {g.name!r}", field="assignments.pool")
+            if a.model in seen:
+                raise InputError(f"duplicate assignment for model {a.model!r} on pool {a.pool!r} in server group "
+                                 f"{g.name!r} (configuration {a.config.config_id})", field="assignments")
+            seen.add(a.model)
+        out.append((g, sorted(assigns, key=lambda a: (a.model, a.config.config_id))))
+    if plan.servers:
+        for a in plan.assignments:
+            if a.replicas > 0 and a.server not in known:
+                raise InputError(f"assignment {a.model}/{a.pool}: server group {a.server!r} is not in plan.servers",
+                                 field="assignments.server")
+    for a in plan.assignments:
         if a.pool not in pools:
             raise InputError(f"assignment {a.model}/{a.pool}: pool {a.pool!r} is not in plan.pools",
                              field="assignments.pool")
-        key = (a.model, a.pool, a.config.config_id)
-        if key in seen:
-            raise InputError(f"duplicate assignment for model {a.model!r} on pool {a.pool!r} with "
-                             f"configuration {a.config.config_id}", field="assignments")
-        seen[key] = i
-        per_mp[(a.model, a.pool)] = per_mp.get((a.model, a.pool), 0) + 1
+    return sorted(out, key=lambda x: x[0].name)
+
+
+def server_names(plan: Plan) -> dict[str, str]:
+    """Server group -> the name of its Deployment, Service and ConfigMap (what :func:`build` makes).
+
+    A dedicated group is named after (model, pool) -- so a new configuration for the same model and
+    pool rolls its pods in place, and names stay what earlier synergai versions made -- or (model,
+    pool, configuration) when a hand-made plan has several dedicated groups for one (model, pool);
+    a shared group after its group name."""
+    groups = _groups(plan)
+    per_mp: dict[tuple, int] = {}
+    for g, assigns in groups:
+        if not g.shared and len(assigns) == 1:
+            per_mp[(assigns[0].model, g.pool)] = per_mp.get((assigns[0].model, g.pool), 0) + 1
+    namer = Namer()
+    out = {}
+    for g, assigns in groups:
+        if not g.shared and len(assigns) == 1:
+            a = assigns[0]
+            parts = (a.model, g.pool) if per_mp[(a.model, g.pool)] == 1 else (a.model, g.pool, a.config.config_id)
+            out[g.name] = namer.name(*parts, kind="deployment")
+        else:
+            out[g.name] = namer.name(g.name, kind="server")
+    return out
+
+
+def model_label_key(model_label: str) -> str:
+    """Pod label ``model.synergai.io/<model label>: serving``, one per hosted model: what the per-model
+    Service selects (a shared server's pod carries one per model)."""
+    return f"{MODEL_LABEL_PREFIX}/{model_label}"
+
+
+def build(plan: Plan, images: Optional[ImageMap] = None, *, gateway: bool = False,
+          model_store: Optional[ModelStore] = None, gateway_options: Optional[dict] = None) -> ManifestSet:
+    """All objects for ``plan``; raises :class:`models.InputError` (nothing half-built) on bad input.
+
+    ``gateway``: add the gateway's objects and the plan ConfigMap it reads (see
+    :mod:`executor.gateway_objects`); ``model_store``: where the model files come from."""
+    k = _client()
+    images = images or ImageMap.default()
+    store = model_store or DEFAULT_MODEL_STORE
+    plan_id = plan.plan_id or plan.compute_id()
+    pools = {p.name: p for p in plan.pools}
+    groups = _groups(plan)
+    names = server_names(plan)
 
     namer = Namer()
     out = ManifestSet(plan_id=plan_id)
-    selectors = {name: pool_node_selector(p) for name, p in pools.items() if any(a.pool == name for a in active)}
-    models = sorted({a.model for a in active})
+    selectors = {g.pool: pool_node_selector(pools[g.pool]) for g, _ in groups}
+    models = sorted({a.model for _, assigns in groups for a in assigns})
     model_label = {m: namer.name(m, kind="model") for m in models}
 
-    deployments, services = [], []
-    for a in sorted(active, key=lambda a: (a.model, a.pool, a.config.config_id)):
-        pool = pools[a.pool]
-        try:
-            img = images.resolve(a.config.engine, pool.architecture)
-        except InputError as e:
-            raise InputError(f"model {a.model!r} on pool {a.pool!r}: {e.message} (image map {images.source})",
-                             field="assignments.config.engine") from None
-        # name from (model, pool): a new configuration for the same (model, pool) rolls in place;
-        # the configuration joins the name only if a hand-made plan has several for one (model, pool)
-        parts = (a.model, a.pool) if per_mp[(a.model, a.pool)] == 1 else (a.model, a.pool, a.config.config_id)
-        name = namer.name(*parts, kind="deployment")
-        pool_label = pool_label_value(a.pool)
+    deployments, services, configmaps = [], [], []
+    for g, assigns in groups:
+        pool = pools[g.pool]
+        runtime = server_runtime(assigns)
+        imgs = {}
+        for a in assigns:
+            if runtime == RUNTIME_TRITON and not is_triton_config(a.config):
+                continue  # a CPU model in a Triton group: Triton's image serves it
+            key = runtime_engine(a.config)
+            try:
+                try:
+                    img = images.resolve(key, pool.architecture)
+                except InputError:
+                    if key == a.config.engine.strip().lower():
+                        raise
+                    img = images.resolve(a.config.engine, pool.architecture)
+            except InputError as e:
+                raise InputError(f"model {a.model!r} on pool {g.pool!r}: {e.message} (image map {images.source})",
+                                 field="assignments.config.engine") from None
+            imgs[img] = a
+        if len(imgs) > 1:
+            raise InputError(f"server group {g.name!r} on pool {g.pool!r}: its models need different images ("
+                             + ", ".join(f"{a.model}: {i.image}" for i, a in imgs.items())
+                             + "); one server runs one image", field="servers")
+        (img,) = imgs
+        name = names[g.name]
+        srv_label = g.name if label_value_error(g.name) is None and g.name else dns_name(g.name, kind="server")
         selector = {LABEL_MANAGED_BY: MANAGER, LABEL_INSTANCE: name}
         labels = {LABEL_MANAGED_BY: MANAGER, LABEL_PART_OF: MANAGER, LABEL_COMPONENT: "inference",
-                  LABEL_NAME: model_label[a.model], LABEL_INSTANCE: name, LABEL_POOL: pool_label,
-                  LABEL_TIER: pool.tier}
-        ident = {ANN_MODEL: a.model, ANN_POOL: a.pool, ANN_CONFIG: a.config.config_id, ANN_ENGINE: a.config.engine}
-        meta = k.V1ObjectMeta(name=name, labels=dict(labels), annotations={ANN_PLAN_ID: plan_id, **ident})
-        accel = a.config.accelerators > 0
+                  LABEL_INSTANCE: name, LABEL_POOL: pool_label_value(g.pool), LABEL_TIER: pool.tier,
+                  LABEL_SERVER: srv_label, LABEL_SHARED: "true" if g.shared else "false"}
+        if len(assigns) == 1:
+            labels[LABEL_NAME] = model_label[assigns[0].model]
+        pod_labels = {**labels, **{model_label_key(model_label[a.model]): "serving" for a in assigns}}
+        ident = {ANN_SERVER: g.name, ANN_POOL: g.pool, ANN_MODELS: json.dumps([a.model for a in assigns]),
+                 ANN_RUNTIME: runtime}
+        if len(assigns) == 1:
+            ident.update({ANN_MODEL: assigns[0].model, ANN_CONFIG: assigns[0].config.config_id,
+                          ANN_ENGINE: assigns[0].config.engine})
+        else:
+            ident[ANN_CONFIG] = json.dumps({a.model: a.config.config_id for a in assigns})
+
+        # the server configuration, mounted from a ConfigMap of the same name
+        doc = server_config(g, assigns, runtime)
+        data = {SERVER_CONFIG_KEY: json.dumps(doc, indent=2, sort_keys=True) + "\n"}
+        mounts = [k.V1VolumeMount(name="tmp", mount_path="/tmp"),
+                  k.V1VolumeMount(name="server-config", mount_path=SERVER_CONFIG_DIR, read_only=True)]
+        volumes = [k.V1Volume(name="tmp", empty_dir=k.V1EmptyDirVolumeSource(size_limit="1Gi")),
+                   k.V1Volume(name="server-config", config_map=k.V1ConfigMapVolumeSource(name=name))]
+        store_vol = store.volume()
+        if runtime == RUNTIME_TRITON:
+            # Triton's model repository: an emptyDir at /models holding, per model, config.pbtxt (from the
+            # ConfigMap) and the version directory 1/ (from the model store), both mounted read-only
+            from .gateway_objects import triton_group_configs
+
+            pbtxt = triton_group_configs(assigns)
+            volumes.append(k.V1Volume(name="model-repository", empty_dir=k.V1EmptyDirVolumeSource(size_limit="64Mi")))
+            mounts.append(k.V1VolumeMount(name="model-repository", mount_path=MODEL_STORE_DIR))
+            for m in doc["models"]:
+                key = f"{m['runtime_name']}.config.pbtxt"  # runtime_name is a valid ConfigMap key
+                data[key] = pbtxt[m["model"]]
+                mounts.append(k.V1VolumeMount(name="server-config", read_only=True, sub_path=key,
+                                              mount_path=f"{MODEL_STORE_DIR}/{m['runtime_name']}/config.pbtxt"))
+                if store_vol is not None:
+                    mounts.append(k.V1VolumeMount(name="model-store", read_only=True, sub_path=f"{m['model']}/1",
+                                                  mount_path=f"{MODEL_STORE_DIR}/{m['runtime_name']}/1"))
+        elif store_vol is not None:
+            mounts.append(k.V1VolumeMount(name="model-store", mount_path=MODEL_STORE_DIR, read_only=True))
+        if store_vol is not None:
+            volumes.append(store_vol)
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        cm_labels = {LABEL_MANAGED_BY: MANAGER, LABEL_PART_OF: MANAGER, LABEL_COMPONENT: "server-config",
+                     LABEL_INSTANCE: name, LABEL_POOL: labels[LABEL_POOL], LABEL_SERVER: srv_label}
+        configmaps.append(k.V1ConfigMap(
+            api_version="v1", kind="ConfigMap", data=data,
+            metadata=k.V1ObjectMeta(name=name, labels=cm_labels,
+                                    annotations={ANN_PLAN_ID: plan_id, ANN_SERVER: g.name, ANN_CONFIG_HASH: digest})))
+
+        accel = g.accelerators > 0
         strategy = k.V1DeploymentStrategy(
             type="RollingUpdate",
             # accelerators are usually all allocated: surge pods could never schedule
             rolling_update=k.V1RollingUpdateDeployment(max_surge=0 if accel else 1, max_unavailable=1 if accel else 0))
         pod = k.V1PodSpec(
-            containers=[_container(a, pool, img)],
-            node_selector=dict(selectors[a.pool]),
+            containers=[_container(g, assigns, pool, img, runtime, mounts)],
+            node_selector=dict(selectors[g.pool]),
             automount_service_account_token=False,
             enable_service_links=False,
             # hostNetwork/hostPID/hostIPC are left unset: false is their default and the API server
@@ -305,21 +595,24 @@ def build(plan: Plan, images: Optional[ImageMap] = None) -> ManifestSet:
                 seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault")),
             termination_grace_period_seconds=30,
             restart_policy="Always",
-            volumes=[k.V1Volume(name="tmp", empty_dir=k.V1EmptyDirVolumeSource(size_limit="1Gi"))],
+            volumes=volumes,
             topology_spread_constraints=[k.V1TopologySpreadConstraint(
                 max_skew=1, topology_key="kubernetes.io/hostname", when_unsatisfiable="ScheduleAnyway",
                 label_selector=k.V1LabelSelector(match_labels=dict(selector)))],
         )
+        # the configuration's hash in the pod template: a changed server.json / config.pbtxt rolls the pods
+        # (subPath mounts never see ConfigMap updates)
         dep = k.V1Deployment(
-            api_version="apps/v1", kind="Deployment", metadata=meta,
+            api_version="apps/v1", kind="Deployment",
+            metadata=k.V1ObjectMeta(name=name, labels=dict(labels), annotations={ANN_PLAN_ID: plan_id, **ident}),
             spec=k.V1DeploymentSpec(
-                replicas=a.replicas,
+                replicas=g.replicas,
                 selector=k.V1LabelSelector(match_labels=dict(selector)),
                 strategy=strategy,
                 revision_history_limit=3,
                 progress_deadline_seconds=600,
                 template=k.V1PodTemplateSpec(
-                    metadata=k.V1ObjectMeta(labels=dict(labels), annotations=dict(ident)),
+                    metadata=k.V1ObjectMeta(labels=pod_labels, annotations={**ident, ANN_CONFIG_HASH: digest}),
                     spec=pod)))
         svc = k.V1Service(
             api_version="v1", kind="Service",
@@ -329,8 +622,12 @@ def build(plan: Plan, images: Optional[ImageMap] = None) -> ManifestSet:
                                                         protocol="TCP")]))
         deployments.append(dep)
         services.append(svc)
-        out.workloads.append(Workload(name=name, model=a.model, pool=a.pool, config_id=a.config.config_id,
-                                      replicas=a.replicas, service=name))
+        out.servers.append(ServerWorkload(name=name, server=g.name, pool=g.pool, replicas=g.replicas,
+                                          shared=g.shared, standby=g.standby, models=[a.model for a in assigns],
+                                          runtime=runtime, image=img.image, service=name, configmap=name))
+        for a in assigns:
+            out.workloads.append(Workload(name=name, model=a.model, pool=g.pool, config_id=a.config.config_id,
+                                          replicas=g.replicas, service=name, server=g.name))
 
     for m in models:
         name = namer.name(m, kind="model-service")
@@ -340,18 +637,24 @@ def build(plan: Plan, images: Optional[ImageMap] = None) -> ManifestSet:
             api_version="v1", kind="Service",
             metadata=k.V1ObjectMeta(name=name, labels=labels, annotations={ANN_PLAN_ID: plan_id, ANN_MODEL: m}),
             spec=k.V1ServiceSpec(type="ClusterIP", session_affinity="None",
-                                 selector={LABEL_MANAGED_BY: MANAGER, LABEL_NAME: model_label[m]},
+                                 selector={LABEL_MANAGED_BY: MANAGER, model_label_key(model_label[m]): "serving"},
                                  ports=[k.V1ServicePort(name="http", port=SERVICE_PORT, target_port="http",
                                                         protocol="TCP")])))
         out.model_services[m] = name
 
-    out.objects = deployments + services
+    out.objects = configmaps + deployments + services
+    if gateway:
+        from .gateway_objects import GATEWAY_PLAN_CONFIGMAP, gateway_objects, plan_configmap
+
+        opts = {"plan_configmap": GATEWAY_PLAN_CONFIGMAP, **(gateway_options or {})}
+        out.objects += [plan_configmap(plan, opts["plan_configmap"])] + gateway_objects(plan, images=images, **opts)
     return out
 
 
-def build_manifests(plan: Plan, images: Optional[ImageMap] = None, namespace: Optional[str] = None) -> list[dict]:
-    """Plain dict manifests for ``plan`` (Deployments first, then Services)."""
-    return build(plan, images).dicts(namespace)
+def build_manifests(plan: Plan, images: Optional[ImageMap] = None, namespace: Optional[str] = None,
+                    **kw: Any) -> list[dict]:
+    """Plain dict manifests for ``plan`` (ConfigMaps, Deployments, Services[, the gateway's objects])."""
+    return build(plan, images, **kw).dicts(namespace)
 
 
 def object_key(obj: dict) -> tuple[str, str]:

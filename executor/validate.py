@@ -36,6 +36,7 @@ SNAPSHOT_KINDS = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "io.k8s.api.rbac.v1.RoleBinding",
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): "io.k8s.api.rbac.v1.ClusterRole",
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "io.k8s.api.rbac.v1.ClusterRoleBinding",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "io.k8s.api.networking.v1.NetworkPolicy",  # the gateway's
 }
 
 _DROP_KEYS = {"description", "x-kubernetes-group-version-kind", "x-kubernetes-patch-merge-key",

@@ -73,6 +73,9 @@ def renamed(plan: Plan, models: dict, pools: dict, keep_labels: bool = False) ->
             x["model"] = models.get(x["model"], x["model"])
             if "pool" in x:
                 x["pool"] = pools.get(x["pool"], x["pool"])
+    for g in d["servers"]:
+        g["pool"] = pools.get(g["pool"], g["pool"])
+        g["models"] = [models.get(m, m) for m in g["models"]]
     return Plan.model_validate(d)
 
 
@@ -98,27 +101,54 @@ def services(docs):
 # ------------------------------------------------------------------------------------------ shape
 
 
+def configmaps(docs):
+    return [d for d in docs if d["kind"] == "ConfigMap"]
+
+
+def server_config_of(docs, dep) -> dict:
+    cm = next(c for c in configmaps(docs) if c["metadata"]["name"] == dep["metadata"]["name"])
+    return json.loads(cm["data"]["server.json"])
+
+
+def test_default_plan_has_a_shared_group():
+    """The fixture the shape tests rely on: the default plan shares one Jetson AGX Orin between two models."""
+    shared = [g for g in default_plan().server_groups() if g.shared]
+    assert shared and all(len(g.models) >= 2 for g in shared)
+
+
 def test_default_plan_objects():
+    from synergai.planner.service import ServiceModel, batch_wait_ms
+
     plan = default_plan()
     ms = build(plan)
     docs = ms.dicts()
-    active = [a for a in plan.assignments if a.replicas > 0]
-    models = {a.model for a in active}
-    assert len(deployments(docs)) == len(active)
-    # one Service per Deployment (same name) + one per model
-    assert len(services(docs)) == len(active) + len(models)
-    assert {d["metadata"]["name"] for d in deployments(docs)} <= {s["metadata"]["name"] for s in services(docs)}
+    groups = [g for g in plan.server_groups() if g.replicas > 0]
+    models = {a.model for a in plan.assignments if a.replicas > 0}
+    # one Deployment, one Service and one ConfigMap per server group (same name) + one Service per model
+    assert len(deployments(docs)) == len(groups) == len(ms.servers)
+    assert len(configmaps(docs)) == len(groups)
+    assert len(services(docs)) == len(groups) + len(models)
+    dep_names = {d["metadata"]["name"] for d in deployments(docs)}
+    assert dep_names <= {s["metadata"]["name"] for s in services(docs)}
+    assert dep_names == {c["metadata"]["name"] for c in configmaps(docs)}
     assert set(ms.model_services) == models
     pools = {p.name: p for p in plan.pools}
+    by_group = {g.name: g for g in groups}
+    seen_groups = set()
     for d in deployments(docs):
         md, spec = d["metadata"], d["spec"]
         ann = md["annotations"]
-        a = next(x for x in active if x.model == ann["synergai.io/model"] and x.pool == ann["synergai.io/pool-name"])
-        pool = pools[a.pool]
+        g = by_group[ann["synergai.io/server-group"]]
+        seen_groups.add(g.name)
+        assigns = plan.assignments_of(g.name)
+        pool = pools[g.pool]
         assert md["labels"][LABEL_MANAGED_BY] == MANAGER
-        assert md["labels"][LABEL_NAME]
+        assert md["labels"]["synergai.io/server"] == g.name
+        assert md["labels"]["synergai.io/shared"] == ("true" if g.shared else "false")
+        assert md["labels"][LABEL_POOL] == g.pool
+        assert json.loads(ann["synergai.io/models"]) == sorted(a.model for a in assigns)
         assert ann[ANN_PLAN_ID] == plan.plan_id
-        assert spec["replicas"] == a.replicas
+        assert spec["replicas"] == g.replicas
         sel = spec["selector"]["matchLabels"]
         tmpl = spec["template"]
         assert all(tmpl["metadata"]["labels"][k] == v for k, v in sel.items())
@@ -129,19 +159,54 @@ def test_default_plan_objects():
             assert pod["nodeSelector"][k] == v
         (c,) = pod["containers"]
         env = {e["name"]: e["value"] for e in c["env"]}
-        assert env["MODEL"] == a.model and env["ENGINE"] == a.config.engine
-        assert env["PRECISION"] == a.config.precision and env["BATCH_SIZE"] == str(a.config.batch_size)
-        assert env["POWER_MODE"] == a.config.power_mode
-        assert env["THREADS"] == ("auto" if a.config.threads is None else str(a.config.threads))
-        assert c["image"] == ImageMap.default().resolve(a.config.engine, pool.architecture).image
+        assert env["SYNERGAI_SERVER_CONFIG"] == "/etc/synergai/server.json"
+        if len(assigns) == 1:  # dedicated: the configuration in the environment too
+            a = assigns[0]
+            assert env["MODEL"] == a.model and env["ENGINE"] == a.config.engine
+            assert env["PRECISION"] == a.config.precision and env["BATCH_SIZE"] == str(a.config.batch_size)
+            assert env["POWER_MODE"] == a.config.power_mode
+            assert env["THREADS"] == ("auto" if a.config.threads is None else str(a.config.threads))
+        else:
+            assert "MODEL" not in env
+        # the runtime: Triton when any hosted configuration is on a GPU engine, else synergai serve
+        triton = any(a.config.engine in ("tensorrt", "pytorch") for a in assigns)
+        assert ann["synergai.io/runtime"] == ("triton" if triton else "synergai-serve")
+        if triton:
+            assert "tritonserver" in c["image"] and c["args"][0] == "tritonserver"
+        else:
+            assert c["image"].startswith("synergai/serve:")
+            assert c["args"][:3] == ["serve", "--plan-config", "/etc/synergai/server.json"]
+        # resources from the group
         req, lim = c["resources"]["requests"], c["resources"]["limits"]
-        assert req["cpu"] == cpu_quantity(a.config.cpu_cores)
-        assert req["memory"] == memory_quantity(a.config.memory_request_mb) == lim["memory"]
-        if a.config.accelerators:
-            assert req[pool.accelerator_resource] == lim[pool.accelerator_resource] == str(a.config.accelerators)
+        assert req["cpu"] == cpu_quantity(g.cpu_cores)
+        assert req["memory"] == memory_quantity(g.memory_mb) == lim["memory"]
+        if g.accelerators:
+            assert req[pool.accelerator_resource] == lim[pool.accelerator_resource] == str(g.accelerators)
             assert spec["strategy"]["rollingUpdate"]["maxSurge"] == 0
         else:
             assert not any("/" in k for k in req)
+        # the server configuration: every hosted model with its configuration, mounted at /etc/synergai
+        conf = server_config_of(docs, d)
+        assert conf["server"] == g.name and conf["shared"] == g.shared and conf["pool"] == g.pool
+        want = {a.model: a.config for a in assigns}
+        assert sorted(m["model"] for m in conf["models"]) == sorted(want) == sorted(g.models)
+        for m in conf["models"]:
+            cfg = want[m["model"]]
+            assert (m["engine"], m["precision"], m["batch_size"], m["threads"], m["config_id"]) == \
+                   (cfg.engine, cfg.precision, cfg.batch_size, cfg.threads, cfg.config_id)
+            assert m["batch_wait_ms"] == pytest.approx(batch_wait_ms(cfg), abs=1e-6)
+            assert m["slots"] == ServiceModel.of(cfg).slots
+        mounts = {v["mountPath"]: v for v in c["volumeMounts"]}
+        assert mounts["/etc/synergai"]["name"] == "server-config" and mounts["/etc/synergai"]["readOnly"]
+        vol = next(v for v in pod["volumes"] if v["name"] == "server-config")
+        assert vol["configMap"]["name"] == md["name"]
+        if triton:  # Triton's repository: config.pbtxt from the ConfigMap, the version directory from the store
+            for m in conf["models"]:
+                cp = mounts[f"/models/{m['runtime_name']}/config.pbtxt"]
+                assert cp["name"] == "server-config" and cp["subPath"] == f"{m['runtime_name']}.config.pbtxt"
+                assert mounts[f"/models/{m['runtime_name']}/1"]["subPath"] == f"{m['model']}/1"
+        # a changed configuration changes the pod template (subPath mounts never see ConfigMap updates)
+        assert tmpl["metadata"]["annotations"]["synergai.io/config-hash"]
         # hardened
         sc = c["securityContext"]
         assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
@@ -153,26 +218,151 @@ def test_default_plan_objects():
         assert pod["automountServiceAccountToken"] is False
         assert c["readinessProbe"] and c["livenessProbe"] and c["startupProbe"]
         assert pod["terminationGracePeriodSeconds"] > 0
+    assert seen_groups == set(by_group), "standby groups are deployed too"
+    assert any(g.standby for g in groups)
     for s in services(docs):
         sel = s["spec"]["selector"]
         assert sel[LABEL_MANAGED_BY] == MANAGER
         assert s["spec"]["ports"][0]["targetPort"] == "http"
-        if LABEL_INSTANCE in sel:  # per-deployment Service selects exactly its Deployment's pods
+        if LABEL_INSTANCE in sel:  # per-group Service selects exactly its Deployment's pods
             dep = next(d for d in deployments(docs) if d["metadata"]["name"] == s["metadata"]["name"])
             assert sel == dep["spec"]["selector"]["matchLabels"]
-        else:  # per-model Service: the model's pods on every pool
+        else:  # per-model Service: the pods of every group that hosts the model (shared ones included)
             model = s["metadata"]["annotations"]["synergai.io/model"]
-            mine = [d for d in deployments(docs) if d["metadata"]["annotations"]["synergai.io/model"] == model]
-            assert mine and all(d["spec"]["template"]["metadata"]["labels"][LABEL_NAME] == sel[LABEL_NAME]
-                                for d in mine)
+            mine = [d for d in deployments(docs)
+                    if model in json.loads(d["metadata"]["annotations"]["synergai.io/models"])]
+            hosts = [d for d in deployments(docs)
+                     if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())]
+            assert mine and hosts == mine
 
 
-def test_zero_replica_assignments_make_nothing():
+def test_shared_group_is_one_triton_deployment_with_both_models():
+    from synergai.executor.gateway_objects import service_names, triton_configmaps
+
+    plan = default_plan()
+    ms = build(plan)
+    docs = ms.dicts()
+    (g,) = [g for g in plan.server_groups() if g.shared]
+    srv = ms.server_for(g.name)
+    assert srv.shared and srv.runtime == "triton" and sorted(srv.models) == sorted(g.models)
+    dep = next(d for d in deployments(docs) if d["metadata"]["name"] == srv.name)
+    assert dep["spec"]["replicas"] == g.replicas
+    conf = server_config_of(docs, dep)
+    assert {m["model"] for m in conf["models"]} == set(g.models)
+    cm = next(c for c in configmaps(docs) if c["metadata"]["name"] == srv.name)
+    for m in conf["models"]:
+        text = cm["data"][f"{m['runtime_name']}.config.pbtxt"]
+        assert f'name: "{m["runtime_name"]}"' in text and "KIND_GPU" in text
+    # the routing view: every hosted model maps to the group's one Deployment and Service
+    assert {w.model for w in ms.workloads if w.server == g.name} == set(g.models)
+    assert {w.name for w in ms.workloads if w.server == g.name} == {srv.name}
+    # the gateway watches one Service per group, the one build() made (shared groups included)
+    names = service_names(plan)
+    assert names == {s.server: s.service for s in ms.servers}
+    # triton_configmaps gives the same config.pbtxt files as the ConfigMap build() mounts
+    tcm = {c["metadata"]["name"]: c["data"] for c in triton_configmaps(plan)}
+    assert all(cm["data"][k] == v for k, v in tcm[srv.name].items())
+
+
+def test_mixed_group_runs_triton_and_serves_the_cpu_model_on_its_cpu_backend():
+    d = default_plan().model_dump(mode="json")
+    shared = next(s for s in d["servers"] if s["shared"])
+    a = next(x for x in d["assignments"] if x["server"] == shared["name"])
+    a["config"].update(engine="onnxruntime", accelerator="none", accelerators=0, threads=4,
+                       config_id="onnxruntime/fp32/b4/t4/default", batch_size=4)
+    p = Plan.model_validate(d)
+    ms = build(p)
+    docs = ms.dicts()
+    validate_all(docs)
+    srv = ms.server_for(shared["name"])
+    assert srv.runtime == "triton"
+    cm = next(c for c in configmaps(docs) if c["metadata"]["name"] == srv.name)
+    text = cm["data"][f"{a['model']}.config.pbtxt"]
+    assert 'platform: "onnxruntime_onnx"' in text and "KIND_CPU" in text and "max_batch_size: 4" in text
+    assert "max_queue_delay_microseconds" in text and 'intra_op_thread_count" value: { string_value: "4"' in text
+
+
+def test_standby_group_is_deployed():
+    plan = default_plan()
+    ms = build(plan)
+    standby = [g for g in plan.server_groups() if g.standby and g.replicas > 0]
+    assert standby
+    for g in standby:
+        dep = next(d for d in deployments(ms.dicts()) if d["metadata"]["name"] == ms.server_for(g.name).name)
+        assert dep["spec"]["replicas"] == g.replicas
+
+
+def test_a_changed_configuration_rolls_the_pods_and_a_new_plan_id_does_not():
+    plan = default_plan()
+    a = build(plan).dicts()
+    d = plan.model_dump(mode="json")
+    shared = next(s for s in d["servers"] if s["shared"])
+    x = next(x for x in d["assignments"] if x["server"] == shared["name"])
+    x["config"]["batch_size"] = 8
+    x["routed_rate_rps"] *= 0.5  # rates are not part of the server configuration
+    b = build(Plan.model_validate(d)).dicts()
+    ha = {dd["metadata"]["name"]: dd["spec"]["template"]["metadata"]["annotations"]["synergai.io/config-hash"]
+          for dd in deployments(a)}
+    hb = {dd["metadata"]["name"]: dd["spec"]["template"]["metadata"]["annotations"]["synergai.io/config-hash"]
+          for dd in deployments(b)}
+    changed = {n for n in ha if ha[n] != hb[n]}
+    assert len(changed) == 1 and changed <= {dd["metadata"]["name"] for dd in deployments(a)
+                                             if dd["metadata"]["annotations"]["synergai.io/server-group"]
+                                             == shared["name"]}
+
+
+def test_groups_that_need_different_images_are_an_input_error():
+    d = default_plan().model_dump(mode="json")
+    shared = next(s for s in d["servers"] if s["shared"])
+    a = next(x for x in d["assignments"] if x["server"] == shared["name"])
+    a["config"]["engine"] = "pytorch"
+    f = Path(__file__).parent  # noqa: F841
+    imap = ImageMap.load(_image_map_with(pytorch="my/pytorch:1"))
+    with pytest.raises(InputError, match="different images"):
+        build(Plan.model_validate(d), imap)
+
+
+def _image_map_with(**over) -> Path:
+    import tempfile
+
+    doc = yaml.safe_load((REPO / "executor" / "images.yaml").read_text())
+    for engine, image in over.items():
+        doc["images"][engine] = {"*": image}
+    f = Path(tempfile.mkdtemp()) / "images.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    return f
+
+
+def test_gateway_objects_come_with_the_plan_and_validate():
+    plan = default_plan()
+    ms = build(plan, gateway=True)
+    docs = ms.dicts("team-a")
+    assert validate_all(docs) == len(docs)
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for kind in ("Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy"):
+        assert (kind, "synergai-gateway") in kinds
+    rb = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert rb["subjects"][0]["namespace"] == "team-a"
+    gw = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "synergai-gateway")
+    pod = gw["spec"]["template"]["spec"]
+    assert any(v.get("secret", {}).get("secretName") == "synergai-gateway-token" for v in pod["volumes"])
+    args = pod["containers"][0]["args"]
+    cm_name = args[args.index("--plan") + 1].split(":", 1)[1]
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == cm_name)
+    assert Plan.model_validate_json(cm["data"]["plan.json"]).compute_id() == plan.compute_id()
+    role = next(d for d in docs if d["kind"] == "Role")
+    assert any("endpoints" in r["resources"] and "watch" in r["verbs"] for r in role["rules"])
+    assert any(r.get("resourceNames") == [cm_name] for r in role["rules"])
+    # without the gateway: none of it
+    assert {d["metadata"]["name"] for d in build(plan).dicts()}.isdisjoint({"synergai-gateway", cm_name})
+
+
+def test_zero_replica_groups_make_nothing():
     plan = default_plan()
     d = plan.model_dump(mode="json")
-    d["assignments"][0]["replicas"] = 0
+    d["servers"][0]["replicas"] = 0
     p2 = Plan.model_validate(d)
-    assert len(deployments(build(p2).dicts())) == len([a for a in plan.assignments if a.replicas > 0]) - 1
+    assert len(deployments(build(p2).dicts())) == len(plan.server_groups()) - 1
 
 
 def test_plan_id_changes_only_object_metadata():
@@ -225,7 +415,9 @@ def test_every_quantity_in_the_manifests_is_canonical():
                         num, suf = re.fullmatch(r"(\d+)(Mi|Gi|Ti)", v).groups()
                         assert int(num) % 1024 != 0 or suf == "Ti", v
         for vol in pod.get("volumes") or []:
-            assert vol.get("emptyDir", {}).get("sizeLimit", "1Gi") == "1Gi"
+            size = vol.get("emptyDir", {}).get("sizeLimit")
+            if size:
+                assert size in ("1Gi", "64Mi"), size
     assert seen > 20
 
 
@@ -236,6 +428,10 @@ def test_threads_raise_the_cpu_limit_not_the_request():
     a["replicas"] = max(1, a["replicas"])
     a["config"]["cpu_cores"] = 1.0
     a["config"]["threads"] = 4
+    for g in d["servers"]:
+        if g["name"] == a["server"]:
+            g["cpu_cores"] = 1.0
+            g["replicas"] = max(1, g["replicas"])
     p = Plan.model_validate(d)
     dep = next(x for x in deployments(build(p).dicts())
                if x["metadata"]["annotations"]["synergai.io/model"] == a["model"]
@@ -257,17 +453,25 @@ def test_pool_without_labels_is_pinned_by_pool_label():
 
 
 def test_several_configurations_for_one_model_and_pool():
-    """A hand-made plan may run two configurations of a model on a pool: two Deployments."""
+    """A hand-made plan may run two configurations of a model on a pool (two dedicated groups): two
+    Deployments, the configuration in their names."""
+    from synergai.models.plan import dedicated_name
+
     plan = default_plan()
     d = plan.model_dump(mode="json")
     a2 = copy.deepcopy(d["assignments"][0])
     a2["config"]["config_id"] = a2["config"]["config_id"] + "-alt"
     a2["config"]["batch_size"] = 8
+    g2 = copy.deepcopy(next(g for g in d["servers"] if g["name"] == a2["server"]))
+    g2["name"] = a2["server"] = dedicated_name(a2["model"], a2["pool"], a2["config"]["config_id"])
     d["assignments"].append(a2)
-    docs = build(Plan.model_validate(d)).dicts()
+    d["servers"].append(g2)
+    ms = build(Plan.model_validate(d))
+    docs = ms.dicts()
     validate_all(docs)
     names = [x["metadata"]["name"] for x in deployments(docs)]
-    assert len(names) == len(set(names)) == len([a for a in plan.assignments if a.replicas > 0]) + 1
+    assert len(names) == len(set(names)) == len(plan.server_groups()) + 1
+    assert ms.workload_for(a2["model"], a2["pool"], a2["config"]["config_id"]).name in names
 
 
 def test_duplicate_assignment_is_an_input_error():
@@ -296,17 +500,18 @@ def test_hostile_names_give_valid_distinct_names():
     ms = build(plan)
     docs = ms.dicts()
     validate_all(docs)
-    for kind in ("Deployment", "Service"):
+    for kind in ("Deployment", "Service", "ConfigMap"):
         names = [d["metadata"]["name"] for d in docs if d["kind"] == kind]
         assert len(names) == len(set(names))
         assert all(is_dns1035_label(n) for n in names)
     for d in docs:
-        for v in list(d["metadata"]["labels"].values()) + list(d["spec"].get("selector", {}).values()):
+        for v in list(d["metadata"]["labels"].values()) + list(d.get("spec", {}).get("selector", {}).values()):
             if isinstance(v, str):
                 assert label_value_error(v) is None, v
     # the raw names survive in annotations and env
     raw_models = {a.model for a in plan.assignments if a.replicas > 0}
-    assert {d["metadata"]["annotations"]["synergai.io/model"] for d in deployments(docs)} == raw_models
+    assert {m for d in deployments(docs) for m in json.loads(d["metadata"]["annotations"]["synergai.io/models"])} \
+        == raw_models
     assert len(ms.model_services) == len(raw_models)
     # models that differ only in case or punctuation do not collide
     assert "ResNet.50/v1" in raw_models or "resnet.50/v1" in raw_models
@@ -319,6 +524,10 @@ def test_hostile_names_case_and_dots_do_not_collide():
     for i, name in enumerate(["Bert", "BERT", "be.rt", "be-rt", "b e r t"]):
         a = copy.deepcopy(d["assignments"][0])
         a["model"] = name
+        g = copy.deepcopy(next(g for g in d["servers"] if g["name"] == a["server"]))
+        g["name"] = a["server"] = f"{a['server']}-x{i}"
+        g["models"] = [name]
+        d["servers"].append(g)
         extra.append(a)
     d["assignments"].extend(extra)
     docs = build(Plan.model_validate(d)).dicts()
@@ -445,6 +654,7 @@ def test_user_image_map(tmp_path):
     assert c["args"] == ["--fast"] and c["ports"][0]["containerPort"] == 9000
     assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert {"name": "A", "value": "b"} in c["env"]
+    assert {"name": "PORT", "value": "9000"} in c["env"]
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -470,16 +680,25 @@ def test_cli_manifests_writes_valid_yaml(tmp_path, capsys):
     plan = tmp_path / "plan.json"
     default_plan().save(plan)
     out = tmp_path / "out"
-    assert cli_main(["manifests", str(plan), "--out", str(out)]) == 0
+    assert cli_main(["manifests", str(plan), "--out", str(out), "--namespace", "team-a"]) == 0
     files = sorted(out.glob("*.yaml"))
     # the kustomization has no .yaml extension, so `kubectl apply -f DIR` reads only the objects
     kust = yaml.safe_load((out / "Kustomization").read_text())
     assert kust["kind"] == "Kustomization" and not (out / "kustomization.yaml").exists()
     assert sorted(kust["resources"]) == sorted(f.name for f in files)
     docs = [yaml.safe_load(f.read_text()) for f in files]
-    assert all(d["kind"] in ("Deployment", "Service") for d in docs)
-    assert validate_all(docs) == len(build(default_plan()).objects)
-    assert "validated offline for Kubernetes 1.20" in capsys.readouterr().out
+    assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment", "Service", "ServiceAccount", "Role",
+                                          "RoleBinding", "NetworkPolicy"}
+    assert validate_all(docs) == len(build(default_plan(), gateway=True).objects)
+    o = capsys.readouterr().out
+    assert "validated offline for Kubernetes 1.20" in o and "(1 shared)" in o and "with the gateway" in o
+    # the gateway needs a namespace (its RoleBinding names it); --no-gateway does not
+    assert cli_main(["manifests", str(plan), "--out", str(tmp_path / "o2")]) == 2
+    assert "--namespace" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+    assert cli_main(["manifests", str(plan), "--out", str(tmp_path / "o3"), "--no-gateway"]) == 0
+    docs = [yaml.safe_load(f.read_text()) for f in (tmp_path / "o3").glob("*.yaml")]
+    assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment", "Service"}
+    assert len(docs) == len(build(default_plan()).objects)
 
 
 def test_cli_manifests_removes_what_an_earlier_run_wrote_and_nothing_else(tmp_path, capsys):
@@ -492,7 +711,7 @@ def test_cli_manifests_removes_what_an_earlier_run_wrote_and_nothing_else(tmp_pa
                                             "resources:\n- deployment-gone-abc.yaml\n")
     (out / "deployment-gone-abc.yaml").write_text("# generated by synergai from plan old\nkind: Deployment\n")
     (out / "mine.yaml").write_text("kind: ConfigMap\n")
-    assert cli_main(["manifests", str(plan), "--out", str(out)]) == 0
+    assert cli_main(["manifests", str(plan), "--out", str(out), "--no-gateway"]) == 0
     assert not (out / "kustomization.yaml").exists() and not (out / "deployment-gone-abc.yaml").exists()
     assert (out / "mine.yaml").exists()
     assert "removed 2 stale files" in capsys.readouterr().out
