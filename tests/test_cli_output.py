@@ -85,14 +85,21 @@ def test_plan_writes_only_where_asked_and_what_if_overwrites_nothing(tmp_path):
 
 
 def test_imputed_power_is_marked_as_an_estimate_in_the_table_and_in_explain(tmp_path, capsys):
-    plan = default_plan()
-    assert "*" not in render(plan).split("total power")[0].split("─")[-1]  # nothing flagged: nothing marked
-    d = plan.model_dump(mode="json")
+    d = default_plan().model_dump(mode="json")
+    for a in d["assignments"]:
+        a["config"]["power_estimated"] = False
+    for c in d["candidates"]:
+        c["power_estimated"] = False
+    for g in d["servers"]:
+        g["power_estimated"] = False
+    assert "*" not in render(Plan.model_validate(d)).split("total power")[0].split("─")[-1]  # nothing flagged
     victim = max(d["assignments"], key=lambda a: a["energy_w"])
     victim["config"]["power_estimated"] = True
     for c in d["candidates"]:
         if c["model"] == victim["model"] and c["pool"] == victim["pool"]:
             c["power_estimated"] = True
+    for g in d["servers"]:
+        g["power_estimated"] = g["name"] == victim["server"]
     est = Plan.model_validate(d)
     text = render(est)
     row = next(line for line in text.splitlines() if line.split()[:2] == [victim["model"], victim["pool"]])
