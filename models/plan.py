@@ -18,7 +18,7 @@ from .cluster import NodePool
 from .errors import InputError, pydantic_error
 from .workload import ModelDemand
 
-SCHEMA_VERSION = "synergai.plan/v2"
+SCHEMA_VERSION: Literal["synergai.plan/v2"] = "synergai.plan/v2"
 #: Versions this code reads: v1 plans (no server groups) are read as one dedicated group per assignment.
 READABLE_VERSIONS = ("synergai.plan/v1", "synergai.plan/v2")
 

@@ -168,9 +168,9 @@ class ProfileTable:
                     if v == "":
                         continue
                     if k in _NUMERIC and v.lower() in ("nan", "inf", "-inf", "infinity"):
-                        raise InputError(f"not a finite number (got {v!r})", file=source, row=i + 2, field=k)
+                        raise InputError(f"not a finite number (got {v!r})", file=source, row=i + 2, field=str(k))
                 if isinstance(v, float) and not math.isfinite(v):
-                    raise InputError(f"not a finite number (got {v!r})", file=source, row=i + 2, field=k)
+                    raise InputError(f"not a finite number (got {v!r})", file=source, row=i + 2, field=str(k))
                 clean[k] = v
             try:
                 recs.append(ProfileRecord.model_validate(clean))

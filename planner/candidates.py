@@ -171,7 +171,7 @@ def build_candidates(profiles: ProfileTable, cluster: ClusterSpec, workload: Wor
     models = [d.model for d in workload.models]
     records = list(profiles.records)
     ceiling = device_power_ceiling(records)
-    sa = ServiceArrays.of(records, opts.quantile) if records else None
+    sa = ServiceArrays.of(records, opts.quantile)
     pw_est = [serving_power(r, ceiling) for r in records]
     scen = list(opts.load_scenarios) or [(1.0, 1.0)]
     max_factor = max(f for f, _ in scen) * max(1.0, opts.headroom)
@@ -230,11 +230,15 @@ def build_candidates(profiles: ProfileTable, cluster: ClusterSpec, workload: Wor
                              (dem.deadline_ms - pool.rtt_ms) / 1e3))
     if pend:
         idx = np.array([e[2] for e in pend], dtype=np.int64)
-        rho_all = np.minimum(opts.util_cap, sa.take(idx).max_utilisation(np.array([e[7] for e in pend]),
-                                                                          opts.util_cap, opts.quantile))
+        sub = sa.take(idx)
+        dl_rtt = np.array([e[7] for e in pend])
+        rho_all = np.minimum(opts.util_cap, sub.max_utilisation(dl_rtt, opts.util_cap, opts.quantile))
+        # shared-server budget B_k of the linear row G * sum a_j x_j <= B_k * sum w_j x_j (service.shared_budget)
+        qb_all = np.where([e[6] > 0 for e in pend], sub.shared_budget(dl_rtt, rho_bar, opts.quantile), 0.0)
     # pass 2: candidates per (model, pool)
     groups: dict[tuple[int, int], tuple[list, list]] = {}
-    for (mi, pi, i, ri, fits, sfits, qbudget, _), rho in zip(pend, rho_all if pend else []):
+    for (mi, pi, i, ri, fits, sfits, _, _), rho, qbudget in zip(pend, rho_all if pend else [], qb_all if pend else []):
+        qbudget = float(qbudget)
         rec, pool, dem = records[i], pools[pi], workload.models[mi]
         rep = reports[ri]
         rho = float(rho)

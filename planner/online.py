@@ -337,13 +337,13 @@ class OnlineScheduler:
             return Decision(model, -1, -1, "", now, INF, False, INF, "no pool has a profile for this model",
                             check_s=INF, end_s=INF)
         margin = self.slack_fraction * dl
-        best = None
+        best: Optional[tuple] = None
         best_key = None
-        tight = None
+        tight: Optional[tuple] = None
         tight_slack = -INF
-        late = None
+        late: Optional[tuple] = None
         late_check = INF
-        cands = [] if explain else None
+        cands: Optional[list[dict]] = [] if explain else None
         for g in groups:
             free, s = g.order[0]
             start = free if free > now else now
@@ -364,6 +364,7 @@ class OnlineScheduler:
                               "slack_ms": float(slack * 1000.0), "meets": slack >= 0.0,
                               "comfortable": slack >= margin, "share": g.share, "sent": g.sent,
                               "fallback": g.fallback})
+        pick: Optional[tuple]
         if best is not None:
             pick, reason = best, "meets deadline with slack; furthest behind the plan's routing share"
         elif tight is not None:
@@ -378,6 +379,7 @@ class OnlineScheduler:
                 else:
                     rule = self.beyond_cap
             if pick is None:
+                assert late is not None  # groups is non-empty, so some server was considered
                 if rule == "shed":
                     g, s, start, check = late
                     return Decision(model, -1, -1, g.pool, start, INF, False, max(0.0, check - due) * 1000.0,
@@ -385,6 +387,7 @@ class OnlineScheduler:
                 pick = late
                 reason = "no server meets the deadline; least lateness" + (
                     " (no server within the sacrifice cap)" if self.overload == "sacrifice" else "")
+        assert pick is not None
         g, s, start, check = pick
         free_before = self.free[s]
         est = start + g.work_s
@@ -433,7 +436,7 @@ class OnlineScheduler:
             return
         g = self.groups[decision.group]
         if actual_start_s is not None and self.drift_alpha > 0:
-            base = g._base[1]
+            base = g._base[1] if g._base is not None else 0.0
             if base > 0:
                 ratio = min(10.0, max(0.1, (actual_free_s - actual_start_s) / base))
                 g.drift = (1 - self.drift_alpha) * g.drift + self.drift_alpha * ratio
