@@ -21,34 +21,45 @@ Concurrency slots
 
 Batch formation
     A batch starts when ``b`` requests are queued or the oldest has waited ``batch_wait`` = half a
-    median call (0 for ``b = 1``), whichever comes first, and a slot is free.  The planner adds the
-    full bound to every response; the executor passes it to the runtime (``MAX_BATCH_DELAY_MS``,
-    Triton's ``max_queue_delay_microseconds``).
+    median call (0 for ``b = 1``), whichever comes first, and a slot is free.  The executor passes the
+    bound to the runtime (``MAX_BATCH_DELAY_MS``, Triton's ``max_queue_delay_microseconds``); the online
+    stage's load-independent check :func:`fixed_delay` adds it in full.
 
-Queueing of a (shared) server, in batch units
-    A server hosting configurations ``j`` with routed rates ``x_j`` (req/s) receives batches of
-    ``j`` at rate ``x_j / b_j``.  The ``c_j`` slots are modelled as one server ``c_j`` times as fast
-    (exact in heavy traffic, and conservative: it waits at least as long as M/G/c), so a batch of
-    ``j`` brings work ``w_j = S_j / c_j``:
+Response quantile: the q-quantile of the SUM wait + service
+    The wait ``W`` before a request's call starts is 0 w.p. ``1 - pi``, else exponential with mean
+    ``theta``; ``S`` is the clipped log-normal.  ``P(W + S > t) = Sbar(t) + pi E[e^{-(t-S)/theta}; S <= t]``
+    (Gauss-Legendre in probability space over ``[0, F(t)]``), inverted by bisection: the predicted
+    response is that quantile + RTT (not the sum of the two quantiles, which overshoots at low load).
 
-        rho = sum_j x_j E[S_j] / (b_j c_j) = sum_j x_j / cap_j
-        R   = sum_j (x_j / b_j) E[S_j^2] / (2 c_j^2) = sum_j x_j a_j       (mean residual work)
-        W   = R / (1 - rho)                                                (Pollaczek-Khinchine)
-        P(wait > t) ~= rho exp(-t rho / W)  =>  Wq(q) = R ln(rho / (1-q)) / (rho (1 - rho))
+    Dedicated server (one configuration, utilisation ``rho = x / cap``, ``c`` slots, batch ``b``):
+        queue of calls  pi_o = ErlangC(c, c rho) (M/M/c probability of waiting; = rho for c = 1),
+                        mean wait pi_o theta_o, theta_o = (E[S^2] - (1 - 1/b) E[S]^2) / (2 c E[S] (1 - rho))
+                        (P-K / Allen-Cunneen: the same tail as one server c times as fast; calls arrive
+                        as Erlang-b, arrival SCV 1/b, so b = 1 is exactly P-K);
+        batching (b>1)  every request waits (pi = 1): for a slot (mean equilibrium residual
+                        E[S^2] / (2 c E[S])) w.p. min(1, rho b) -- rho b requests arrive per call per slot --
+                        else for its batch to form (mean batch_wait / 2); mean kept non-decreasing in rho.
+    :func:`max_utilisation` finds the largest ``rho`` whose quantile fits the budget (bisection on rho;
+    ``P(W + S > budget)`` is non-decreasing in rho).
 
-    and the predicted q-quantile response of a request of model m served by configuration k is
-    ``batch_wait_k + Wq(q) + S_k(q) + rtt`` (a sum of quantiles: conservative).  A dedicated server
-    is the case of one configuration; then ``Wq`` depends on ``rho`` only and
-    :func:`max_utilisation` finds the largest ``rho`` that keeps the response within the deadline.
+    Shared server (several configurations ``j``, routed rates ``x_j``): one server, ``rho = sum_j x_j / cap_j``,
+    ``pi = rho``, ``theta = R / (rho (1 - rho))`` with the mean residual work
+    ``R = sum_j x_j E[S_j^2] / (2 b_j c_j c_min)`` -- a call that needs a larger share than the running ones
+    waits for them to finish (head-of-line), so a call's residual is counted divided by ``c_j c_min``, not
+    ``c_j^2``; a batching target adds its own pre-service mean (above) with ``pi = 1``.
 
-    For a shared server the MILP needs a linear condition.  With a utilisation cap ``rho <= rho_bar``,
-    ``ln(rho/(1-q)) / (1-rho) <= G(rho_bar)`` (increasing in ``rho``), so
+    Linear sufficient condition for the MILP (one row per (model, pool)).  ``P(W + S_k > D_k)`` increases in
+    ``pi`` and ``theta``; with ``rho <= rho_bar``: ``pi <= rho_bar`` (1 for batching) and, with the worst case
+    ``c_min = 1`` (``a_j = E[S_j^2] / (2 b_j c_j)``, :attr:`ServiceModel.residual_per_request`),
+    ``theta <= G(rho_bar) R/rho`` (b = 1) or ``pre_k(rho_bar) + rho_bar G(rho_bar) R/rho`` (b > 1) with
+    ``G = 1 / (1 - rho_bar)`` (:func:`g_factor`).  With ``theta*_k`` the largest theta meeting
+    ``D_k = deadline - RTT`` (bisection), ``B_k = theta*_k`` (b = 1) or ``(theta*_k - pre_k) / rho_bar``
+    (:func:`shared_budget`), the row
 
-        G(rho_bar) * sum_j x_j a_j  <=  B_m * sum_j x_j / cap_j        (B_m: model m's queueing budget)
+        G(rho_bar) * sum_j a_j x_j  <=  B_k * sum_j x_j / cap_j
 
-    is sufficient for model m to meet its deadline: linear in the rates, and homogeneous, so it
-    holds per server when traffic is split evenly over identical servers.  :func:`shared_coefficients`
-    returns its coefficients.
+    is sufficient, linear in the rates, and homogeneous (holds per server when traffic is split evenly
+    over identical servers).  :func:`shared_coefficients` returns its coefficients.
 
 Power
     Serving power of a configuration is its profiled ``power_w``; when absent it is imputed
@@ -84,11 +95,16 @@ WATTS_PER_ACCELERATOR = 60.0
 class ConfigLike(Protocol):
     """What the service model reads from a profile record or a plan's configuration choice."""
 
-    batch_size: int
-    latency_p50_ms: float
-    latency_p90_ms: float
-    latency_p99_ms: float
-    throughput_rps: float
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def latency_p50_ms(self) -> float: ...
+    @property
+    def latency_p90_ms(self) -> float: ...
+    @property
+    def latency_p99_ms(self) -> float: ...
+    @property
+    def throughput_rps(self) -> float: ...
 
 
 @lru_cache(maxsize=256)
@@ -200,13 +216,15 @@ class ServiceModel:
 
     @cached_property
     def residual_per_request(self) -> float:
-        """``a``: mean residual work contributed per req/s, s^2 (see the module docstring)."""
-        return self.second_moment / (2.0 * self.batch * self.slots ** 2)
+        """``a``: mean residual work contributed per req/s, s^2, as the shared-server condition counts it:
+        ``E[S^2] / (2 b c)`` -- a call behind it may need the whole device (head-of-line), see the docstring."""
+        return self.second_moment / (2.0 * self.batch * self.slots)
 
 
 @dataclass
 class ServiceArrays:
-    """The quantities of :class:`ServiceModel` for many configurations at once (numpy; the planner's data step)."""
+    """The quantities of :class:`ServiceModel` for many configurations at once (numpy; the planner's data step).
+    Its methods run the same numpy code as the scalar functions, so the two agree exactly."""
 
     batch: np.ndarray
     slots: np.ndarray
@@ -215,65 +233,37 @@ class ServiceArrays:
     capacity: np.ndarray
     work: np.ndarray           # 1 / capacity
     residual: np.ndarray       # a, s^2
+    mu: np.ndarray
+    sigma: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    mean: np.ndarray
+    second_moment: np.ndarray
+
+    _FIELDS = ("batch", "slots", "batch_wait", "quantile", "capacity", "work", "residual", "mu", "sigma", "lo",
+               "hi", "mean", "second_moment")
 
     @classmethod
     def of(cls, cfgs: Sequence[ConfigLike], q: float) -> "ServiceArrays":
-        from scipy.special import ndtr
-
-        p50 = np.array([c.latency_p50_ms for c in cfgs], dtype=float) / 1e3
-        p99 = np.array([c.latency_p99_ms for c in cfgs], dtype=float) / 1e3
-        thr = np.array([c.throughput_rps for c in cfgs], dtype=float)
-        b = np.array([c.batch_size for c in cfgs], dtype=float)
-        mu = np.log(p50)
-        sig = np.maximum(0.0, (np.log(p99) - mu) / Z99)
-        lo, hi = CLIP_LO * p50, CLIP_HI * p99
-        slots = np.maximum(1, np.round(thr * p50 / b))
-        ssafe = np.where(sig > 0, sig, 1.0)
-
-        def partial(k: int) -> np.ndarray:
-            a = (np.log(lo) - mu - k * sig * sig) / ssafe
-            c = (np.log(hi) - mu - k * sig * sig) / ssafe
-            return np.exp(k * mu + k * k * sig * sig / 2) * (ndtr(c) - ndtr(a))
-
-        pl = ndtr((np.log(lo) - mu) / ssafe)
-        ph = 1.0 - ndtr((np.log(hi) - mu) / ssafe)
-        x0 = np.exp(mu)
-        inside = (x0 >= lo) & (x0 <= hi)
-        m1 = np.where(sig > 0, lo * pl + hi * ph + partial(1), np.where(inside, x0, np.clip(x0, lo, hi)))
-        m2 = np.where(sig > 0, lo ** 2 * pl + hi ** 2 * ph + partial(2), np.where(inside, x0, np.clip(x0, lo, hi)) ** 2)
-        cap = np.minimum(thr, slots * b / m1)
-        quant = np.clip(np.exp(mu + sig * z_score(q)), lo, hi)
-        wait = np.where(b > 1, BATCH_WAIT_FRACTION * p50, 0.0)
-        return cls(b, slots, wait, quant, cap, 1.0 / cap, m2 / (2.0 * b * slots ** 2))
+        sms = [ServiceModel.of(c) for c in cfgs]   # the same objects as the scalar path (exact agreement)
+        g = lambda f: np.array([f(s) for s in sms], dtype=float)  # noqa: E731
+        return cls(g(lambda s: s.batch), g(lambda s: s.slots), g(lambda s: s.batch_wait),
+                   g(lambda s: s.quantile(q)), g(lambda s: s.capacity), g(lambda s: s.work_per_request),
+                   g(lambda s: s.residual_per_request), g(lambda s: s.mu), g(lambda s: s.sigma), g(lambda s: s.lo),
+                   g(lambda s: s.hi), g(lambda s: s.mean), g(lambda s: s.second_moment))
 
     def take(self, idx: np.ndarray) -> "ServiceArrays":
-        return ServiceArrays(*(getattr(self, f)[idx] for f in ("batch", "slots", "batch_wait", "quantile", "capacity",
-                                                                 "work", "residual")))
+        return ServiceArrays(*(getattr(self, f)[idx] for f in self._FIELDS))
 
     def max_utilisation(self, budget_s: np.ndarray, cap: float, q: float) -> np.ndarray:
-        """Vectorised :func:`max_utilisation` (same grid inversion and refinement)."""
-        free = budget_s - self.batch_wait - self.quantile
-        r = self.residual / self.work
-        out = np.full(len(free), cap)
-        need = (free >= 0) & (r > 0) & (_g(cap, q) * r > free)
-        out[free < 0] = 0.0
-        idx = np.flatnonzero(need)
-        if len(idx):
-            target = free[idx] / r[idx]
-            grid, gval = _g_grid(q)
-            i = np.searchsorted(gval, target, side="right") - 1
-            lo_ = np.where(i < 0, 0.0, grid[np.clip(i, 0, len(grid) - 1)])
-            hi_ = grid[np.clip(i + 1, 0, len(grid) - 1)]
-            for _ in range(20):
-                mid = (lo_ + hi_) / 2
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    t = mid / (1.0 - q)
-                    gm = np.where(t > 1.0, np.log(np.maximum(t, 1e-300)) / (1.0 - mid), 0.0)
-                ok = gm <= target
-                lo_ = np.where(ok, mid, lo_)
-                hi_ = np.where(ok, hi_, mid)
-            out[idx] = np.minimum(lo_, cap)
-        return out
+        """Vectorised :func:`max_utilisation` (the same code)."""
+        return _max_util(budget_s, cap, q, self.slots, self.batch, self.mean, self.second_moment, self.batch_wait,
+                         self.mu, self.sigma, self.lo, self.hi)
+
+    def shared_budget(self, budget_s: np.ndarray, rho_bar: float, q: float) -> np.ndarray:
+        """Vectorised :func:`shared_budget` (the same code)."""
+        return _shared_budget(budget_s, rho_bar, q, self.slots, self.batch, self.mean, self.second_moment,
+                              self.batch_wait, self.mu, self.sigma, self.lo, self.hi)
 
 
 def batch_wait_s(cfg: ConfigLike) -> float:
@@ -286,98 +276,221 @@ def batch_wait_ms(cfg: ConfigLike) -> float:
     return batch_wait_s(cfg) * 1e3
 
 
-def wait_quantile(rho: float, residual: float, q: float) -> float:
-    """Queueing-delay q-quantile of a server at utilisation ``rho`` with mean residual work ``R``
-    (= sum_j x_j a_j), s.  ``inf`` at or above saturation."""
-    if rho <= 0.0 or residual <= 0.0:
-        return 0.0
-    if rho >= 1.0:
-        return math.inf
-    tail = rho / (1.0 - q)
-    if tail <= 1.0:
-        return 0.0
-    return residual * math.log(tail) / (rho * (1.0 - rho))
-
-
 def g_factor(rho_bar: float, q: float) -> float:
-    """``G(rho_bar) = ln(rho_bar/(1-q)) / (1-rho_bar)``, the worst queueing factor up to ``rho_bar`` (>= 0)."""
-    if rho_bar >= 1.0:
-        return math.inf
-    return max(0.0, math.log(rho_bar / (1.0 - q))) / (1.0 - rho_bar)
+    """``G(rho_bar) = 1 / (1 - rho_bar)``: the factor of ``sum_j a_j x_j`` in the shared-server row
+    ``G * sum_j a_j x_j <= B_k * sum_j w_j x_j`` (``B_k`` from :func:`shared_budget`).  ``q`` is kept for the
+    callers' signature; the quantile enters through ``B_k``."""
+    del q
+    return math.inf if rho_bar >= 1.0 else 1.0 / (1.0 - rho_bar)
 
 
 def fixed_delay(sm: ServiceModel, q: float, rtt_s: float) -> float:
-    """The part of the q-quantile response that does not depend on load: batch wait + S(q) + RTT, s."""
+    """The load-independent part the online stage checks: batch wait + S(q) + RTT, s (an upper bound of
+    the idle server's q-quantile response)."""
     return sm.batch_wait + sm.quantile(q) + rtt_s
+
+
+# -------------------------------------------------------------------- the wait law and the sum's quantile
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
+_GL_X = (_GL_X + 1.0) / 2.0
+_GL_W = _GL_W / 2.0
+
+
+def _erlang_c(c: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """Probability of waiting in M/M/c at per-slot utilisation ``rho`` (Erlang C), elementwise."""
+    c = np.asarray(c, dtype=float)
+    rho = np.minimum(np.asarray(rho, dtype=float), 1.0 - 1e-12)
+    a = c * rho
+    b = np.ones_like(a)
+    for k in range(1, int(c.max(initial=1)) + 1):
+        b = np.where(k <= c, a * b / (k + a * b), b)
+    return b / (1.0 - rho * (1.0 - b))
+
+
+def _nodes(t, mu, sig, lo, hi):
+    """(F(t), S at the Gauss-Legendre nodes of [0, F(t)] in probability space) of the clipped log-normal."""
+    from scipy.special import ndtr, ndtri
+
+    t = np.asarray(t, dtype=float)
+    ssafe = np.where(sig > 0, sig, 1.0)
+    x0 = np.clip(np.exp(mu), lo, hi)
+    F = np.where(sig > 0, ndtr((np.log(np.maximum(t, 1e-300)) - mu) / ssafe), (t >= x0).astype(float))
+    F = np.where(t < lo, 0.0, np.where(t >= hi, 1.0, F))
+    u = np.clip(F[..., None] * _GL_X, 1e-300, 1.0 - 1e-16)
+    s = np.clip(np.exp(mu[..., None] + sig[..., None] * ndtri(u)), lo[..., None], hi[..., None])
+    s = np.where((sig > 0)[..., None], s, x0[..., None])
+    return F, s - t[..., None]
+
+
+def _exceed_at(nodes, pi, theta):
+    """``P(W + S > t)`` from :func:`_nodes` at t, for W = 0 w.p. ``1 - pi`` else Exp(mean ``theta``):
+    ``Sbar(t) + pi E[e^{-(t - S)/theta}; S <= t]`` (Gauss-Legendre over ``[0, F(t)]``)."""
+    F, d = nodes
+    th = np.where(theta > 0, theta, 1.0)[..., None]
+    x = d / th
+    np.minimum(x, 0.0, out=x)
+    np.maximum(x, -60.0, out=x)   # no denormals
+    np.exp(x, out=x)
+    e = np.einsum("...j,j->...", x, _GL_W) * F
+    return (1.0 - F) + np.where(theta > 0, pi, 0.0) * e
+
+
+def _exceed(t, pi, theta, mu, sig, lo, hi):
+    """``P(W + S > t)`` (elementwise, numpy)."""
+    return _exceed_at(_nodes(t, mu, sig, lo, hi), pi, theta)
+
+
+def _wait_law(rho, R, c, b, m1, m2, bw, dedicated: bool):
+    """(pi, theta) of the wait before a call starts (see the module docstring), elementwise."""
+    rho = np.asarray(rho, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if dedicated:
+            pi_o = _erlang_c(c, rho)
+            mean_o = pi_o * (m2 - (1.0 - 1.0 / b) * m1 ** 2) / (2.0 * c * m1 * (1.0 - rho))
+        else:
+            pi_o = rho
+            mean_o = np.where(rho > 0, R / (1.0 - rho), 0.0)
+        pre = _pre_service(rho, c, b, m1, m2, bw)
+        pi = np.where(b > 1, 1.0, pi_o)
+        mean = mean_o + pre
+        theta = np.where(pi > 0, mean / np.where(pi > 0, pi, 1.0), 0.0)
+    return pi, theta
+
+
+def _pre_service(rho, c, b, m1, m2, bw):
+    """Mean batch-formation / slot wait of a batching call (0 for batch 1): a request waits for a slot to free
+    (mean equilibrium residual ``E[S^2] / (2 c E[S])``) w.p. ``min(1, rho b)`` (the chance a call is running:
+    ``rho b`` requests arrive per call duration per slot), else for its batch to form (mean ``bw / 2``); made
+    non-decreasing in ``rho``."""
+    busy = np.minimum(1.0, np.asarray(rho, dtype=float) * b)
+    return np.where(b > 1, bw / 2.0 + busy * np.maximum(0.0, m2 / (2.0 * c * m1) - bw / 2.0), 0.0)
+
+
+def _sum_quantile(pi, theta, mu, sig, lo, hi, q, iters: int = 60):
+    """q-quantile of ``W + S`` (elementwise), the upper end of a bisection bracket (conservative)."""
+    from scipy.special import ndtri
+
+    pi, theta = np.asarray(pi, float), np.asarray(theta, float)
+    a = np.clip(np.exp(mu + sig * ndtri(q)), lo, hi)
+    with np.errstate(divide="ignore"):
+        up = hi + theta * np.maximum(0.0, np.log(np.maximum(pi, 1e-300) / (1.0 - q))) + 1e-9
+    up = np.maximum(up, a)
+    for _ in range(iters):
+        mid = (a + up) / 2
+        over = _exceed(mid, pi, theta, mu, sig, lo, hi) > 1.0 - q
+        a = np.where(over, mid, a)
+        up = np.where(over, up, mid)
+    return up
 
 
 def response_quantile(loads: Sequence[tuple[ServiceModel, float]], target: ServiceModel, q: float,
                       rtt_s: float = 0.0) -> float:
     """Predicted q-quantile response (s) of a request served by ``target`` on a server carrying
-    ``loads`` = [(service model, routed req/s), ...] (the target's own load included)."""
+    ``loads`` = [(service model, routed req/s), ...] (the target's own load included; one entry: a
+    dedicated server)."""
     rho = sum(x * sm.work_per_request for sm, x in loads)
-    res = sum(x * sm.residual_per_request for sm, x in loads)
-    return fixed_delay(target, q, rtt_s) + wait_quantile(rho, res, q)
+    if rho >= 1.0:
+        return math.inf
+    t = target
+    if len(loads) == 1:
+        R = 0.0
+    else:
+        cmin = min(sm.slots for sm, _ in loads)
+        R = sum(x * sm.second_moment / (2.0 * sm.batch * sm.slots * cmin) for sm, x in loads)
+    pi, theta = _wait_law(np.array([rho]), R, np.array([float(t.slots)]), np.array([float(t.batch)]), t.mean,
+                          t.second_moment, t.batch_wait, len(loads) == 1)
+    a = _arr(t)
+    return float(_sum_quantile(pi, theta, *a, q)[0]) + rtt_s
+
+
+def _arr(sm: ServiceModel):
+    return (np.array([sm.mu]), np.array([sm.sigma]), np.array([sm.lo]), np.array([sm.hi]))
+
+
+def _max_util(budget, cap, q, c, b, m1, m2, bw, mu, sig, lo, hi, iters: int = 22):
+    """Vectorised core of :func:`max_utilisation`: the largest rho in [0, cap] whose dedicated q-quantile
+    response ``W + S`` fits ``budget`` (bisection; P(W + S > budget) is non-decreasing in rho)."""
+    budget = np.asarray(budget, dtype=float)
+
+    nodes = _nodes(budget, mu, sig, lo, hi)
+
+    def bad(r):
+        pi, th = _wait_law(r, 0.0, c, b, m1, m2, bw, True)
+        return _exceed_at(nodes, pi, th) > 1.0 - q
+
+    n = len(budget)
+    out = np.full(n, float(cap))
+    if n == 0:
+        return out
+    at_cap = bad(np.full(n, float(cap)))
+    at_0 = bad(np.zeros(n))
+    lo_, hi_ = np.zeros(n), np.full(n, float(cap))
+    for _ in range(iters):
+        mid = (lo_ + hi_) / 2
+        x = bad(mid)
+        lo_ = np.where(x, lo_, mid)
+        hi_ = np.where(x, mid, hi_)
+    return np.where(at_0, 0.0, np.where(at_cap, lo_, float(cap)))
 
 
 def max_utilisation(sm: ServiceModel, budget_s: float, *, cap: float = 0.9, q: float = 0.99) -> float:
     """Largest utilisation in [0, cap] of a dedicated server of ``sm`` whose q-quantile response fits
-    ``budget_s`` (the deadline minus RTT); 0 when even an idle server misses it.
-
-    For one configuration ``Wq(q) = (a / w) g(rho)`` with ``g(rho) = ln(rho/(1-q)) / (1-rho)`` increasing,
-    so the answer is ``g^-1(free / (a / w))``, read off a cached grid of ``g`` and refined by bisection.
-    """
-    free = budget_s - sm.batch_wait - sm.quantile(q)
-    if free < 0:
-        return 0.0
-    r = sm.residual_per_request / sm.work_per_request  # R / rho of a server running only this configuration
-    if r <= 0 or _g(cap, q) * r <= free:
-        return cap
-    target = free / r
-    grid, gval = _g_grid(q)
-    i = int(np.searchsorted(gval, target, side="right")) - 1  # gval[i] <= target < gval[i + 1]
-    lo, hi = float(grid[max(i, 0)]), float(grid[min(i + 1, len(grid) - 1)])
-    if i < 0:
-        lo = 0.0
-    for _ in range(20):
-        mid = (lo + hi) / 2
-        if _g(mid, q) <= target:
-            lo = mid
-        else:
-            hi = mid
-    return min(lo, cap)
+    ``budget_s`` (the deadline minus RTT); 0 when even an idle server misses it (bisection on rho)."""
+    f = lambda v: np.array([float(v)])  # noqa: E731
+    return float(_max_util(f(budget_s), cap, q, f(sm.slots), f(sm.batch), f(sm.mean), f(sm.second_moment),
+                           f(sm.batch_wait), *_arr(sm))[0])
 
 
-def _g(rho: float, q: float) -> float:
-    """``g(rho) = ln(rho/(1-q)) / (1-rho)`` where positive, else 0 (no wait at that quantile)."""
-    if rho >= 1.0:
-        return math.inf
-    t = rho / (1.0 - q)
-    return math.log(t) / (1.0 - rho) if t > 1.0 else 0.0
+def _max_theta(budget, pi, pre, q, mu, sig, lo, hi, iters: int = 30):
+    """Largest wait-tail mean theta with ``P(W + S > budget) <= 1 - q`` for W = (pi, theta); 0 if none."""
+    budget = np.asarray(budget, dtype=float)
+    n = len(budget)
+    nodes = _nodes(budget, mu, sig, lo, hi)
+    ok0 = _exceed_at(nodes, np.asarray(pi, float), np.zeros(n)) <= 1.0 - q
+    lo_, hi_ = np.zeros(n), np.maximum(budget, 1e-12)
+    for _ in range(iters):
+        mid = (lo_ + hi_) / 2
+        ok = _exceed_at(nodes, pi, mid) <= 1.0 - q
+        lo_ = np.where(ok, mid, lo_)
+        hi_ = np.where(ok, hi_, mid)
+    return np.where(ok0, lo_, 0.0)
 
 
-@lru_cache(maxsize=16)
-def _g_grid(q: float) -> tuple[np.ndarray, np.ndarray]:
-    grid = np.linspace(0.0, 0.999, 4000)
-    with np.errstate(divide="ignore"):
-        t = grid / (1.0 - q)
-        gval = np.where(t > 1.0, np.log(np.maximum(t, 1e-300)) / (1.0 - grid), 0.0)
-    return grid, gval
+def _shared_budget(budget, rho_bar, q, c, b, m1, m2, bw, mu, sig, lo, hi):
+    budget = np.asarray(budget, dtype=float)
+    rb = np.full(len(budget), float(rho_bar))
+    pi = np.where(b > 1, 1.0, rb)
+    th = _max_theta(budget, pi, 0.0, q, mu, sig, lo, hi)
+    pre = _pre_service(rb, c, b, m1, m2, bw)
+    # b = 1: theta = (R/rho) / (1 - rho) <= G (R/rho);  b > 1: theta = pre + (R/rho) rho/(1-rho) <= pre + rho_bar G (R/rho)
+    return np.where(th <= 0, 0.0, np.where(b > 1, (th - pre) / rho_bar, th))
+
+
+def shared_budget(sm: ServiceModel, budget_s: float, rho_bar: float, q: float) -> float:
+    """``B_k`` (s) of the linear shared-server condition ``G(rho_bar) sum_j a_j x_j <= B_k sum_j w_j x_j``
+    for a request served by ``sm`` with ``budget_s`` = deadline - RTT (<= 0: cannot be shared)."""
+    f = lambda v: np.array([float(v)])  # noqa: E731
+    return float(_shared_budget(f(budget_s), rho_bar, q, f(sm.slots), f(sm.batch), f(sm.mean),
+                                f(sm.second_moment), f(sm.batch_wait), *_arr(sm))[0])
 
 
 def shared_coefficients(models: Iterable[ServiceModel], budget_s: float, rho_bar: float, q: float) -> list[float]:
     """Coefficients ``G(rho_bar) a_j - B / cap_j`` of the linear shared-server deadline condition
-    ``sum_j coef_j x_j <= 0`` for a hosted model with queueing budget ``B`` (s)."""
+    ``sum_j coef_j x_j <= 0`` for a hosted model with shared budget ``B`` (:func:`shared_budget`), s."""
     g = g_factor(rho_bar, q)
     return [g * sm.residual_per_request - budget_s * sm.work_per_request for sm in models]
 
 
 # -------------------------------------------------------------------- power
 class PowerRecord(Protocol):
-    device: str
-    power_w: Optional[float]
-    cpu_cores: float
-    accelerators: int
+    @property
+    def device(self) -> str: ...
+    @property
+    def power_w(self) -> Optional[float]: ...
+    @property
+    def cpu_cores(self) -> float: ...
+    @property
+    def accelerators(self) -> int: ...
 
 
 def device_power_ceiling(records: Iterable[PowerRecord]) -> dict[str, float]:

@@ -35,6 +35,7 @@ from synergai.planner.service import (
     max_utilisation,
     response_quantile,
     serving_power,
+    shared_budget,
 )
 
 LEX_EPS = 1e-7          # the planner holds phase 1 at OPT1 (1 + eps) + eps
@@ -124,7 +125,7 @@ class Oracle:
                         self.ded.append(Ded(m, p, rec, rho * sm.capacity, rho, e, need, rec.power_mode))
                     sl = self.raw_slice.get(p)
                     fp = rec.memory_mb or rec.memory_request_mb
-                    B = dem.deadline_ms / 1e3 - fixed
+                    B = shared_budget(sm, (dem.deadline_ms - pool.rtt_ms) / 1e3, opts.util_cap, self.q)
                     if (sl is not None and rec.cpu_cores <= sl[0] + FIT and fp <= sl[1] + FIT
                             and rec.accelerators <= sl[2] + FIT and B > 0):
                         group.append(Sh(m, p, rec, sm.work_per_request, sm.residual_per_request, B, fp, e,
