@@ -14,7 +14,7 @@ from synergai.cli import main as cli_main
 from synergai.executor.apply import ApplyError, apply_objects
 from synergai.executor.inventory import parse_quantity
 from synergai.executor.kube import KubeError
-from synergai.executor.manifests import LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER, build
+from synergai.executor.manifests import LABEL_MANAGED_BY, MANAGER, PRUNE_SELECTOR, build
 from synergai.executor.validate import SNAPSHOT, snapshot_from_openapi
 from synergai.models import Plan
 from tests.conftest import wait_for
@@ -24,10 +24,11 @@ pytestmark = pytest.mark.kube
 
 
 def managed(kube, ns) -> dict:
-    """(kind, name) -> live object, for the synergai-managed Deployments and Services of ``ns``."""
+    """(kind, name) -> live object, for the plan's objects in ``ns``: synergai-managed Deployments, Services and
+    server ConfigMaps (what prune may delete; not the gateway's objects)."""
     out = {}
-    for api, kind in (("apps/v1", "Deployment"), ("v1", "Service")):
-        items, _ = kube.list(api, kind, ns, label_selector=MANAGED_SELECTOR)
+    for api, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap")):
+        items, _ = kube.list(api, kind, ns, label_selector=PRUNE_SELECTOR)
         for it in items:
             if not it["metadata"].get("deletionTimestamp"):
                 out[(kind, it["metadata"]["name"])] = it
@@ -48,22 +49,32 @@ def desired_keys(docs) -> set:
 
 
 def changed_plan(plan: Plan) -> tuple[Plan, dict]:
-    """Plan B from plan A: one more replica on the first assignment, another configuration on the
-    second, the last assignment dropped. Returns (plan B, what changed)."""
+    """Plan B from plan A: one more server in the first dedicated group, another configuration for the
+    second, the shared group (or, without one, the last group) dropped with its assignments.
+    Returns (plan B, the server group names: scaled, reconfigured, dropped)."""
     d = plan.model_dump(mode="json")
-    a = d["assignments"]
-    a[0]["replicas"] += 1
-    a[1]["config"]["batch_size"] = a[1]["config"]["batch_size"] * 2
-    a[1]["config"]["config_id"] = a[1]["config"]["config_id"].replace("/b", "/bx")
-    dropped = a.pop()
+    groups = d["servers"]
+    dedicated = [g for g in groups if not g["shared"] and g["replicas"] > 0]
+    scaled, reconf = dedicated[0], dedicated[1]
+    dropped = next((g for g in groups if g["shared"]), groups[-1])
+    assert dropped is not scaled and dropped is not reconf
+    scaled["replicas"] += 1
+    for a in d["assignments"]:
+        if a["server"] == scaled["name"]:
+            a["replicas"] = scaled["replicas"]
+        if a["server"] == reconf["name"]:
+            a["config"]["batch_size"] = a["config"]["batch_size"] * 2
+            a["config"]["config_id"] = a["config"]["config_id"].replace("/b", "/bx")
+    d["servers"] = [g for g in groups if g is not dropped]
+    d["assignments"] = [a for a in d["assignments"] if a["server"] != dropped["name"]]
     b = Plan.model_validate(d)
     b = b.model_copy(update={"plan_id": b.compute_id()})
-    return b, {"scaled": (a[0]["model"], a[0]["pool"]), "reconfigured": (a[1]["model"], a[1]["pool"]),
-               "dropped": (dropped["model"], dropped["pool"])}
+    return b, {"scaled": scaled["name"], "reconfigured": reconf["name"], "dropped": dropped["name"],
+               "dropped_models": list(dropped["models"])}
 
 
-def name_of(ms, model, pool) -> str:
-    return ms.workload_for(model, pool).name
+def name_of(ms, group) -> str:
+    return ms.server_for(group).name
 
 
 # ------------------------------------------------------------------------------------------ schema
@@ -88,9 +99,11 @@ def test_server_side_dry_run_accepts_every_manifest(kube_admin, kube_namespace, 
 
 def test_semantic_error_aborts_before_any_write(kube_admin, kube_namespace):
     docs = build(default_plan()).dicts()
-    bad = copy.deepcopy(docs[2])
+    i = [n for n, d in enumerate(docs) if d["kind"] == "Deployment"][1]
+    assert i > 0, "objects before the bad one must not be written either"
+    bad = copy.deepcopy(docs[i])
     bad["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] = "something-else"  # selector != labels
-    docs[2] = bad
+    docs[i] = bad
     with pytest.raises(ApplyError) as e:
         apply_objects(kube_admin, docs, kube_namespace)
     assert "rejected by the API server" in str(e.value) and "\n" not in str(e.value)
@@ -98,7 +111,7 @@ def test_semantic_error_aborts_before_any_write(kube_admin, kube_namespace):
     assert managed(kube_admin, kube_namespace) == {}
     # requests > limits is caught by the server too
     docs = build(default_plan()).dicts()
-    c = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    c = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     c["resources"]["limits"]["memory"] = "1Mi"
     with pytest.raises(ApplyError, match="limit"):
         apply_objects(kube_admin, docs, kube_namespace)
@@ -130,6 +143,9 @@ def test_apply_default_plan(kube_admin, kube_namespace, fake_kubelet):
         if d["kind"] == "Service":
             assert obj["spec"]["selector"] == d["spec"]["selector"]
             continue
+        if d["kind"] == "ConfigMap":
+            assert obj["data"] == d["data"]
+            continue
         assert obj["spec"]["selector"] == d["spec"]["selector"]
         assert obj["spec"]["replicas"] == d["spec"]["replicas"]
         pod, want = obj["spec"]["template"]["spec"], d["spec"]["template"]["spec"]
@@ -140,8 +156,12 @@ def test_apply_default_plan(kube_admin, kube_namespace, fake_kubelet):
                    {k: parse_quantity(v) for k, v in want_c["resources"][sec].items()}
         assert got_c["securityContext"] == want_c["securityContext"]
         assert got_c["env"] == want_c["env"]
+        assert got_c["volumeMounts"] == want_c["volumeMounts"]
+    # one Deployment per server group, the shared group's hosting all its models
+    assert len([d for d in docs if d["kind"] == "Deployment"]) == len(plan.server_groups()) == len(ms.servers)
+    assert any(s.shared and len(s.models) > 1 for s in ms.servers)
     # the controllers accept what we made: every Deployment becomes available (fake kubelet runs the pods)
-    for w in ms.workloads:
+    for w in ms.servers:
         wait_for(lambda w=w: (kube_admin.get("apps/v1", "Deployment", w.name, kube_namespace).get("status") or {})
                  .get("availableReplicas") == w.replicas, timeout=60, what=f"{w.name} available")
     # every Service selects exactly the pods it should
@@ -152,12 +172,12 @@ def test_apply_default_plan(kube_admin, kube_namespace, fake_kubelet):
         sel = d["spec"]["selector"]
         chosen = [p for p in pods if all(p["metadata"]["labels"].get(k) == v for k, v in sel.items())]
         ann = d["metadata"]["annotations"]
-        if "synergai.io/pool-name" in ann:
-            w = ms.workload_for(ann["synergai.io/model"], ann["synergai.io/pool-name"])
+        if "synergai.io/server-group" in ann:
+            w = ms.server_for(ann["synergai.io/server-group"])
             assert len(chosen) == w.replicas
             assert all(p["metadata"]["name"].startswith(w.name + "-") for p in chosen)
-        else:
-            assert len(chosen) == sum(w.replicas for w in ms.workloads if w.model == ann["synergai.io/model"])
+        else:  # the model's Service: the pods of every group hosting it, the shared one included
+            assert len(chosen) == sum(w.replicas for w in ms.servers if ann["synergai.io/model"] in w.models)
 
 
 def test_reapply_is_a_no_op(kube_admin, kube_namespace):
@@ -181,12 +201,13 @@ def test_changed_plan_updates_in_place_and_prunes_only_what_it_should(kube_admin
     a = default_plan()
     b, what = changed_plan(a)
     ms_a, ms_b = build(a), build(b)
-    apply_objects(kube_admin, ms_a.dicts(), kube_namespace, prune=True)
+    # plan A with the gateway (its objects are never pruned: plan B below comes without them)
+    apply_objects(kube_admin, build(a, gateway=True).dicts(kube_namespace), kube_namespace, prune=True)
     apply_objects(kube_admin, ms_a.dicts(), other_namespace, prune=True)
     uids = {k: v["metadata"]["uid"] for k, v in managed(kube_admin, kube_namespace).items()}
 
     # bystanders: not managed by synergai, managed by someone else, or a kind prune never touches
-    base = copy.deepcopy(ms_a.dicts()[0])
+    base = copy.deepcopy(next(d for d in ms_a.dicts() if d["kind"] == "Deployment"))
     for key in ("annotations",):
         base["metadata"].pop(key, None)
     lone = copy.deepcopy(base)
@@ -208,19 +229,24 @@ def test_changed_plan_updates_in_place_and_prunes_only_what_it_should(kube_admin
     assert {k: v["metadata"]["uid"] for k, v in managed(kube_admin, kube_namespace).items()} == uids
 
     res = apply_objects(kube_admin, ms_b.dicts(), kube_namespace, prune=True)
-    scaled = name_of(ms_b, *what["scaled"])
-    reconf = name_of(ms_b, *what["reconfigured"])
-    dropped = name_of(ms_a, *what["dropped"])
+    scaled = name_of(ms_b, what["scaled"])
+    reconf = name_of(ms_b, what["reconfigured"])
+    dropped = name_of(ms_a, what["dropped"])
     assert f"Deployment/{scaled}" in res.by_action("updated")
     assert f"Deployment/{reconf}" in res.by_action("updated")
+    assert f"ConfigMap/{reconf}" in res.by_action("updated")  # its server.json
+    assert f"ConfigMap/{scaled}" not in res.by_action("updated")  # more servers, same configuration
     assert res.by_action("created") == []
     ch = next(c for c in res.changes if c.ref == f"Deployment/{scaled}")
     assert any(x.startswith("spec.replicas") for x in ch.details)
+    ch = next(c for c in res.changes if c.ref == f"Deployment/{reconf}")
+    assert any("config-hash" in x for x in ch.details), ch.details  # a new configuration rolls the pods
     deleted = set(res.by_action("deleted"))
-    assert {f"Deployment/{dropped}", f"Service/{dropped}"} <= deleted
-    model_gone = what["dropped"][0] not in ms_b.model_services
-    assert (f"Service/{ms_a.model_services[what['dropped'][0]]}" in deleted) == model_gone
-    assert len(deleted) == 2 + model_gone
+    # the dropped (shared) group: its Deployment, Service and ConfigMap
+    assert {f"Deployment/{dropped}", f"Service/{dropped}", f"ConfigMap/{dropped}"} <= deleted
+    gone = [m for m in what["dropped_models"] if m not in ms_b.model_services]
+    assert {f"Service/{ms_a.model_services[m]}" for m in gone} <= deleted
+    assert len(deleted) == 3 + len(gone)
     # same dry-run report as the real one
     assert sorted(dry.by_action("deleted")) == sorted(deleted)
     assert sorted(dry.by_action("updated")) == sorted(res.by_action("updated"))
@@ -231,13 +257,20 @@ def test_changed_plan_updates_in_place_and_prunes_only_what_it_should(kube_admin
     for k in live:
         assert live[k]["metadata"]["uid"] == uids[k]
     dep = live[("Deployment", scaled)]
-    assert dep["spec"]["replicas"] == ms_b.workload_for(*what["scaled"]).replicas
+    assert dep["spec"]["replicas"] == ms_b.server_for(what["scaled"]).replicas
     env = {e["name"]: e["value"] for e in live[("Deployment", reconf)]["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["CONFIG_ID"] == ms_b.workload_for(*what["reconfigured"]).config_id
+    (w,) = [w for w in ms_b.workloads if w.server == what["reconfigured"]]
+    assert env["CONFIG_ID"] == w.config_id
+    conf = json.loads(live[("ConfigMap", reconf)]["data"]["server.json"])
+    assert [m["config_id"] for m in conf["models"]] == [w.config_id]
     # bystanders untouched, other namespace untouched
     assert kube_admin.get("apps/v1", "Deployment", "hand-made", kube_namespace)
     assert kube_admin.get("apps/v1", "Deployment", "by-helm", kube_namespace)
     assert kube_admin.get("v1", "ConfigMap", "keep-me", kube_namespace)
+    for api, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ServiceAccount"),
+                      ("networking.k8s.io/v1", "NetworkPolicy"), ("v1", "ConfigMap")):
+        name = "synergai-gateway-plan" if kind == "ConfigMap" else "synergai-gateway"
+        assert kube_admin.get(api, kind, name, kube_namespace), f"{kind}/{name} pruned"
     assert set(managed(kube_admin, other_namespace)) == desired_keys(ms_a.dicts())
     # and now it is stable
     again = apply_objects(kube_admin, ms_b.dicts(), kube_namespace, prune=True)
@@ -250,7 +283,7 @@ def test_without_prune_old_objects_stay(kube_admin, kube_namespace):
     apply_objects(kube_admin, build(a).dicts(), kube_namespace)
     res = apply_objects(kube_admin, build(b).dicts(), kube_namespace, prune=False)
     assert res.by_action("deleted") == []
-    assert ("Deployment", name_of(build(a), *what["dropped"])) in managed(kube_admin, kube_namespace)
+    assert ("Deployment", name_of(build(a), what["dropped"])) in managed(kube_admin, kube_namespace)
 
 
 # ------------------------------------------------------------------------------------------ conflicts
@@ -259,7 +292,7 @@ def test_without_prune_old_objects_stay(kube_admin, kube_namespace):
 def test_field_manager_conflict_409_is_resolved_by_forcing(kube_admin, kube_namespace):
     ms = build(default_plan())
     apply_objects(kube_admin, ms.dicts(), kube_namespace)
-    w = ms.workloads[0]
+    w = ms.servers[0]
     # another field manager (an autoscaler, say) takes spec.replicas with its own apply
     kube_admin.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": w.name},
                       "spec": {"replicas": w.replicas + 5}}, kube_namespace, force=True,
@@ -295,7 +328,7 @@ def test_cli_apply_prints_the_diff(kube_cluster, kube_admin, kube_namespace, tmp
     a.save(fa)
     b.save(fb)
     kc = ["--kubeconfig", kube_cluster.kubeconfig_path, "--namespace", kube_namespace]
-    n = len(build(a).objects)
+    n = len(build(a, gateway=True).objects)  # the plan's objects and the gateway's
 
     assert cli_main(["apply", str(fa), *kc, "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -313,7 +346,23 @@ def test_cli_apply_prints_the_diff(kube_cluster, kube_admin, kube_namespace, tmp
     assert cli_main(["apply", str(fb), *kc, "--prune"]) == 0
     out = capsys.readouterr().out
     assert "~ updated" in out and "spec.replicas" in out and "- deleted" in out
+    # the dropped shared group is pruned: its Deployment, Service and ConfigMap
+    dropped = name_of(build(a), what["dropped"])
+    for kind in ("Deployment", "Service", "ConfigMap"):
+        assert f"- deleted   {kind}/{dropped}" in out, out
     assert set(managed(kube_admin, kube_namespace)) == desired_keys(build(b).dicts())
+    # the gateway stays, and reads plan B now
+    assert "- deleted   Deployment/synergai-gateway" not in out
+    cm = kube_admin.get("v1", "ConfigMap", "synergai-gateway-plan", kube_namespace)
+    assert Plan.model_validate_json(cm["data"]["plan.json"]).plan_id == b.plan_id
+    # and plan B again: nothing changes (--no-gateway leaves the gateway's objects alone, prune included)
+    assert cli_main(["apply", str(fb), *kc, "--prune"]) == 0
+    out = capsys.readouterr().out
+    assert f"0 created, 0 updated, {len(build(b, gateway=True).objects)} unchanged, 0 deleted" in out, out
+    assert cli_main(["apply", str(fb), *kc, "--prune", "--no-gateway"]) == 0
+    out = capsys.readouterr().out
+    assert f"0 created, 0 updated, {len(build(b).objects)} unchanged, 0 deleted" in out, out
+    assert kube_admin.get("apps/v1", "Deployment", "synergai-gateway", kube_namespace)
 
 
 @pytest.mark.parametrize("case", ["not-json", "wrong-schema-version", "wrong-schema", "unknown-engine"])
@@ -358,9 +407,9 @@ def test_cli_apply_to_a_missing_namespace_says_how_and_create_namespace_creates_
     try:
         assert cli_main(["apply", str(f), *kc, "--create-namespace"]) == 0
         out = capsys.readouterr().out
-        n = len(build(default_plan()).objects)
+        n = len(build(default_plan(), gateway=True).objects)
         assert f"+ created   Namespace/{ns}" in out and out.count("+ created") == n + 1
-        assert len(managed(kube_admin, ns)) == n
+        assert len(managed(kube_admin, ns)) == len(build(default_plan()).objects)
         # the namespace exists now: nothing more to create, nothing changes
         assert cli_main(["apply", str(f), *kc, "--create-namespace"]) == 0
         out = capsys.readouterr().out

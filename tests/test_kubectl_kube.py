@@ -2,7 +2,8 @@
 
 Uses the kubectl v1.20 built from Debian's source with the API server (``bash .ci/build-kube.sh``):
 
-* ``kubectl apply -f DIR`` and ``kubectl apply -k DIR`` both accept the directory;
+* ``kubectl apply -f DIR`` and ``kubectl apply -k DIR`` both accept the directory (the default plan, with its
+  shared server group, and the gateway's objects);
 * applying again reports every object ``unchanged`` (the manifests are what the server stores);
 * ``kubectl apply --server-side`` after ``synergai apply`` reports no conflicts, and a second
   ``synergai apply`` then changes nothing.
@@ -42,11 +43,12 @@ def kubectl(kube_cluster):
 
 
 @pytest.fixture
-def manifests_dir(tmp_path, capsys):
+def manifests_dir(tmp_path, capsys, kube_namespace):
     plan = tmp_path / "plan.json"
+    assert any(g.shared for g in default_plan().server_groups())
     default_plan().save(plan)
     out = tmp_path / "manifests"
-    assert cli_main(["manifests", str(plan), "--out", str(out)]) == 0
+    assert cli_main(["manifests", str(plan), "--out", str(out), "--namespace", kube_namespace]) == 0
     capsys.readouterr()
     return plan, out
 
@@ -62,7 +64,10 @@ def results(stdout: str) -> dict[str, str]:
 
 
 def expected_objects() -> set[str]:
-    return {f"{d['kind'].lower()}/{d['metadata']['name']}" for d in build(default_plan()).dicts()}
+    objs = {f"{d['kind'].lower()}/{d['metadata']['name']}" for d in build(default_plan(), gateway=True).dicts()}
+    kinds = {o.split("/")[0] for o in objs}
+    assert {"configmap", "deployment", "service", "serviceaccount", "role", "rolebinding", "networkpolicy"} <= kinds
+    return objs
 
 
 def test_kubectl_apply_f_then_again_reports_every_object_unchanged(kubectl, kube_namespace, manifests_dir):
