@@ -139,7 +139,7 @@ def test_headroom_phase_keeps_unserved_optimum_and_grows_capacity(seed):
     ph = {p["phase"]: p for p in on.solver.phases}
     if "headroom-min" not in ph:
         return
-    alpha = ph["headroom-sum"]["alpha"]
+    alpha = ph["headroom-min"]["alpha"]
     assert all(1.0 - 1e-9 <= a <= 2.0 + 1e-9 for a in alpha.values())
     # max-min: the smallest factor is the max-min optimum t
     assert min(alpha.values()) == pytest.approx(ph["headroom-min"]["t"], rel=1e-4)
