@@ -147,7 +147,7 @@ def apply(plan_file: Path = typer.Argument(..., help="Plan JSON (from `synergai 
           context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
           namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Target namespace (default: the context's, else `default`)."),
           dry_run: bool = typer.Option(False, "--dry-run", help="Server-side dry run: show the diff, write nothing."),
-          prune: bool = typer.Option(False, "--prune", help="Delete synergai-managed Deployments/Services the plan no longer has."),
+          prune: bool = typer.Option(False, "--prune", help="Delete the synergai-managed Deployments/Services/ConfigMaps of server groups and models the plan no longer has (never the gateway)."),
           images: Optional[Path] = typer.Option(None, "--images", help="Image map YAML (default: executor/images.yaml)."),
           force_conflicts: bool = typer.Option(True, "--force-conflicts/--no-force-conflicts", help="Take over fields another manager changed (default) or stop."),
           create_namespace: bool = typer.Option(False, "--create-namespace", help="Create the namespace if it does not exist."),
