@@ -16,6 +16,14 @@ retried with backoff inside the step; a failed step is retried with backoff.
 Field-manager conflicts (409) are resolved by forcing (the plan is the source of truth)
 and counted. SIGTERM (or the ``stop`` event) lets the current step finish, then exits 0.
 
+HTTP (``httpkit``: aiohttp on an event loop in a background thread, so a slow client holds a
+connection object, never a thread): ``/healthz``, ``/readyz``, ``/metrics``, ``/status`` and
+``POST /v1/assign``. The bind address is ``host``/``port``. ``/v1/assign`` changes scheduler state
+(every decision books time on a replica), so it needs ``Authorization: Bearer <token>`` with the
+token from ``token_file`` (a mounted Secret, re-read when it changes; default
+``$SYNERGAI_TOKEN_FILE``) or ``token``; with neither it answers 401 to everyone. Bodies are
+limited (64 KiB), parsed with a nesting limit, and absurd numbers get 400.
+
 Crash safety: object names are deterministic, apply is idempotent and prune is a label
 selector minus the desired set, so a daemon killed at any point and restarted converges
 to the plan with nothing duplicated and nothing orphaned.
@@ -23,7 +31,8 @@ to the plan with nothing duplicated and nothing orphaned.
 Embedding::
 
     stop = threading.Event()
-    threading.Thread(target=run, args=(DaemonConfig(plan_source="file:plan.json", port=0), stop)).start()
+    cfg = DaemonConfig(plan_source="file:plan.json", host="127.0.0.1", port=0, token_file="/var/run/token")
+    threading.Thread(target=run, args=(cfg, stop)).start()
     ...
     stop.set()
 """
@@ -31,13 +40,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 from synergai.models import ClusterSpec, InputError, Plan, WorkloadSpec
 
@@ -73,6 +82,13 @@ class DaemonConfig:
     max_backoff: float = 30.0
     plan_time_limit: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # HTTP hardening (executor.httpkit)
+    token_file: Optional[str] = field(default_factory=lambda: os.environ.get("SYNERGAI_TOKEN_FILE") or None)
+    token: Optional[str] = None       # inline token (embedding, tests); token_file wins when both are set
+    max_body: int = 64 * 1024         # bytes of a /v1/assign body (413 beyond)
+    header_timeout: float = 10.0      # s to send request line + headers
+    body_timeout: float = 10.0        # s to send a body (408 beyond)
+    max_inflight: int = 256           # /v1/assign requests in progress (503 beyond)
 
 
 # ------------------------------------------------------------------------------- metrics
@@ -219,57 +235,58 @@ class Watcher(threading.Thread):
 # ------------------------------------------------------------------------------- HTTP
 
 
-def _handler(daemon: "Daemon"):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "synergai-daemon"
-        protocol_version = "HTTP/1.1"
+def _http_app(daemon: "Daemon"):
+    """The daemon's aiohttp application (handlers run on the HTTP thread's event loop; the daemon's
+    methods they call take its locks for microseconds)."""
+    from aiohttp import web
 
-        def log_message(self, fmt, *args):  # quiet; errors go through the daemon log
-            log.debug("http: " + fmt, *args)
+    from .httpkit import TokenAuth, json_response, make_app, prometheus, read_body
 
-        def _send(self, code: int, body: Union[bytes, dict], ctype: str = "application/json") -> None:
-            data = body if isinstance(body, bytes) else (json.dumps(body, indent=None) + "\n").encode()
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    limits = daemon.http_limits()
+    auth = TokenAuth(daemon.config.token_file, daemon.config.token)
+    m = daemon.metrics
 
-        def do_GET(self):  # noqa: N802
-            path = self.path.split("?", 1)[0]
-            if path == "/healthz":
-                ok, why = daemon.healthy()
-                self._send(200 if ok else 503, b"ok\n" if ok else (why + "\n").encode(), "text/plain")
-            elif path == "/readyz":
-                ok, why = daemon.ready()
-                self._send(200 if ok else 503, (("ok: " if ok else "") + why + "\n").encode(), "text/plain")
-            elif path == "/metrics":
-                from prometheus_client import CONTENT_TYPE_LATEST
+    def text(code: int, body: str):
+        return web.Response(status=code, text=body, content_type="text/plain")
 
-                self._send(200, daemon.metrics.render(), CONTENT_TYPE_LATEST)
-            elif path == "/status":
-                self._send(200, daemon.status())
-            else:
-                self._send(404, {"error": f"no such endpoint {path}"})
+    async def healthz(request):
+        ok, why = daemon.healthy()
+        return text(200 if ok else 503, "ok\n" if ok else why + "\n")
 
-        def do_POST(self):  # noqa: N802
-            path = self.path.split("?", 1)[0]
-            if path != "/v1/assign":
-                self._send(404, {"error": f"no such endpoint {path}"})
-                return
-            try:
-                n = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                n = -1
-            if n < 0 or n > 64 * 1024:
-                code, body = 400, {"error": "bad Content-Length (at most 64 KiB)"}
-            else:
-                raw = self.rfile.read(n) if n else b""
-                code, body = daemon.assign_http(raw)
-            daemon.metrics.assign_requests.labels(str(code)).inc()
-            self._send(code, body)
+    async def readyz(request):
+        ok, why = daemon.ready()
+        return text(200 if ok else 503, ("ok: " if ok else "") + why + "\n")
 
-    return Handler
+    async def metrics(request):
+        return await prometheus(m.registry)
+
+    async def status(request):
+        return json_response(daemon.status())
+
+    async def assign(request):
+        denied = auth.check(request)
+        if denied is not None:
+            m.assign_requests.labels("401").inc()
+            return denied
+        try:
+            raw = await read_body(request, limits)
+        except web.HTTPException as e:
+            m.assign_requests.labels(str(e.status)).inc()
+            raise
+        code, body = daemon.assign_http(raw)
+        m.assign_requests.labels(str(code)).inc()
+        return json_response(body, status=code)
+
+    def on_error(code: int) -> None:  # refused by the HTTP limits (503 busy) or a bug (500)
+        m.errors.labels(f"http{code}").inc()
+
+    app = make_app(limits, on_error=on_error)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status", status)
+    app.router.add_post("/v1/assign", assign)
+    return app
 
 
 # ------------------------------------------------------------------------------- daemon
@@ -313,31 +330,46 @@ class Daemon:
         self._started = False
         self._status_written: Optional[dict] = None
         self._nodes_forbidden = False
-        self.http: Optional[ThreadingHTTPServer] = None
+        self.http: Optional[Any] = None              # httpkit.ThreadedServer
         self.watchers: list[Watcher] = []
         self.step_listeners: list[Callable[["Daemon"], None]] = []
 
     # ---------------------------------------------------------------- lifecycle
     @property
     def http_port(self) -> Optional[int]:
-        return self.http.server_address[1] if self.http else None
+        return self.http.port if self.http else None
+
+    def http_limits(self):
+        from .httpkit import HttpLimits
+
+        c = self.config
+        return HttpLimits(max_body=c.max_body, header_timeout=c.header_timeout, body_timeout=c.body_timeout,
+                          max_inflight=c.max_inflight, max_connections=1024)
 
     def start_http(self) -> None:
         if self.http is not None or self.config.port < 0:
             return
-        self.http = ThreadingHTTPServer((self.config.host, self.config.port), _handler(self))
-        self.http.daemon_threads = True
-        threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2}, name="daemon-http",
-                         daemon=True).start()
-        log.info("serving /healthz /readyz /metrics /status and POST /v1/assign on %s:%d", self.config.host,
-                 self.http_port)
+        from synergai.extras import require
+
+        require("aiohttp", "serve", what="the daemon's HTTP server")
+        from .httpkit import ThreadedServer
+
+        c = self.config
+        self.http = ThreadedServer(lambda: _http_app(self), c.host, c.port, self.http_limits()).start()
+        auth = "token file " + c.token_file if c.token_file else ("inline token" if c.token else
+                                                                  "NO token: /v1/assign refuses everyone")
+        log.info("serving /healthz /readyz /metrics /status and POST /v1/assign (bearer token: %s) on %s:%d",
+                 auth, c.host, self.http_port)
 
     def start_watches(self) -> None:
         if not self.config.watch:
             return
         ns = self.namespace
         self.watchers = [Watcher(self, "apps/v1", "Deployment", ns, label_selector=MANAGED_SELECTOR),
-                         Watcher(self, "v1", "Service", ns, label_selector=MANAGED_SELECTOR)]
+                         Watcher(self, "v1", "Service", ns, label_selector=MANAGED_SELECTOR),
+                         # server-group ConfigMaps (not the daemon's own status ConfigMap)
+                         Watcher(self, "v1", "ConfigMap", ns,
+                                 label_selector=f"{MANAGED_SELECTOR},{LABEL_COMPONENT}=server-config")]
         if isinstance(self.source, ConfigMapSource):
             self.watchers.append(Watcher(self, "v1", "ConfigMap", self.source.namespace,
                                          field_selector=f"metadata.name={self.source.name}"))
@@ -390,8 +422,7 @@ class Daemon:
     def shutdown(self) -> None:
         self.stop.set()
         if self.http is not None:
-            self.http.shutdown()
-            self.http.server_close()
+            self.http.stop()
             self.http = None
         for w in self.watchers:
             w.close_stream()
@@ -449,7 +480,7 @@ class Daemon:
         kinds: dict[str, int] = {}
         for o in ms.objects:
             kinds[o.kind] = kinds.get(o.kind, 0) + 1
-        for kind in ("Deployment", "Service"):
+        for kind in ("Deployment", "Service", "ConfigMap"):
             self.metrics.objects.labels(kind).set(kinds.get(kind, 0))
         dt = time.monotonic() - t0
         self.metrics.reconcile_seconds.observe(dt)
@@ -661,20 +692,28 @@ class Daemon:
         }
 
     def assign_http(self, raw: bytes) -> tuple[int, dict]:
+        """One /v1/assign body -> (HTTP code, JSON body); never raises on client input (deep nesting,
+        400-digit numbers, NaN: 400)."""
+        from . import v2
+
         try:
-            req = json.loads(raw or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            return 400, {"error": "body must be a JSON object like {\"model\": \"resnet50\", \"deadline_ms\": 50}"}
+            req = v2.loads(raw or b"{}", max_depth=4)
+        except v2.V2Error as e:
+            return 400, {"error": f"body must be a JSON object like {{\"model\": \"resnet50\", \"deadline_ms\": 50}} "
+                                  f"({e.message})"}
         if not isinstance(req, dict):
             return 400, {"error": "body must be a JSON object"}
         model = req.get("model")
-        if not isinstance(model, str) or not model.strip():
-            return 400, {"error": "`model` (string) is required"}
+        if not isinstance(model, str) or not model.strip() or len(model) > 253:
+            return 400, {"error": "`model` (string, at most 253 characters) is required"}
         dl = req.get("deadline_ms", req.get("deadline"))
         if dl is not None:
-            if isinstance(dl, bool) or not isinstance(dl, (int, float)) or not (0 < dl < float("inf")):
+            if isinstance(dl, str):
                 return 400, {"error": "`deadline_ms` must be a number > 0 (milliseconds)"}
-            dl = float(dl)
+            try:
+                dl = v2.finite_number(dl, "`deadline_ms` (milliseconds)")
+            except v2.V2Error as e:
+                return 400, {"error": e.message}
         origin = req.get("origin")
         if origin is not None and origin not in ("edge", "cloud"):
             return 400, {"error": "`origin` must be edge or cloud"}
@@ -689,7 +728,7 @@ def run(config: DaemonConfig, stop: Optional[threading.Event] = None, *,
     """Run the daemon until ``stop`` is set (kopf style); returns the exit code.
 
     ``ready`` is called with the :class:`Daemon` once its HTTP server listens (tests use it
-    to learn the port).
+    to learn the port). The HTTP server (aiohttp, its own thread and event loop) stops with the loop.
     """
     d = Daemon(config, kube=kube, stop=stop)
     if ready is not None:

@@ -38,7 +38,11 @@ def kube_cluster():
 
     # The harness's Service range is a /24 (254 ClusterIPs); the executor tests create a few hundred
     # Services per session (namespaces are deleted asynchronously), so widen it (the last flag wins).
-    cluster = KubeCluster(extra_tokens=dict(KUBE_TOKENS))
+    # + the EndpointSlice controller: it publishes ready pods (loopback pod IPs included, which the
+    # Endpoints validation refuses) for the gateway's discovery (tests/test_gateway_kube.py)
+    from tests.kube_harness import DEFAULT_CONTROLLERS
+
+    cluster = KubeCluster(extra_tokens=dict(KUBE_TOKENS), controllers=(*DEFAULT_CONTROLLERS, "endpointslice"))
     problem = None
     try:
         cluster.start()
@@ -71,6 +75,33 @@ def fake_kubelet(kube_cluster):
         yield kubelet
     finally:
         kubelet.stop()
+
+
+@pytest.fixture
+def local_pods(kube_cluster, kube_namespace, tmp_path):
+    """``local_pods(plan_path)`` -> a FakeKubelet that really runs the pods of this test's namespace:
+    each pod is a local ``synergai serve --plan PLAN --server GROUP`` on its own loopback address
+    (127.0.x.y, the pod IP), Ready once it answers /v2/health/ready. Every process is stopped at the end
+    (and the test fails if one survives)."""
+    from tests.kube_harness import FakeKubelet, LocalServeRuntime
+
+    made = []
+
+    def start(plan_path, **kw):
+        rt = LocalServeRuntime(plan_path, log_dir=tmp_path / "pods", **kw)
+        kl = FakeKubelet(kube_cluster.kubeconfig_path, node_name=f"serve-{uuid.uuid4().hex[:6]}",
+                         labels={"synergai.test/pool": "local"}, runtime=rt, namespaces=[kube_namespace],
+                         poll_interval=0.2)
+        made.append(kl)
+        return kl.start()
+
+    yield start
+    leftovers = []
+    for kl in made:
+        procs = list(kl.runtime.procs.values())
+        kl.stop(delete_node=True)
+        leftovers += [p.pid for p in procs if not p.exited()]
+    assert not leftovers, f"pod processes still running: {leftovers}"
 
 
 @pytest.fixture(scope="session")
@@ -151,8 +182,15 @@ class RunningDaemon:
     def get(self, path: str):
         return http_request(self.port, "GET", path)
 
-    def post(self, path: str, body):
-        return http_request(self.port, "POST", path, body)
+    @property
+    def token(self):
+        return self.daemon.config.token
+
+    def post(self, path: str, body, token: object = "config"):
+        """POST with the daemon's bearer token (``token=None``: none, or a given string)."""
+        tok = self.token if token == "config" else token
+        return http_request(self.port, "POST", path, body,
+                            headers={"Authorization": f"Bearer {tok}"} if tok else None)
 
     def metric(self, name: str, **labels) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
@@ -168,15 +206,16 @@ class RunningDaemon:
         return total
 
 
-def http_request(port: int, method: str, path: str, body=None, timeout: float = 10.0):
+def http_request(port: int, method: str, path: str, body=None, timeout: float = 10.0, headers=None):
     import urllib.error
     import urllib.request
 
     data = None
     if body is not None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data is not None else {})
+    hdrs = {"Content-Type": "application/json"} if data is not None else {}
+    hdrs.update(headers or {})
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=hdrs)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read()
@@ -232,13 +271,15 @@ class running_daemon:  # noqa: N801 - used as a context manager
 
 
 def daemon_config(plan_source: str, namespace: str, kubeconfig: str, **kw):
-    """A DaemonConfig with test-friendly timings (127.0.0.1, any free port, 1 s resync)."""
+    """A DaemonConfig with test-friendly timings (127.0.0.1, any free port, 1 s resync) and a random
+    inline bearer token for /v1/assign (``RunningDaemon.post`` sends it)."""
     from synergai.executor.daemon import DaemonConfig
     from synergai.executor.kube import RetryPolicy
 
     base = dict(plan_source=plan_source, namespace=namespace, kubeconfig=kubeconfig, interval=1.0,
                 host="127.0.0.1", port=0, debounce=0.05, watch_timeout=20, max_backoff=2.0,
-                retry=RetryPolicy(attempts=8, base=0.1, cap=1.0))
+                retry=RetryPolicy(attempts=8, base=0.1, cap=1.0), token="daemon-" + secrets.token_hex(8),
+                token_file=None)
     base.update(kw)
     return DaemonConfig(**base)
 

@@ -104,10 +104,27 @@ def test_daemon_converges_repairs_drift_follows_the_plan_and_answers(kube_cluste
         assert rd.post("/v1/assign", b"{bad json")[0] == 400
         assert rd.post("/v1/assign", {"model": "resnet50", "deadline_ms": -3})[0] == 400
         assert rd.get("/nope")[0] == 404
+        # hostile bodies: 400 with a one-line JSON error, never a dropped connection
+        model0 = next(iter(ms_a.model_services))
+        for hostile in (b'{"model": "' + model0.encode() + b'", "deadline_ms": ' + b"9" * 400 + b"}",
+                        b'{"model": "x", "deadline_ms": 1e400}', b"[" * 100_000 + b"]" * 100_000,
+                        b'{"model": ' + b'{"a": ' * 50 + b"1" + b"}" * 50 + b"}", b"\xff\xfe"):
+            code, body = rd.post("/v1/assign", hostile)
+            assert code in (400, 413), (code, body[:200])
+            assert "\n" not in body.decode().strip() and json.loads(body)["error"]
+        # /v1/assign changes scheduler state: refused without the token or with a wrong one
+        n200 = rd.metric("synergai_assign_requests_total", code="200")
+        for tok in (None, "wrong-" + rd.token, rd.token + "x"):
+            code, body = rd.post("/v1/assign", {"model": model0}, token=tok)
+            assert code == 401 and "token" in json.loads(body)["error"], (tok, code, body)
+        assert rd.metric("synergai_assign_requests_total", code="401") == 3
+        assert rd.metric("synergai_assign_requests_total", code="200") == n200
+        # read-only endpoints need no token
+        assert rd.get("/status")[0] == 200 and rd.get("/metrics")[0] == 200
 
         # metrics
         assert rd.metric("synergai_reconciles_total", result="ok") >= 3
-        assert rd.metric("synergai_objects_managed", kind="Deployment") == len(ms_a.workloads)
+        assert rd.metric("synergai_objects_managed", kind="Deployment") == len(ms_a.servers)  # one per server group
         assert rd.metric("synergai_apply_latency_seconds_count") > 0
         assert rd.metric("synergai_assign_requests_total", code="200") == len(ms_a.model_services)
         assert rd.metric("synergai_plan_info", plan_id=a.plan_id) == 1
@@ -121,7 +138,7 @@ def test_daemon_converges_repairs_drift_follows_the_plan_and_answers(kube_cluste
     with running_daemon(daemon_config(f"file:{f}", ns, kube_cluster.kubeconfig_path, interval=0.5)) as rd:
         wait_for(lambda: converged(kube_admin, ns, ms_b), 15, what="plan B applied")
         wait_for(lambda: json.loads(rd.get("/status")[1])["planId"] == b.plan_id, 5, what="status")
-        code, body = rd.post("/v1/assign", {"model": what["scaled"][0]})
+        code, body = rd.post("/v1/assign", {"model": b.assignments_of(what["scaled"])[0].model})
         assert code == 200 and json.loads(body)["plan_id"] == b.plan_id
 
 
@@ -140,7 +157,9 @@ def test_daemon_resolves_a_409_conflict(kube_cluster, kube_admin, kube_namespace
         wait_for(lambda: rd.metric("synergai_conflicts_total") >= 1, 10, what="conflict counted")
         wait_for(lambda: replicas(kube_admin, ns, w.name) == w.replicas, 10, what="replicas restored")
         dep = kube_admin.get("apps/v1", "Deployment", w.name, ns)
-        owner = [m for m in dep["metadata"]["managedFields"] if "f:replicas" in json.dumps(m.get("fieldsV1", {}))]
+        # spec.replicas (the deployment controller owns status.replicas once it has updated the status)
+        owner = [m for m in dep["metadata"]["managedFields"]
+                 if "f:replicas" in json.dumps((m.get("fieldsV1") or {}).get("f:spec", {}))]
         assert [m["manager"] for m in owner] == ["synergai"]
 
     # with --no-force-conflicts the daemon reports and leaves the field alone
@@ -257,8 +276,11 @@ def test_daemon_plans_a_workload_for_the_node_inventory(kube_cluster, kube_admin
 # ------------------------------------------------------------------------------------------ subprocess
 
 
-def _spawn(plan_source, ns, kubeconfig, port, *extra, log=None):
+def _spawn(plan_source, ns, kubeconfig, port, *extra, log=None, token_file=None):
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
+    env.pop("SYNERGAI_TOKEN_FILE", None)
+    if token_file:
+        env["SYNERGAI_TOKEN_FILE"] = str(token_file)
     return subprocess.Popen(
         [sys.executable, "-m", "synergai.cli", "daemon", "--plan-source", plan_source, "--namespace", ns,
          "--kubeconfig", kubeconfig, "--port", str(port), "--host", "127.0.0.1", *extra],
@@ -339,10 +361,22 @@ def test_daemon_killed_mid_reconcile_converges_on_restart(kube_cluster, kube_adm
     assert not converged(kube_admin, ns, ms_b), "killed too late: nothing left half-done"
 
     log = open(tmp_path / "daemon2.log", "wb")
-    p = _spawn(f"file:{f}", ns, kube_cluster.kubeconfig_path, port, "--interval", "1", log=log)
+    token = tmp_path / "token"  # a mounted Secret
+    token.write_text("s3cret-" + os.urandom(8).hex() + "\n")
+    p = _spawn(f"file:{f}", ns, kube_cluster.kubeconfig_path, port, "--interval", "1", log=log, token_file=token)
     try:
         wait_for(lambda: converged(kube_admin, ns, ms_b), 30, what="converged after restart")
         wait_for(lambda: _ready(port), 10, what="ready")
+        # the token comes from the file; without it /v1/assign is refused
+        body = {"model": ms_b.workloads[0].model}
+        assert http_request(port, "POST", "/v1/assign", body)[0] == 401
+        auth = {"Authorization": "Bearer " + token.read_text().strip()}
+        assert http_request(port, "POST", "/v1/assign", body, headers=auth)[0] == 200
+        token.write_text("rotated-" + os.urandom(8).hex())  # a rotated Secret is re-read
+        os.utime(token, (time.time() + 5, time.time() + 5))
+        assert http_request(port, "POST", "/v1/assign", body, headers=auth)[0] == 401
+        auth = {"Authorization": "Bearer " + token.read_text().strip()}
+        assert http_request(port, "POST", "/v1/assign", body, headers=auth)[0] == 200
         # nothing duplicated: one Deployment per (model, pool), one Service per Deployment and per model
         live = managed(kube_admin, ns)
         pairs = [(o["metadata"]["annotations"]["synergai.io/model"], o["metadata"]["annotations"]["synergai.io/pool-name"])
