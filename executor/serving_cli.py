@@ -4,6 +4,7 @@ Registered by ``synergai.cli`` through :func:`register` (module ``synergai.execu
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -17,6 +18,30 @@ from synergai.models import InputError
 def _env(name: str, default=None):
     v = os.environ.get(name)
     return v if v not in (None, "") else default
+
+
+SERVE_MODULES = ("aiohttp", "prometheus_client")  # what serve, gateway and loadtest cannot run without
+
+
+def need_serve_extra(command: str) -> None:
+    """Raise :class:`synergai.extras.MissingExtra` (-> one line naming ``pip install 'synergai[serve]'``,
+    exit 2) when a module of the serve extra is missing; before anything else runs."""
+    from synergai.extras import require
+
+    for mod in SERVE_MODULES:
+        require(mod, "serve", what=f"'synergai {command}'")
+
+
+def _needs_serve(command: str):
+    def deco(fn):
+        @functools.wraps(fn)  # typer reads the options from the wrapped signature
+        def wrapper(*args, **kwargs):
+            need_serve_extra(command)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return deco
 
 
 def _limits(max_body_mb: float, header_timeout: float, body_timeout: float, max_inflight: int):
@@ -95,6 +120,7 @@ def gateway(plan: str = typer.Option(..., "--plan", help="file:PATH | configmap:
             endpoint: Optional[list[str]] = typer.Option(None, "--endpoint", help="GROUP=URL (repeatable)."),
             kube_namespace: Optional[str] = typer.Option(None, "--kube-namespace", help="Discover servers from the Endpoints of the plan's Services in this namespace."),
             kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig"),
+            kube_discovery: str = typer.Option("auto", "--kube-discovery", help="auto (EndpointSlices, else Endpoints) | endpointslices | endpoints."),
             token_file: Optional[str] = typer.Option(_env("SYNERGAI_TOKEN_FILE"), "--token-file", help="Bearer token for state-changing endpoints (a mounted Secret)."),
             auth_inference: bool = typer.Option(False, "--auth-inference", help="Require the token on inference too."),
             reload_interval: float = typer.Option(1.0, "--reload-interval", help="Plan/endpoint file poll period, s."),
@@ -116,7 +142,8 @@ def gateway(plan: str = typer.Option(..., "--plan", help="file:PATH | configmap:
         eps.setdefault(g, []).append(url)
     cfg = GatewayConfig(plan=plan, host=host, port=port, routing=routing, overload=overload,
                         endpoints_file=str(endpoints) if endpoints else None, endpoints=eps,
-                        kube_namespace=kube_namespace, kubeconfig=kubeconfig, token_file=token_file,
+                        kube_namespace=kube_namespace, kubeconfig=kubeconfig, kube_discovery=kube_discovery,
+                        token_file=token_file,
                         auth_inference=auth_inference, reload_interval=reload_interval,
                         upstream_timeout=upstream_timeout,
                         limits=_limits(max_body_mb, header_timeout, body_timeout, max_inflight))
@@ -124,13 +151,13 @@ def gateway(plan: str = typer.Option(..., "--plan", help="file:PATH | configmap:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
-    app.command("gateway")(gateway)
+    app.command("serve")(_needs_serve("serve")(serve))
+    app.command("gateway")(_needs_serve("gateway")(gateway))
     try:
         from synergai.experiments.loadtest import loadtest
     except ImportError:  # pragma: no cover
         return
-    app.command("loadtest")(loadtest)
+    app.command("loadtest")(_needs_serve("loadtest")(loadtest))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -145,6 +172,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except InputError as e:
         print(f"synergai: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        from synergai.extras import missing_extra_message
+
+        msg = missing_extra_message(e, next((a for a in argv or sys.argv[1:] if not a.startswith("-")), None))
+        if msg is None:
+            raise
+        print(f"synergai: error: {msg}", file=sys.stderr)
         return 2
     return 0
 
