@@ -22,7 +22,8 @@ Response headers: ``X-Synergai-Pool``, ``X-Synergai-Server`` (group), ``X-Synerg
 ``X-Synergai-Server-Ms`` etc.
 
 Endpoints (server group -> URLs): ``--endpoints FILE`` (YAML/JSON, reloaded on change), repeated
-``--endpoint GROUP=URL``, or ``--kube-namespace NS``: a watch on the Endpoints of the plan's Services.
+``--endpoint GROUP=URL``, or ``--kube-namespace NS``: a watch on the EndpointSlices (else Endpoints)
+of the plan's Services: ready pods join, pods that stop being ready or go away leave.
 The plan (``--plan file:PATH | configmap:NS/NAME``) hot-reloads: a new router is built aside and swapped
 in one assignment; requests in flight finish on the router they started with.
 
@@ -59,6 +60,52 @@ OVERLOADS = ("sacrifice", "least-lateness", "shed")
 FORWARD_HEADERS = ("Content-Type", v2.HEADER_LENGTH, "Content-Encoding", "Accept-Encoding", v2.DEADLINE_HEADER)
 PASS_BACK = ("X-Synergai-Server-Ms", "X-Synergai-Compute-Ms", "X-Synergai-Batch", "X-Synergai-Queue-Depth",
              v2.HEADER_LENGTH)
+
+
+# ------------------------------------------------------------------------------------------ discovery
+
+#: what --kube-namespace discovery reads, in order of preference (the first the API server serves)
+DISCOVERY_KINDS = (("discovery.k8s.io/v1", "EndpointSlice"), ("discovery.k8s.io/v1beta1", "EndpointSlice"),
+                   ("v1", "Endpoints"))
+SLICE_SERVICE_LABEL = "kubernetes.io/service-name"
+
+
+def _register_discovery_resources() -> None:
+    from .kube import RESOURCES
+
+    RESOURCES.setdefault(("v1", "Endpoints"), ("/api/v1", "endpoints", True))
+    for api in ("discovery.k8s.io/v1", "discovery.k8s.io/v1beta1"):
+        RESOURCES.setdefault((api, "EndpointSlice"), (f"/apis/{api}", "endpointslices", True))
+
+
+def endpoint_urls(kind: str, obj: dict) -> tuple[str, list[str]]:
+    """(Service name, ready server URLs) of one Endpoints or EndpointSlice object (port named ``http``,
+    else the first; EndpointSlice endpoints whose ``ready`` condition is false or ``terminating`` is
+    true are left out)."""
+    md = obj.get("metadata") or {}
+    out: list[str] = []
+    if kind == "Endpoints":
+        for ss in obj.get("subsets") or []:
+            ports = ss.get("ports") or []
+            port = next((p["port"] for p in ports if p.get("name") == "http"), ports[0]["port"] if ports else 80)
+            for a in ss.get("addresses") or []:  # notReadyAddresses are not served
+                out.append(f"http://{_host(a['ip'])}:{port}")
+        return md.get("name", ""), out
+    ports = obj.get("ports") or []
+    port = next((p.get("port") for p in ports if p.get("name") == "http"), ports[0].get("port") if ports else None)
+    if port is None:
+        return (md.get("labels") or {}).get(SLICE_SERVICE_LABEL, ""), []
+    for ep in obj.get("endpoints") or []:
+        cond = ep.get("conditions") or {}
+        if cond.get("ready") is False or cond.get("terminating") is True:
+            continue
+        for ip in ep.get("addresses") or []:
+            out.append(f"http://{_host(ip)}:{port}")
+    return (md.get("labels") or {}).get(SLICE_SERVICE_LABEL, ""), out
+
+
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
 
 
 @dataclass
@@ -226,6 +273,7 @@ class GatewayConfig:
     endpoints: dict[str, list[str]] = field(default_factory=dict)
     kube_namespace: Optional[str] = None        # discover endpoints from the plan's Services
     kubeconfig: Optional[str] = None
+    kube_discovery: str = "auto"                # auto (EndpointSlices, else Endpoints) | endpointslices | endpoints
     token_file: Optional[str] = None
     auth_inference: bool = False
     reload_interval: float = 1.0
@@ -242,6 +290,8 @@ class Gateway:
             raise InputError(f"--routing must be one of {', '.join(POLICIES)}", field="--routing")
         if config.overload not in OVERLOADS:
             raise InputError(f"--overload must be one of {', '.join(OVERLOADS)}", field="--overload")
+        if config.kube_discovery not in ("auto", "endpointslices", "endpoints"):
+            raise InputError("--kube-discovery must be auto, endpointslices or endpoints", field="--kube-discovery")
         self.config = config
         self.policy = config.routing
         self.metrics = GatewayMetrics()
@@ -371,37 +421,44 @@ class Gateway:
 
     # ---------------------------------------------------------------- kubernetes endpoints
     def _kube_watch_thread(self) -> None:
-        from .kube import KubeClient, KubeError, Stopped
-        from .manifests import MANAGED_SELECTOR
+        """List+watch the namespace's EndpointSlices (discovery.k8s.io/v1, else v1beta1 on 1.20), else
+        its Endpoints; push Service name -> ready URLs to the event loop on every change.
+
+        EndpointSlices first: they carry per-endpoint readiness and, unlike Endpoints, accept any pod IP
+        (Endpoints validation refuses loopback addresses). Watches resume from their resourceVersion;
+        410 Gone or an error re-lists; a dropped connection retries with a bounded backoff."""
+        from .kube import KubeError, Stopped
 
         ns = self.config.kube_namespace
         kube = self._kube
-        state: dict[str, list[str]] = {}
-
-        def urls(ep: dict) -> list[str]:
-            out = []
-            for ss in ep.get("subsets") or []:
-                ports = ss.get("ports") or []
-                port = next((p["port"] for p in ports if p.get("name") == "http"), ports[0]["port"] if ports else 80)
-                for a in ss.get("addresses") or []:
-                    out.append(f"http://{a['ip']}:{port}")
-            return out
+        modes = {"auto": DISCOVERY_KINDS, "endpointslices": DISCOVERY_KINDS[:2],
+                 "endpoints": DISCOVERY_KINDS[2:]}[self.config.kube_discovery]
+        mode_i = 0
+        state: dict[str, tuple[str, list[str]]] = {}   # object name -> (Service, URLs)
 
         def push() -> None:
-            snap = {k: list(v) for k, v in state.items()}
+            snap: dict[str, list[str]] = {}
+            for svc, urls in state.values():
+                snap.setdefault(svc, []).extend(urls)
+            snap = {k: sorted(set(v)) for k, v in snap.items()}
             if self.loop is not None:
                 self.loop.call_soon_threadsafe(self._set_kube_endpoints, snap)
 
         rv = ""
+        failures = 0
         while not self._kube_stop.is_set():
+            api, kind = modes[mode_i]
+            sel = SLICE_SERVICE_LABEL if kind == "EndpointSlice" else None
             try:
                 if not rv:
-                    items, rv = kube.list("v1", "Endpoints", ns, label_selector=MANAGED_SELECTOR)
+                    items, rv = kube.list(api, kind, ns, label_selector=sel)
                     state.clear()
                     for it in items:
-                        state[it["metadata"]["name"]] = urls(it)
+                        state[it["metadata"]["name"]] = endpoint_urls(kind, it)
                     push()
-                for ev in kube.watch("v1", "Endpoints", ns, rv, label_selector=MANAGED_SELECTOR, timeout_seconds=30):
+                    log.info("discovering servers from %s %s in namespace %s", api, kind, ns)
+                for ev in kube.watch(api, kind, ns, rv, label_selector=sel, timeout_seconds=30):
+                    failures = 0
                     obj = ev.get("object") or {}
                     md = obj.get("metadata") or {}
                     rv = md.get("resourceVersion") or rv
@@ -410,20 +467,26 @@ class Gateway:
                     if ev.get("type") == "DELETED":
                         state.pop(md.get("name"), None)
                     else:
-                        state[md.get("name")] = urls(obj)
+                        state[md.get("name")] = endpoint_urls(kind, obj)
                     push()
             except Stopped:
                 return
             except KubeError as e:
+                if self._kube_stop.is_set():
+                    return
+                if not rv and e.status == 404 and mode_i + 1 < len(modes):
+                    mode_i += 1  # this API is not served: try the next
+                    continue
+                failures += 1
                 if e.gone or e.status != 0:
                     rv = ""
-                log.info("endpoints watch interrupted (%s); retrying", e)
-                self._kube_stop.wait(0.5)
+                log.info("%s watch interrupted (%s); retrying", kind, e)
+                self._kube_stop.wait(min(5.0, 0.2 * 2 ** min(failures, 5)))
             except Exception as e:  # pragma: no cover - defensive
-                log.warning("endpoints watch failed: %r", e)
+                failures += 1
+                log.warning("%s watch failed: %r", kind, e)
                 rv = ""
-                self._kube_stop.wait(1.0)
-        _ = KubeClient
+                self._kube_stop.wait(min(5.0, 0.2 * 2 ** min(failures, 5)))
 
     def _set_kube_endpoints(self, snap: dict[str, list[str]]) -> None:
         if snap != self.kube_endpoints:
@@ -446,6 +509,7 @@ class Gateway:
         self._read_endpoints_file()
         await self.reload_plan()
         if c.kube_namespace:
+            _register_discovery_resources()
             threading.Thread(target=self._kube_watch_thread, name="endpoints-watch", daemon=True).start()
         self._tasks.append(asyncio.create_task(self._watch_loop()))
 

@@ -5,7 +5,15 @@ built from Debian's ``kubernetes`` source package (see ``.ci/build-kube.sh``),
 all on 127.0.0.1 with free ports, in a temp dir removed on ``stop()``.
 There is no kubelet and no scheduler: :class:`FakeKubelet` registers a Ready
 Node, binds pending Pods to it and reports them Running/Ready, so Deployments
-become available.
+become available. With a ``runtime`` (:class:`LocalServeRuntime`) it really runs
+each pod: a local ``synergai serve`` process bound to the pod's own loopback
+address (127.0.x.y), reported as the pod IP, Ready only once the process answers
+``/v2/health/ready``; the process stops when the pod is deleted.
+
+Endpoints vs EndpointSlices: the API server's validation refuses loopback
+addresses in Endpoints ("may not be in the loopback range (127.0.0.0/8)"), so
+with loopback pod IPs only the EndpointSlice controller (``endpointslice`` in
+``controllers``) publishes the pods; the gateway discovers servers from there.
 
 Typical use::
 
@@ -47,6 +55,8 @@ __all__ = [
     "KubeHarnessError",
     "KubeCluster",
     "FakeKubelet",
+    "LocalServeRuntime",
+    "LoopbackIPs",
     "ensure_binaries",
     "default_cache_dir",
     "load_api_client",
@@ -251,6 +261,22 @@ def _gen_rsa_key(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+def _terminate(p: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` s (at once when ``timeout`` is 0); by PID only."""
+    if p.poll() is not None:
+        return
+    try:
+        if timeout <= 0:
+            raise subprocess.TimeoutExpired(p.args, 0)
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
 class _Proc:
     """A child process with its log file; stopped by PID."""
 
@@ -290,17 +316,7 @@ class _Proc:
         p = self.popen
         if p is None:
             return
-        if p.poll() is None:
-            try:
-                if not graceful:
-                    raise subprocess.TimeoutExpired(self.argv, 0)
-                p.send_signal(signal.SIGTERM)
-                p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
-            except ProcessLookupError:
-                pass
+        _terminate(p, timeout if graceful else 0.0)
         self.popen = None
 
     def tail(self, lines: int = 40) -> str:
@@ -747,6 +763,8 @@ class FakeKubelet:
         poll_interval: float = 0.3,
         scheduler_names: Optional[Iterable[str]] = ("default-scheduler",),
         bind_pods: bool = True,
+        runtime: Optional["LocalServeRuntime"] = None,
+        namespaces: Optional[Iterable[str]] = None,
     ):
         self.kubeconfig = str(kubeconfig)
         self.node_name = node_name
@@ -761,6 +779,12 @@ class FakeKubelet:
         self.poll_interval = poll_interval
         self.scheduler_names = set(scheduler_names) if scheduler_names is not None else None
         self.bind_pods = bind_pods
+        # runtime: really run pods (local processes on loopback pod IPs); namespaces: only these
+        # (claimed: kubelets without a namespace list leave them alone)
+        self.runtime = runtime
+        self.namespaces = set(namespaces) if namespaces is not None else None
+        if self.namespaces:
+            _CLAIMED_NAMESPACES.update(self.namespaces)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._api = None
@@ -795,6 +819,10 @@ class FakeKubelet:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self.runtime is not None:
+            self.runtime.stop_all()
+        if self.namespaces:
+            _CLAIMED_NAMESPACES.difference_update(self.namespaces)
         if delete_node and self._core is not None:
             try:
                 self._core.delete_node(self.node_name)
@@ -828,6 +856,13 @@ class FakeKubelet:
             self._ensure_node()
         resp = self._core.list_pod_for_all_namespaces(_preload_content=False, _request_timeout=10)
         pods = json.loads(resp.data)["items"]
+        if self.namespaces is not None:
+            pods = [p for p in pods if p["metadata"]["namespace"] in self.namespaces]
+        else:
+            pods = [p for p in pods if p["metadata"]["namespace"] not in _CLAIMED_NAMESPACES]
+        if self.runtime is not None:  # processes of pods that are gone
+            self.runtime.reap({p["metadata"]["uid"] for p in pods if p.get("spec", {}).get("nodeName") == self.node_name
+                               and not p["metadata"].get("deletionTimestamp")})
         for pod in pods:
             try:
                 self._sync_pod(pod)
@@ -917,6 +952,8 @@ class FakeKubelet:
         node = spec.get("nodeName")
         if meta.get("deletionTimestamp"):
             if node == self.node_name:
+                if self.runtime is not None:  # the containers stop before the pod object goes
+                    self.runtime.stop_pod(meta["uid"])
                 self._core.delete_namespaced_pod(
                     name, ns, grace_period_seconds=0, _preload_content=False, _request_timeout=10
                 )
@@ -943,6 +980,9 @@ class FakeKubelet:
         if node != self.node_name:
             return
         if status.get("phase") in ("Succeeded", "Failed"):
+            return
+        if self.runtime is not None:
+            self._sync_running_pod(pod)
             return
         if status.get("phase") == "Running" and any(
             c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
@@ -976,3 +1016,194 @@ class FakeKubelet:
         self._core.patch_namespaced_pod_status(
             name, ns, {"status": new_status}, _preload_content=False, _request_timeout=10
         )
+
+
+# --------------------------------------------------------------------------- local pod runtime
+
+#: namespaces a FakeKubelet with an explicit namespace list owns (other kubelets skip their pods)
+_CLAIMED_NAMESPACES: set = set()
+
+
+def _fake_kubelet_sync_running_pod(self: FakeKubelet, pod: Dict[str, Any]) -> None:
+    """With a runtime: start the pod's process on its own loopback IP (pod IP), Ready once it answers."""
+    meta, status = pod["metadata"], pod.get("status", {})
+    ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    rt = self.runtime
+    assert rt is not None
+    proc = rt.get(uid)
+    if proc is None:
+        proc = rt.start_pod(pod)
+    ready = proc.ready()
+    failed = proc.exited()
+    was_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
+    if status.get("podIP") == proc.ip and was_ready == ready and not failed:
+        return
+    now = _now()
+    flag = "True" if ready else "False"
+    cname = (pod.get("spec", {}).get("containers") or [{"name": "server"}])[0]["name"]
+    state = ({"terminated": {"exitCode": proc.returncode or 1, "reason": "Error", "finishedAt": now}}
+             if failed else {"running": {"startedAt": now}})
+    new_status = {
+        "phase": "Failed" if failed else "Running",
+        "hostIP": "127.0.0.1",
+        "podIP": proc.ip,
+        "podIPs": [{"ip": proc.ip}],
+        "startTime": status.get("startTime") or now,
+        "conditions": [{"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                       {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                       {"type": "Ready", "status": flag, "lastTransitionTime": now},
+                       {"type": "ContainersReady", "status": flag, "lastTransitionTime": now}],
+        "containerStatuses": [{"name": cname, "image": "local", "imageID": "local://synergai-serve",
+                               "containerID": f"local://{proc.pid}", "ready": ready, "started": not failed,
+                               "restartCount": 0, "state": state}],
+    }
+    self._core.patch_namespaced_pod_status(name, ns, {"status": new_status}, _preload_content=False,
+                                           _request_timeout=10)
+
+
+FakeKubelet._sync_running_pod = _fake_kubelet_sync_running_pod  # type: ignore[attr-defined]
+
+
+class LoopbackIPs:
+    """Hands out distinct loopback addresses 127.0.<a>.<b> (a from ``first_octet``); never reuses one
+    while the harness lives, so a stale connection can never reach a new pod."""
+
+    def __init__(self, first_octet: int = 0):
+        import random
+
+        self._a = first_octet or random.randint(100, 250)
+        self._b = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            self._b += 1
+            if self._b > 254:
+                self._a, self._b = (self._a % 250) + 1, 1
+            return f"127.0.{self._a}.{self._b}"
+
+
+class PodProcess:
+    """One pod's process (``synergai serve``) on its loopback IP."""
+
+    def __init__(self, uid: str, ip: str, port: int, argv: List[str], log_path: Path, ready_path: str):
+        self.uid, self.ip, self.port, self.argv = uid, ip, port, argv
+        self.log_path, self.ready_path = log_path, ready_path
+        self._logf = open(log_path, "ab")
+        self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT,
+                                      start_new_session=True, close_fds=True)
+        self._ready = False
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.popen.poll()
+
+    def exited(self) -> bool:
+        return self.popen.poll() is not None
+
+    def ready(self) -> bool:
+        """The kubelet's readiness probe: GET /v2/health/ready (0.5 s timeout)."""
+        if self.exited():
+            return False
+        try:
+            with urllib.request.urlopen(f"http://{self.ip}:{self.port}{self.ready_path}", timeout=0.5) as r:
+                self._ready = r.status == 200
+        except (urllib.error.URLError, OSError):
+            self._ready = False
+        return self._ready
+
+    def stop(self, timeout: float = 5.0) -> None:
+        _terminate(self.popen, timeout)
+        try:
+            self._logf.close()
+        except Exception:
+            pass
+
+    def tail(self, lines: int = 20) -> str:
+        return _tail(self.log_path, lines)
+
+
+class LocalServeRuntime:
+    """A container runtime for :class:`FakeKubelet` that runs every pod as a local
+    ``synergai serve --plan PLAN --server GROUP`` (emulated service times from the plan's
+    configurations) bound to a fresh loopback address, on the pod's container port ``http``.
+
+    The server group comes from the pod's ``synergai.io/server-group`` annotation (else the dedicated
+    group of its model/pool/config annotations). ``argv_for(pod, ip, port)`` overrides the command.
+    """
+
+    def __init__(self, plan_path: Union[str, Path], *, log_dir: Union[str, Path], ips: Optional[LoopbackIPs] = None,
+                 extra_args: Sequence[str] = (), ready_path: str = "/v2/health/ready",
+                 argv_for: Optional[Any] = None):
+        import sys
+
+        self.plan_path = str(plan_path)
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.ips = ips or LoopbackIPs()
+        self.extra_args = list(extra_args)
+        self.ready_path = ready_path
+        self.argv_for = argv_for
+        self.python = sys.executable
+        self.procs: Dict[str, PodProcess] = {}
+        self.history: List[Tuple[str, str, str]] = []  # (pod name, group, ip) of every process started
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def group_of(pod: Dict[str, Any]) -> str:
+        ann = (pod.get("metadata") or {}).get("annotations") or {}
+        if ann.get("synergai.io/server-group"):
+            return ann["synergai.io/server-group"]
+        from synergai.models.plan import dedicated_name
+
+        return dedicated_name(ann["synergai.io/model"], ann["synergai.io/pool-name"], ann["synergai.io/config-id"])
+
+    @staticmethod
+    def port_of(pod: Dict[str, Any]) -> int:
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            for p in c.get("ports") or []:
+                if p.get("name") == "http" or len(c.get("ports")) == 1:
+                    return int(p["containerPort"])
+        return 8080
+
+    def get(self, uid: str) -> Optional[PodProcess]:
+        return self.procs.get(uid)
+
+    def start_pod(self, pod: Dict[str, Any]) -> PodProcess:
+        uid, name = pod["metadata"]["uid"], pod["metadata"]["name"]
+        ip, port = self.ips.next(), self.port_of(pod)
+        group = self.group_of(pod)
+        if self.argv_for is not None:
+            argv = list(self.argv_for(pod, ip, port))
+        else:
+            argv = [self.python, "-m", "synergai.executor.serving_cli", "serve", "--plan", self.plan_path,
+                    "--server", group, "--host", ip, "--port", str(port), "--log-level", "warning",
+                    "--seed", str(len(self.history)), *self.extra_args]
+        proc = PodProcess(uid, ip, port, argv, self.log_dir / f"{name}.log", self.ready_path)
+        with self._lock:
+            self.procs[uid] = proc
+            self.history.append((name, group, ip))
+        log.info("pod %s: started %s on %s:%d (pid %d)", name, group, ip, port, proc.pid)
+        return proc
+
+    def stop_pod(self, uid: str) -> None:
+        with self._lock:
+            proc = self.procs.pop(uid, None)
+        if proc is not None:
+            proc.stop()
+
+    def reap(self, live_uids: set) -> None:
+        """Stop the processes of pods that no longer exist on the node."""
+        for uid in [u for u in list(self.procs) if u not in live_uids]:
+            self.stop_pod(uid)
+
+    def stop_all(self) -> None:
+        for uid in list(self.procs):
+            self.stop_pod(uid)
+
+    def alive(self) -> List[PodProcess]:
+        return [p for p in self.procs.values() if not p.exited()]
