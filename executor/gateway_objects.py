@@ -50,11 +50,19 @@ def service_names(plan: Plan, images: Optional[ImageMap] = None) -> dict[str, st
     from .manifests import server_names
     from .names import dns_name
 
+    key = (id(plan), plan.plan_id, len(plan.servers), len(plan.assignments))
+    if _SERVICE_NAMES_MEMO.get("key") == key:  # one plan at a time: the gateway asks on every endpoint change
+        return dict(_SERVICE_NAMES_MEMO["names"])
     try:
         names = server_names(plan)
     except InputError:  # a plan build() would reject: the same rule for the groups it names
         names = {}
-    return {g: names.get(g) or dns_name(g, kind="server") for g in group_assignments(plan)}
+    out = {g: names.get(g) or dns_name(g, kind="server") for g in group_assignments(plan)}
+    _SERVICE_NAMES_MEMO.update(key=key, names=dict(out), plan=plan)  # holding the plan keeps id() unique
+    return out
+
+
+_SERVICE_NAMES_MEMO: dict[str, Any] = {}
 
 
 def plan_configmap(plan: Plan, name: str = GATEWAY_PLAN_CONFIGMAP, namespace: Optional[str] = None) -> dict:
