@@ -2,9 +2,15 @@
 lateness, knowing the whole trace and every drawn service time.
 
 Model (integer microseconds), per deployment:
-- an optional interval per (request i, replica r serving i's model): duration = the simulator's service time
-  of i on r (same score ``z_i``), start >= arrival + RTT/2; exactly one present per request; no overlap per
-  replica (batch-1 replicas only; a deployment with batching replicas is not solved);
+- an optional interval per (request i, server r hosting i's model): duration = the simulator's service time
+  of i on r (the call of i's model's configuration there, same score ``z_i``), start >= arrival + RTT/2;
+  exactly one present per request;
+- the simulator's device model per server: a server has ``L = lcm(slots)`` units and a call of a
+  configuration with ``c`` slots takes ``L / c`` of them for its duration (``planner.service`` slots), so a
+  cumulative constraint of capacity L per server (L = 1: no overlap). This covers dedicated and *shared*
+  servers (several models, one device) and multi-slot servers exactly, in any order (no FIFO constraint);
+- batching servers (batch > 1) are NOT modelled: a deployment with one is skipped (``status = skipped``,
+  named in the report), so the optimum bounds the batch-1 deployments compared only;
 - ``v_i`` = 1 when i may miss its deadline: present(i, r) and not v_i => end + RTT/2 <= arrival + deadline;
   lateness ``L_i >= end + RTT/2 - (arrival + deadline)``;
 - phase 1 minimises sum v_i; phase 2 fixes it and minimises sum L_i.
@@ -49,15 +55,16 @@ def solve_optimal(arrivals: Arrivals, deployment: Deployment, *, truth: Optional
 
     t0 = time.perf_counter()
     n = len(arrivals)
-    if any(r.batch > 1 for r in deployment.replicas):
+    if any(rec.batch_size > 1 for r in deployment.replicas for rec in r.records.values()):
         return OptimalResult("skipped", None, None, None, n, deployment.name, 0.0,
-                             "deployment has batching replicas (not modelled exactly)")
+                             "deployment has batching servers (not modelled)")
     sp = service_params(deployment, truth, trace_service=arrivals.log_mult is not None)
+    units = [math.lcm(*(sp.models[k].slots for k in of.values())) for of in sp.of]
     score = (arrivals.log_mult if arrivals.log_mult is not None else arrivals.z)
     by_model = deployment.by_model()
     m = cp_model.CpModel()
     horizon = 0
-    cand: list[list[tuple[int, int, int, int]]] = []   # per request: (replica, release, duration, due)
+    cand: list[list[tuple[int, int, int, int, int]]] = []   # per request: (server, release, duration, due, units)
     forced_late = 0
     for i in range(n):
         model = arrivals.models[arrivals.model[i]]
@@ -65,10 +72,11 @@ def solve_optimal(arrivals: Arrivals, deployment: Deployment, *, truth: Optional
         dl = float(arrivals.deadline_s[i])
         row = []
         for r in by_model.get(model, []):
+            k = sp.of[r][model]
             rel = int(math.floor((a + sp.half[r]) * US))
-            dur = int(math.floor(sp.service(r, float(score[i])) * US))
+            dur = int(math.floor(sp.models[k].draw(float(score[i])) * US))
             due = int(math.ceil((a + dl - sp.half[r]) * US))
-            row.append((r, rel, dur, due))
+            row.append((r, rel, dur, due, units[r] // sp.models[k].slots))
         if not row:
             forced_late += 1
         cand.append(row)
@@ -85,12 +93,12 @@ def solve_optimal(arrivals: Arrivals, deployment: Deployment, *, truth: Optional
         vi = m.NewBoolVar(f"v{i}")
         li = m.NewIntVar(0, horizon, f"L{i}")
         pres = []
-        for (r, rel, dur, due) in row:
+        for (r, rel, dur, due, u) in row:
             p = m.NewBoolVar(f"p{i}_{r}")
             s = m.NewIntVar(rel, horizon, f"s{i}_{r}")
             e = m.NewIntVar(rel + dur, horizon + dur, f"e{i}_{r}")
             iv = m.NewOptionalIntervalVar(s, dur, e, p, f"x{i}_{r}")
-            per_rep.setdefault(r, []).append(iv)
+            per_rep.setdefault(r, []).append((iv, u))
             m.Add(e <= due).OnlyEnforceIf([p, vi.Not()])
             m.Add(li >= e - due).OnlyEnforceIf(p)
             pres.append(p)
@@ -98,8 +106,11 @@ def solve_optimal(arrivals: Arrivals, deployment: Deployment, *, truth: Optional
         v.append(vi)
         late.append(li)
         pres_of.append(pres)
-    for ivs in per_rep.values():
-        m.AddNoOverlap(ivs)
+    for r, ivs in per_rep.items():
+        if units[r] == 1:
+            m.AddNoOverlap([iv for iv, _ in ivs])
+        else:
+            m.AddCumulative([iv for iv, _ in ivs], [u for _, u in ivs], units[r])
 
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = workers

@@ -2,8 +2,9 @@
 
 A policy is built from a ``RunContext`` and has two parts:
 
-- ``deploy() -> Deployment``: the replica set it runs (SynergAI uses the offline MILP plan's replicas;
-  SLO-MAEL spreads its fixed configuration over the same node resources).
+- ``deploy() -> Deployment``: the server set it runs (SynergAI uses the offline MILP plan's servers;
+  SLO-MAEL one shared server per processor; slo-mael-dedicated and k8s-native per-model replicas sized by
+  demand over the same node resources).
 - ``choose(req, state) -> replica id`` (``-1``: nothing can serve it), called at each arrival with the
   simulated time in ``req.time_s``; optional ``on_complete(i, replica, start_s, finish_s)`` feedback for
   policies that set ``needs_feedback`` (delivered once ``finish <= now``).
@@ -21,7 +22,7 @@ import numpy as np
 
 from synergai.models import ClusterSpec, InputError, Plan, ProfileRecord, ProfileTable, WorkloadSpec
 from synergai.planner import OnlineScheduler, PlanOptions, plan_offline
-from synergai.planner.queueing import LatencyDist
+from synergai.planner.service import ServiceModel
 
 from .sim import Arrivals, Deployment, Replica
 
@@ -79,6 +80,7 @@ class Policy:
     needs_feedback = False
     window = 1          # >1: decisions are taken per window; decision time is spread over its requests
     optimal = False
+    shed = 0            # requests the policy refused on purpose (counted among the unplaced)
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -162,47 +164,208 @@ def plan_deployment(ctx: RunContext, tier: Optional[str] = None,
     return dep, sched, plan
 
 
-def slo_mael_deployment(ctx: RunContext) -> Deployment:
-    """SLO-MAEL's deployment: per pool, per model, the lowest batch-1 p50 configuration, spread evenly.
+def _fits(r: ProfileRecord, pool, cores: float, mem: float, accel: Optional[bool]) -> bool:
+    """Record ``r`` runs on ``pool`` within ``cores``/``mem``; ``accel``: True = on one accelerator, False = CPU
+    engine, None = either."""
+    if r.architecture != pool.architecture or r.cpu_cores > cores + 1e-9 or r.memory_request_mb > mem + 1e-9:
+        return False
+    if accel is None:
+        return r.accelerators <= pool.accelerators
+    return (r.accelerators == 1 and pool.accelerators >= 1) if accel else r.accelerators == 0
 
-    Skips (model, pool) pairs whose strongest configuration cannot meet the deadline even when idle
-    (p50 + RTT > deadline): SLO-MAEL would never pick them, and they would only take resources from
-    models that can use them. Power modes are not reconciled per node (an advantage for the baseline).
+
+def _fastest_b1(ctx: RunContext, pool, models, cores: float, mem: float, accel: Optional[bool]) -> dict[str, ProfileRecord]:
+    """Per model: the lowest batch-1 p50 configuration on the pool's device within the given resources."""
+    out = {}
+    for m in models:
+        cands = [r for r in ctx.profiles.for_model_device(m, pool.device)
+                 if r.batch_size == 1 and _fits(r, pool, cores, mem, accel)]
+        if cands:
+            out[m] = min(cands, key=lambda r: (r.latency_p50_ms, r.config_id))
+    return out
+
+
+def _within_memory(recs: dict[str, ProfileRecord], mem: float) -> dict[str, ProfileRecord]:
+    """Drop the largest models until every hosted model is loaded within ``mem`` MiB."""
+    recs = dict(recs)
+    while recs and sum(r.memory_request_mb for r in recs.values()) > mem + 1e-9:
+        del recs[max(recs, key=lambda m: (recs[m].memory_request_mb, m))]
+    return recs
+
+
+def slo_mael_deployment(ctx: RunContext) -> Deployment:
+    """SLO-MAEL's deployment as in the original (Seo et al., TACO 2021): every *processor* serves every model.
+
+    Per node of every pool: one shared server per accelerator (hosting, for every model with a batch-1
+    profile on one accelerator of the device, its lowest-p50 batch-1 configuration) and one shared server
+    for the node's CPU (every model's fastest batch-1 CPU-engine configuration within the cores and memory
+    the accelerator servers leave). One FIFO queue per processor, models mixed. When the hosted models do
+    not all fit the memory, the largest are dropped (noted). Server group = (pool, processor kind).
     """
-    deadlines = {d.model: d.deadline_ms for d in ctx.workload.models if d.rate_rps > 0}
+    models = [d.model for d in ctx.workload.models if d.rate_rps > 0]
     reps: list[Replica] = []
+    notes: list[str] = []
     group = 0
     for pool in ctx.cluster.pools:
-        chosen: list[ProfileRecord] = []
-        for model in deadlines:
-            cands = [r for r in ctx.profiles.for_model_device(model, pool.device)
-                     if r.batch_size == 1 and r.architecture == pool.architecture
-                     and r.cpu_cores <= pool.cpu + 1e-9 and r.memory_request_mb <= pool.memory_mb + 1e-9
-                     and r.accelerators <= pool.accelerators and r.latency_p50_ms + pool.rtt_ms <= deadlines[model]]
-            if cands and pool.nodes > 0:
-                chosen.append(min(cands, key=lambda r: (r.latency_p50_ms, r.config_id)))
-        if not chosen:
+        if pool.nodes <= 0:
             continue
-        cap = np.array([pool.cpu, pool.memory_mb, float(pool.accelerators)])
-        free = np.tile(cap, (pool.nodes, 1))
-        counts = [0] * len(chosen)
-        placed = True
-        while placed:
-            placed = False
-            for k, rec in enumerate(chosen):
-                need = np.array([rec.cpu_cores, rec.memory_request_mb, float(rec.accelerators)])
-                fits = np.all(free >= need - 1e-9, axis=1)
-                if not fits.any():
-                    continue
-                share = np.where(cap > 0, free / np.where(cap > 0, cap, 1), 1).min(axis=1)
-                node = int(np.argmax(np.where(fits, share, -1)))
-                free[node] -= need
-                counts[k] += 1
-                placed = True
-        for k, rec in enumerate(chosen):
-            reps.extend(Replica.single(pool, rec.model, rec, group) for _ in range(counts[k]))
+        n_acc = int(pool.accelerators)
+        acc: dict[str, ProfileRecord] = {}
+        if n_acc:
+            acc = _within_memory(_fastest_b1(ctx, pool, models, pool.cpu, pool.memory_mb / n_acc, True),
+                                 pool.memory_mb / n_acc)
+        acc_cores = max((r.cpu_cores for r in acc.values()), default=0.0) * (n_acc if acc else 0)
+        acc_mem = sum(r.memory_request_mb for r in acc.values()) * (n_acc if acc else 0)
+        cpu_cores, cpu_mem = pool.cpu - acc_cores, pool.memory_mb - acc_mem
+        cpu = _within_memory(_fastest_b1(ctx, pool, models, cpu_cores, cpu_mem, False), cpu_mem)
+        for kind, recs, per_node in (("accelerator", acc, n_acc), ("cpu", cpu, 1)):
+            if not recs:
+                continue
+            dropped = [m for m in models if m in (_fastest_b1(ctx, pool, [m], pool.cpu, pool.memory_mb, kind == "accelerator"))
+                       and m not in recs]
+            if dropped:
+                notes.append(f"{pool.name} {kind}: {', '.join(dropped)} not hosted (memory)")
+            for node in range(pool.nodes):
+                for a in range(per_node):
+                    reps.append(Replica(pool, recs, group, name=f"{pool.name}-{node}-{kind}{a if per_node > 1 else ''}"))
             group += 1
-    return Deployment(reps, name="slo-mael-even", profiles=ctx.profiles)
+    return Deployment(reps, name="slo-mael-shared", notes=notes, profiles=ctx.profiles)
+
+
+def _node_share(rec: ProfileRecord, pool) -> float:
+    """Dominant share of one node that a replica of ``rec`` requests."""
+    shares = [rec.cpu_cores / pool.cpu if pool.cpu > 0 else 0.0,
+              rec.memory_request_mb / pool.memory_mb if pool.memory_mb > 0 else 0.0]
+    if pool.accelerators > 0:
+        shares.append(rec.accelerators / pool.accelerators)
+    return max(shares)
+
+
+class _Nodes:
+    """Free resources per node of every pool; kube-scheduler-like placement (least allocated node that fits)."""
+
+    def __init__(self, pools):
+        self.cap = {p.name: np.array([p.cpu, p.memory_mb, float(p.accelerators)]) for p in pools}
+        self.free = {p.name: np.tile(self.cap[p.name], (max(0, p.nodes), 1)) for p in pools}
+
+    @staticmethod
+    def need(rec: ProfileRecord) -> np.ndarray:
+        return np.array([rec.cpu_cores, rec.memory_request_mb, float(rec.accelerators)])
+
+    def node_for(self, pool: str, rec: ProfileRecord) -> int:
+        free, cap = self.free[pool], self.cap[pool]
+        if not len(free):
+            return -1
+        fits = np.all(free >= self.need(rec) - 1e-9, axis=1)
+        if not fits.any():
+            return -1
+        share = np.where(cap > 0, free / np.where(cap > 0, cap, 1), 1).min(axis=1)
+        return int(np.argmax(np.where(fits, share, -1)))
+
+    def take(self, pool: str, node: int, rec: ProfileRecord) -> None:
+        self.free[pool][node] -= self.need(rec)
+
+
+def _proportional(ctx: RunContext, cands: dict[str, list[tuple]], target: dict[str, float],
+                  stop_at_target: bool) -> list[tuple]:
+    """Place replicas one at a time: the model with the smallest placed capacity relative to its target first
+    (demand-proportional); its first candidate (in the given order) that fits a node, on the least allocated
+    node. ``cands[m]``: [(pool, record, capacity req/s), ...]. Returns [(pool, record), ...] placed."""
+    nodes = _Nodes(ctx.cluster.pools)
+    pools = {p.name: p for p in ctx.cluster.pools}
+    have = {m: 0.0 for m in cands}
+    live = [m for m in cands if cands[m] and target.get(m, 0) > 0]
+    out = []
+    while live:
+        m = min(live, key=lambda m: (have[m] / target[m], list(cands).index(m)))
+        if stop_at_target and have[m] >= target[m]:
+            break
+        for pool, rec, cap in cands[m]:
+            node = nodes.node_for(pool, rec)
+            if node >= 0:
+                nodes.take(pool, node, rec)
+                have[m] += cap
+                out.append((pools[pool], m, rec))
+                break
+        else:
+            live.remove(m)
+    return out
+
+
+def _group_replicas(placed: list[tuple], name: str, ctx: RunContext, notes: Optional[list[str]] = None) -> Deployment:
+    """Dedicated servers, grouped per (pool, model, configuration), groups in order of first placement."""
+    order: dict[tuple, list] = {}
+    for pool, m, rec in placed:
+        order.setdefault((pool.name, m, rec.key), [pool, m, rec, 0])[3] += 1
+    reps = []
+    for g, (pool, m, rec, n) in enumerate(order.values()):
+        reps.extend(Replica.single(pool, m, rec, g, name=f"{m}-{pool.name}") for _ in range(n))
+    return Deployment(reps, name=name, notes=list(notes or []), profiles=ctx.profiles)
+
+
+def slo_mael_dedicated_deployment(ctx: RunContext) -> Deployment:
+    """Per-model replicas sized in proportion to demand: per (model, pool) the lowest-p50 batch-1
+    configuration that fits a node and whose p50 + RTT can meet the deadline at all; replicas added one at
+    a time to the model with the least placed capacity per unit of demand, on its highest-capacity pool
+    with room (least allocated node), until nothing fits (the whole cluster is used, in proportion)."""
+    dem = {d.model: d for d in ctx.workload.models if d.rate_rps > 0}
+    cands: dict[str, list[tuple]] = {}
+    for m, d in dem.items():
+        row = []
+        for pool in ctx.cluster.pools:
+            if pool.nodes <= 0:
+                continue
+            recs = [r for r in ctx.profiles.for_model_device(m, pool.device) if r.batch_size == 1
+                    and _fits(r, pool, pool.cpu, pool.memory_mb, None) and r.latency_p50_ms + pool.rtt_ms <= d.deadline_ms]
+            if recs:
+                rec = min(recs, key=lambda r: (r.latency_p50_ms, r.config_id))
+                row.append((pool.name, rec, ServiceModel.of(rec).capacity, rec.latency_p50_ms + pool.rtt_ms))
+        row.sort(key=lambda c: (-c[2], c[3], c[0]))
+        cands[m] = [c[:3] for c in row]
+    placed = _proportional(ctx, cands, {m: d.rate_rps for m, d in dem.items()}, stop_at_target=False)
+    return _group_replicas(placed, "slo-mael-dedicated", ctx)
+
+
+K8S_TARGET_UTILISATION = 0.7
+
+
+def k8s_deployment(ctx: RunContext, target_util: float = K8S_TARGET_UTILISATION) -> Deployment:
+    """What a KServe / plain-Kubernetes user deploys: per model and pool, the cheapest configuration that meets
+    the deadline on an idle server (batch wait + p99 + RTT <= deadline; cheapest = least dominant node share
+    per req/s of capacity, ties by latency); replicas as a utilisation-targeting autoscaler settles at
+    (model capacity >= demand / 0.7), added one at a time to the model furthest below its target, on its
+    cheapest pool with room (least allocated node), within the pools' nodes."""
+    dem = {d.model: d for d in ctx.workload.models if d.rate_rps > 0}
+    cands: dict[str, list[tuple]] = {}
+    for m, d in dem.items():
+        row = []
+        for pool in ctx.cluster.pools:
+            if pool.nodes <= 0:
+                continue
+            best = None
+            for r in ctx.profiles.for_model_device(m, pool.device):
+                if not _fits(r, pool, pool.cpu, pool.memory_mb, None):
+                    continue
+                sm = ServiceModel.of(r)
+                if (sm.batch_wait + sm.quantile(0.99)) * 1e3 + pool.rtt_ms > d.deadline_ms:
+                    continue
+                key = (_node_share(r, pool) / sm.capacity, r.latency_p50_ms, r.config_id)
+                if best is None or key < best[0]:
+                    best = (key, r, sm.capacity)
+            if best is not None:
+                row.append((best[0], pool.name, best[1], best[2]))
+        row.sort(key=lambda c: (c[0], c[1]))
+        cands[m] = [(p, r, cap) for _, p, r, cap in row]
+    target = {m: d.rate_rps / target_util for m, d in dem.items()}
+    placed = _proportional(ctx, cands, target, stop_at_target=True)
+    notes = []
+    have: dict[str, float] = {}
+    for pool, m, rec in placed:
+        have[m] = have.get(m, 0.0) + ServiceModel.of(rec).capacity
+    for m in dem:
+        if have.get(m, 0.0) < target[m] - 1e-9:
+            notes.append(f"{m}: {have.get(m, 0.0):.1f} of {target[m]:.1f} req/s target capacity fits the cluster")
+    return _group_replicas(placed, "k8s-native", ctx, notes)
 
 
 # ---------------------------------------------------------------------------------------------- SynergAI
@@ -222,6 +385,8 @@ class SynergAI(Policy):
         d = self.sched.assign(req.model, req.deadline_s * 1e3, now=req.time_s)
         if d.replica >= 0:
             self.pending[req.i] = d
+        elif d.shed:
+            self.shed += 1
         return d.replica
 
     def on_complete(self, i, replica, start_s, finish_s):
@@ -326,32 +491,35 @@ class LeastLoaded(_PlanReplicas):
 # ---------------------------------------------------------------------------------------------- SLO-MAEL
 
 class _FreeTracker:
-    """Per-replica estimated free time from profiled runtimes, corrected by completion feedback.
+    """Per-server backlog from profiled figures, corrected by completion feedback.
 
-    Gives SLO-MAEL exactly the information SynergAI's online stage has (same correction rule).
-    """
+    ``free[r]``: when server r's queued work (in server-seconds: a request adds its ``work`` = 1 / capacity,
+    the mean call over batch and slots) is done. A request's believed finish is its believed start plus its
+    expected runtime; on completion the difference to the real finish shifts the server's backlog (the same
+    correction rule as SynergAI's online stage, so SLO-MAEL gets the same information)."""
 
     def __init__(self, n: int):
         self.free = np.zeros(n)
         self.offset = [0.0] * n
         self.est: dict[int, tuple[float, float]] = {}
 
-    def dispatch(self, i: int, r: int, now: float, work: float) -> None:
-        f = max(now, self.free[r]) + work
-        self.free[r] = f
-        self.est[i] = (f, self.offset[r])
+    def dispatch(self, i: int, r: int, now: float, work: float, runtime: float = None) -> None:
+        s = max(now, self.free[r])
+        self.free[r] = s + work
+        self.est[i] = (s + (work if runtime is None else runtime), self.offset[r])
 
     def complete(self, i: int, r: int, finish: float) -> None:
         e, off0 = self.est.pop(i)
-        believed = e + (self.offset[r] - off0)
-        self.free[r] = max(finish, self.free[r] + (finish - believed))
-        self.offset[r] += finish - believed
+        diff = finish - (e + (self.offset[r] - off0))
+        self.free[r] += diff
+        self.offset[r] += diff
 
 
 class _SloMaelRule(Policy):
-    """SLO-MAEL's rule: expected latency = the replica's queued work + profiled runtime (+ RTT); a
-    candidate meets the SLO when deadline >= 1.5 x expected latency; take the SLO-meeting candidate with
-    the least expected latency, else the least expected latency overall."""
+    """SLO-MAEL's rule: expected latency = the server's backlog + the profiled runtime + RTT; a candidate
+    meets the SLO when deadline >= 1.5 x expected latency; take the SLO-meeting candidate with the least
+    expected latency, else the least expected latency overall. Runtime = mean call (the service model's
+    clipped log-normal, ``planner.service``) + batch wait; backlog per request = 1 / usable capacity."""
 
     needs_feedback = True
     slack = 1.5
@@ -366,10 +534,9 @@ class _SloMaelRule(Policy):
         for model, ids in dep.by_model().items():
             rt, occ, rtt = [], [], []
             for r in ids:
-                rec = dep.replicas[r].records[model]
-                mean = LatencyDist(rec.latency_p50_ms, rec.latency_p90_ms, rec.latency_p99_ms).mean / 1e3
-                rt.append(mean)
-                occ.append(mean / rec.batch_size)
+                sm = ServiceModel.of(dep.replicas[r].records[model])
+                rt.append(sm.mean + sm.batch_wait)
+                occ.append(sm.work_per_request)
                 rtt.append(dep.replicas[r].pool.rtt_ms / 1e3)
             self.m[model] = (np.array(ids), np.array(rt), np.array(occ), np.array(rtt))
         return dep
@@ -385,17 +552,23 @@ class _SloMaelRule(Policy):
         meets = req.deadline_s >= self.slack * lat
         k = int(np.argmin(np.where(meets, lat, np.inf))) if meets.any() else int(np.argmin(lat))
         r = int(ids[k])
-        self.track.dispatch(req.i, r, req.time_s, occ[k])
+        self.track.dispatch(req.i, r, req.time_s, occ[k], self.m[req.model][1][k])
         return r
 
     def on_complete(self, i, replica, start_s, finish_s):
         self.track.complete(i, replica, finish_s)
 
 
-@register_policy("slo-mael", "SLO-MAEL (Seo et al., TACO 2021): fixed fastest configuration everywhere, per-request expected-latency rule")
+@register_policy("slo-mael", "SLO-MAEL (Seo et al., TACO 2021): every processor serves every model (fastest batch-1, one shared queue), per-request expected-latency rule")
 class SloMael(_SloMaelRule):
     def _build(self) -> Deployment:
         return slo_mael_deployment(self.ctx)
+
+
+@register_policy("slo-mael-dedicated", "SLO-MAEL's rule over per-model replicas (fastest batch-1) sized in proportion to demand")
+class SloMaelDedicated(_SloMaelRule):
+    def _build(self) -> Deployment:
+        return slo_mael_dedicated_deployment(self.ctx)
 
 
 @register_policy("slo-mael+plan", "SLO-MAEL's per-request rule over SynergAI's offline deployment")
@@ -403,6 +576,21 @@ class SloMaelPlan(_SloMaelRule):
     def _build(self) -> Deployment:
         dep, _, _ = plan_deployment(self.ctx)
         return dep
+
+
+@register_policy("k8s-native", "Kubernetes/KServe practice: cheapest deadline-feasible configuration per pool, replicas at 70% target utilisation, least outstanding requests")
+class K8sNative(Policy):
+    def deploy(self) -> Deployment:
+        dep = k8s_deployment(self.ctx)
+        self.ids = dep.by_model()
+        return dep
+
+    def choose(self, req, state) -> int:
+        ids = self.ids.get(req.model)
+        if not ids:
+            return -1
+        out = state.outstanding
+        return min(ids, key=out.__getitem__)
 
 
 @register_policy("slo-mael-bw", "SLO-MAEL batch-window variant: jointly places windows of W requests by enumeration")
@@ -491,7 +679,7 @@ class SloMaelWindow(SloMael):
             r = self.plan_of.pop(req.i)
         ids, rt, occ, rtt = self.m[req.model]
         k = int(np.searchsorted(ids, r))  # ids are ascending
-        self.track.dispatch(req.i, r, req.time_s, occ[k])
+        self.track.dispatch(req.i, r, req.time_s, occ[k], rt[k])
         return r
 
 

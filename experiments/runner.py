@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import pandas as pd
 
 from synergai.models import InputError
@@ -23,13 +24,15 @@ from synergai.planner import PlanOptions
 
 from .optimal import solve_best
 from .policies import POLICIES, RunContext, get_policy
-from .scenarios import DataOptions, Scenario, SkipScenario, build_instance, make_arrivals, run_loads, trace_windows
+from .scenarios import (DataOptions, Scenario, SkipScenario, build_instance, cluster_label, make_arrivals, run_loads,
+                        trace_windows)
 from .sim import simulate
 
-RESULT_COLUMNS = ["scenario", "policy", "seed", "load", "rate_rps", "capacity_rps", "requests", "violations",
-                  "violation_rate", "excess_ms_total", "excess_ms_mean", "late_ms_mean", "p50_latency_ms",
-                  "p95_latency_ms", "p99_latency_ms", "energy_j", "decision_us_mean", "decision_us_p99", "replicas",
-                  "unplaced", "headline", "status", "note"]
+RESULT_COLUMNS = ["scenario", "cluster", "policy", "seed", "load", "rate_rps", "capacity_rps", "requests", "violations",
+                  "violation_rate", "excess_ms_total", "excess_ms_mean", "late_ms_mean", "late_p50_dl", "late_p99_dl",
+                  "late_max_dl", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "energy_j", "serving_energy_j",
+                  "idle_energy_j", "energy_j_per_request", "decision_us_mean", "decision_us_p99", "replicas",
+                  "unplaced", "shed", "headline", "status", "note"]
 #: Columns that hold measured wall time (they differ between identical runs; everything else must not).
 TIMING_COLUMNS = ["decision_us_mean", "decision_us_p99"]
 
@@ -76,7 +79,7 @@ class CellResult:
 def prepare(scenarios: list[Scenario], *, quick: bool = False, seeds: Optional[int] = None,
             policies: Optional[list[str]] = None, data: Optional[DataOptions] = None) -> list[Cell]:
     cells = []
-    for sc0 in scenarios:
+    for sc0 in (x for s in scenarios for x in s.on_clusters(data)):
         sc = sc0.reduced(quick)
         if seeds is not None:
             sc = sc.model_copy(update={"seeds": list(range(seeds))})
@@ -109,7 +112,7 @@ def _run_cell(cell: Cell, progress) -> CellResult:
     for seed in sc.seeds:
         arr = make_arrivals(inst, seed)
         deps = []
-        base = dict(scenario=sc.name, seed=seed, load=round(inst.load, 6),
+        base = dict(scenario=sc.name, cluster=cluster_label(sc, cell.data), seed=seed, load=round(inst.load, 6),
                     rate_rps=sum(d.rate_rps for d in inst.workload.models), capacity_rps=inst.capacity_rps,
                     headline=sc.headline)
         for name in online:
@@ -124,6 +127,8 @@ def _run_cell(cell: Cell, progress) -> CellResult:
             deps.append(dep)
             m = res.metrics
             out.rows.append({**base, "policy": name, **{k: m[k] for k in m if k in RESULT_COLUMNS},
+                             **lateness_stats(res), "shed": int(getattr(pol, "shed", 0)),
+                             "energy_j_per_request": m["energy_j"] / max(1, m["requests"]),
                              "status": "ok", "note": "; ".join(dep.notes)})
             for pool, u in res.pool_util.items():
                 out.util.append({"scenario": sc.name, "policy": name, "seed": seed, "load": base["load"],
@@ -132,7 +137,8 @@ def _run_cell(cell: Cell, progress) -> CellResult:
                 progress(sc.name, 1)
         if want_opt and sc.optimal is not None:
             head = arr.head(min(sc.optimal.n, len(arr)))
-            best, _ = solve_best(head, deps, truth=inst.truth, time_limit=sc.optimal.time_limit)
+            best, each = solve_best(head, deps, truth=inst.truth, time_limit=sc.optimal.time_limit)
+            solved = "; ".join(f"{r.deployment}: {r.status}" for r in each)
             out.rows.append({**base, "policy": "optimal", "requests": len(head), "violations": best.violations,
                              "violation_rate": (best.violations / len(head)) if best.violations is not None else math.nan,
                              "excess_ms_total": best.excess_ms_total,
@@ -148,10 +154,21 @@ def _run_cell(cell: Cell, progress) -> CellResult:
                                 "requests": len(head), "violations": r.metrics["violations"],
                                 "excess_ms_total": r.metrics["excess_ms_total"],
                                 "optimal_violations": best.violations, "optimal_status": best.status,
-                                "optimal_excess_ms_total": best.excess_ms_total})
+                                "optimal_excess_ms_total": best.excess_ms_total, "optimal_deployments": solved})
             if progress:
                 progress(sc.name, 1)
     return out
+
+
+def lateness_stats(res) -> dict:
+    """Violating requests' lateness in deadlines (p50, p99, max; unplaced requests count as one deadline
+    late, as the simulator's lateness does); 0 when nothing violated."""
+    v = res.violated
+    if not v.any():
+        return {"late_p50_dl": 0.0, "late_p99_dl": 0.0, "late_max_dl": 0.0}
+    x = res.lateness[v] / res.deadline[v]
+    return {"late_p50_dl": float(np.percentile(x, 50)), "late_p99_dl": float(np.percentile(x, 99)),
+            "late_max_dl": float(x.max())}
 
 
 def _run_cell_remote(cell: Cell) -> CellResult:  # picklable top-level entry for worker processes
@@ -260,8 +277,9 @@ def _deploy(name: str, inst, seed: int, arrivals, plans: dict, opts: PlanOptions
     return pol, pol.deploy()
 
 
-def count_tasks(scenarios: list[Scenario], quick: bool, seeds: Optional[int], policies: Optional[list[str]]) -> int:
-    return sum(c.tasks for c in prepare(scenarios, quick=quick, seeds=seeds, policies=policies))
+def count_tasks(scenarios: list[Scenario], quick: bool, seeds: Optional[int], policies: Optional[list[str]],
+                data: Optional[DataOptions] = None) -> int:
+    return sum(c.tasks for c in prepare(scenarios, quick=quick, seeds=seeds, policies=policies, data=data))
 
 
 def write_outputs(out: Path, results: pd.DataFrame, util: pd.DataFrame, opt: pd.DataFrame) -> list[Path]:

@@ -79,7 +79,7 @@ class DataOptions:
 class ClusterVariant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    base: str = Field("default", description="`default` (embedded) or a ClusterSpec YAML/JSON path (relative to the scenario file).")
+    base: str = Field("default", description="`default` (embedded), a named built-in cluster (`edge-lite`) or a ClusterSpec YAML/JSON path (relative to the scenario file).")
     keep_pools: Optional[list[str]] = Field(None, description="Only these pools.")
     remove_pools: list[str] = Field(default_factory=list, description="Pools removed (a failure).")
     edge_nodes: float = Field(1.0, ge=0, description="Multiply every edge pool's node count (rounded, >= 1).")
@@ -206,6 +206,7 @@ class Scenario(BaseModel):
     arrivals: ArrivalSpec
     loads: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    clusters: list[str] = Field(default_factory=list, description="Also run the scenario on these cluster bases (named built-in clusters such as `edge-lite`, or paths), as `NAME@CLUSTER`; skipped when --cluster is given.")
     policies: Optional[list[str]] = Field(None, description="Default: every registered policy (optimal only where `optimal` is set).")
     optimal: Optional[OptimalSpec] = None
     quick: QuickSpec = Field(default_factory=QuickSpec)
@@ -229,6 +230,31 @@ class Scenario(BaseModel):
             upd["optimal"] = self.optimal.model_copy(update={"n": min(self.optimal.n, 60),
                                                              "time_limit": min(self.optimal.time_limit, 5.0)})
         return self.model_copy(update=upd)
+
+
+    def on_clusters(self, data: Optional["DataOptions"] = None) -> list["Scenario"]:
+        """The scenario, then one copy per extra cluster base (``name@cluster``, that base, no further copies).
+        A ``--cluster`` override runs the scenario once, on the given cluster."""
+        out = [self]
+        if data is not None and data.cluster:
+            return out
+        for base in self.clusters:
+            tag = Path(base).stem if base not in NAMED_CLUSTERS else base
+            cv = self.cluster.model_copy(update={"base": base})
+            out.append(self.model_copy(update={"name": f"{self.name}@{tag}", "cluster": cv, "clusters": []}))
+        return out
+
+
+#: Built-in clusters a scenario can name as ``cluster: {base: NAME}`` (files in ``profiling_data``).
+NAMED_CLUSTERS = {"edge-lite": "edge_lite_cluster.yaml"}
+
+
+def cluster_label(sc: Scenario, data: Optional["DataOptions"] = None) -> str:
+    """Which base cluster a scenario runs on: `default`, a named cluster, or the file's stem."""
+    if data is not None and data.cluster:
+        return Path(data.cluster).stem
+    b = sc.cluster.base
+    return b if b == "default" or b in NAMED_CLUSTERS else Path(b).stem
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -346,7 +372,11 @@ def build_profiles(sc: Scenario, data: Optional[DataOptions] = None) -> ProfileT
 
 
 def base_cluster(sc: Scenario, data: Optional[DataOptions] = None) -> ClusterSpec:
-    return _input_file(ClusterSpec.load, sc, data.cluster if data else None, "--cluster", sc.cluster.base,
+    own = sc.cluster.base
+    if own in NAMED_CLUSTERS and not (data is not None and data.cluster):
+        import synergai.profiling_data as pdd
+        return ClusterSpec.load(Path(pdd.__file__).resolve().parent / NAMED_CLUSTERS[own])
+    return _input_file(ClusterSpec.load, sc, data.cluster if data else None, "--cluster", own,
                        "cluster.base", _defaults()[1])
 
 

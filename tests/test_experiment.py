@@ -32,7 +32,9 @@ def test_quick_end_to_end(tmp_path):
     assert {"synergai", "slo-mael", "slo-mael-bw", "optimal"} <= set(df["policy"])
     assert (df.loc[df.policy != "optimal", "requests"] > 0).all()
     rep = (out / "report.md").read_text()
-    assert "SLO-MAEL" in rep and "Gap to the hindsight optimum" in rep
+    assert "strongest baseline" in rep and "Gap to the hindsight optimum" in rep
+    assert {"poisson-mlperf", "poisson-mlperf@edge-lite"} <= set(df["scenario"])
+    assert {"late_p50_dl", "late_p99_dl", "late_max_dl", "unplaced", "shed", "energy_j", "cluster"} <= set(df.columns)
     for png in ("violation_rate_vs_load.png", "excess_vs_load.png", "decision_overhead.png", "utilisation.png"):
         assert (out / png).stat().st_size > 5000
     opt = pd.read_csv(out / "optimal.csv")
@@ -81,3 +83,63 @@ def test_unknown_scenario_or_policy_exit_2(tmp_path, capsys):
     assert "unknown scenario" in capsys.readouterr().err
     assert main(["experiment", "--scenario", "poisson-mlperf", "--policies", "x", "--out", str(tmp_path)]) == 2
     assert "unknown policy" in capsys.readouterr().err
+
+
+def _rows(spec):
+    """results rows from {scenario: {policy: {load: violations}}} (one seed, headline, default cluster)."""
+    rows = []
+    for sc, pols in spec.items():
+        cl = sc.split("@")[1] if "@" in sc else "default"
+        for pol, per_load in pols.items():
+            for load, v in per_load.items():
+                rows.append({"scenario": sc, "cluster": cl, "policy": pol, "seed": 0, "load": load, "requests": 100,
+                             "violations": v, "excess_ms_total": float(v), "energy_j": 1.0, "decision_us_mean": 1.0,
+                             "decision_us_p99": 1.0, "p99_latency_ms": 1.0, "unplaced": 0, "shed": 0,
+                             "late_p50_dl": 0.0, "late_p99_dl": 0.0, "late_max_dl": 0.0, "headline": True,
+                             "status": "ok", "capacity_rps": 100.0, "rate_rps": 100.0 * load,
+                             "violation_rate": v / 100, "excess_ms_mean": v / 100})
+    return pd.DataFrame(rows)
+
+
+def test_headline_against_strongest_baseline_lists_every_loss(tmp_path):
+    from synergai.experiments.report import summarise, write_report
+
+    res = _rows({
+        # s1: strongest = b2 (6); factor (6+1)/(2+1)
+        "s1": {"synergai": {0.5: 0, 0.9: 2}, "b1": {0.5: 4, 0.9: 6}, "b2": {0.5: 1, 0.9: 5},
+               "slo-mael+plan": {0.5: 3, 0.9: 9}},
+        # s2: strongest = b1 (4) beats synergai (5): a loss, summed and at load 0.9
+        "s2": {"synergai": {0.5: 1, 0.9: 4}, "b1": {0.5: 2, 0.9: 2}, "b2": {0.5: 3, 0.9: 6},
+               "slo-mael+plan": {0.5: 1, 0.9: 3}},
+        "s1@edge-lite": {"synergai": {0.5: 1}, "b1": {0.5: 3}},
+    })
+    s = summarise(res)
+    h = s["headline"]["default"]
+    assert h["baseline_violations"] == 6 + 4 and h["synergai_violations"] == 2 + 5
+    assert h["pooled"] == pytest.approx(10 / 7)
+    assert h["geomean"] == pytest.approx(((7 / 3) * (5 / 6)) ** 0.5)
+    assert h["plan_rule_ok"] is False                    # s2: synergai 5 > slo-mael+plan 4
+    assert s["headline"]["edge-lite"]["pooled"] == pytest.approx(3.0)
+    sc = s["scenarios"].set_index("scenario")
+    assert sc.loc["s1", "strongest"] == "b2" and sc.loc["s2", "strongest"] == "b1"
+    assert sc.loc["s2", "lost to (summed)"] == "b1 (4), slo-mael+plan (4)"
+    assert "b1 @ 0.9 (2 vs 4)" in sc.loc["s2", "lost at loads"]
+    assert "b2 @ 0.5 (1 vs 0)" not in sc.loc["s1", "lost at loads"]
+    losses = s["losses"]
+    assert set(zip(losses["scenario"], losses["load"], losses["baseline"])) == {
+        ("s2", 0.9, "b1"), ("s2", 0.9, "slo-mael+plan")}
+    rep = write_report(tmp_path, res).read_text()
+    assert "strongest baseline" in rep and "MISSED" in rep and "b1 @ 0.9 (2 vs 4)" in rep
+
+
+def test_headline_scenarios_also_run_on_edge_lite():
+    from synergai.experiments.scenarios import DataOptions, build_instance, resolve
+
+    sc = resolve("poisson-mlperf")
+    both = sc.on_clusters()
+    assert [x.name for x in both] == ["poisson-mlperf", "poisson-mlperf@edge-lite"]
+    inst = build_instance(both[1].reduced(True), 0.5)
+    assert inst.cluster.name.startswith("edge-lite") and inst.capacity_rps > 0
+    assert {p.name for p in inst.cluster.pools} == {"edge-agx-orin", "edge-rpi4", "edge-rk3588s", "cloud-gpu-l4"}
+    # a user's --cluster replaces both
+    assert len(sc.on_clusters(DataOptions(cluster="mine.yaml"))) == 1

@@ -19,8 +19,8 @@ def _ctx(seed=2, n=1500):
 
 
 def test_registry_has_every_baseline():
-    for name in ["synergai", "slo-mael", "slo-mael-bw", "round-robin", "random", "least-loaded", "edge-only",
-                 "cloud-only", "offline-only", "slo-mael+plan", "optimal"]:
+    for name in ["synergai", "slo-mael", "slo-mael-bw", "slo-mael-dedicated", "k8s-native", "round-robin", "random",
+                 "least-loaded", "edge-only", "cloud-only", "offline-only", "slo-mael+plan", "optimal"]:
         assert name in POLICIES
     with pytest.raises(InputError):
         get_policy("nope")
@@ -63,22 +63,25 @@ def test_new_policy_plugs_in_without_touching_the_simulator():
         POLICIES.pop("test-peek", None)
 
 
-def test_slo_mael_deploys_fastest_batch1_config_within_node_resources():
+def test_slo_mael_deploys_fastest_batch1_config_on_every_processor():
     ctx, _ = _ctx(seed=4)
     dep = slo_mael_deployment(ctx)
     assert len(dep) > 0
+    per_pool = {}
     for r in dep.replicas:
-        assert r.record.batch_size == 1
-        faster = [x for x in ctx.profiles.for_model_device(r.model, r.pool.device)
-                  if x.batch_size == 1 and x.architecture == r.pool.architecture
-                  and x.latency_p50_ms < r.record.latency_p50_ms and x.cpu_cores <= r.pool.cpu
-                  and x.memory_request_mb <= r.pool.memory_mb and x.accelerators <= r.pool.accelerators]
-        assert not faster
-    # packs onto the pool's nodes
-    used = dep.nodes_used()
+        acc = {rec.accelerators for rec in r.records.values()}
+        assert len(acc) == 1            # one processor: all accelerator configs or all CPU configs
+        for model, rec in r.records.items():
+            assert rec.batch_size == 1
+            faster = [x for x in ctx.profiles.for_model_device(model, r.pool.device)
+                      if x.batch_size == 1 and x.architecture == r.pool.architecture
+                      and x.latency_p50_ms < rec.latency_p50_ms and x.cpu_cores <= rec.cpu_cores
+                      and x.memory_request_mb <= rec.memory_request_mb and x.accelerators == rec.accelerators]
+            assert not faster
+        per_pool.setdefault(r.pool.name, []).append(r)
+    # one server per accelerator and per node CPU: at most nodes x (accelerators + 1) per pool
     for pool in ctx.cluster.pools:
-        if pool.name in used:
-            assert used[pool.name] <= pool.nodes
+        assert len(per_pool.get(pool.name, [])) <= pool.nodes * (pool.accelerators + 1)
 
 
 def test_slo_mael_rule_picks_least_expected_latency():
