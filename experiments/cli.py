@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
             scens = [resolve(s) for s in scenario]
         else:  # the default set: the headline scenarios
             scens = [sc for sc in (load_scenario(p) for p in builtin_scenarios().values()) if sc.headline]
-        total = count_tasks(scens, quick, seeds, pol)
+        total = count_tasks(scens, quick, seeds, pol, data=data)
         t0 = time.perf_counter()
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as prog:
