@@ -13,16 +13,17 @@ size (``--per-server``), so overload builds the same backlog per server.  The se
 (loop overhead subtracted; per request, its ``complete`` included), which a loaded machine inflates less.
 Each cell is the fastest of ``--repeats`` interleaved runs; compare the ratios within one run.
 """
+
 from __future__ import annotations
 
 import argparse
 import gc
-from bisect import bisect_right
 import heapq
 import math
 import os
 import random
 import time
+from bisect import bisect_right
 
 from synergai.models import ModelDemand, NodePool
 from synergai.models.plan import Assignment, ConfigChoice, Plan, Server, SolverReport
@@ -35,40 +36,91 @@ POOLS = (("edge-a", "edge", 2.0, 1), ("edge-b", "edge", 5.0, 1), ("cloud", "clou
 
 def _cfg(p50: float, batch: int) -> ConfigChoice:
     s = 0.3
-    return ConfigChoice(config_id=f"e/fp32/b{batch}", engine="e", precision="fp32", batch_size=batch,
-                        power_mode="default", accelerator="none", latency_p50_ms=p50,
-                        latency_p90_ms=p50 * math.exp(s * Z90), latency_p99_ms=p50 * math.exp(s * Z99),
-                        throughput_rps=batch * 1000.0 / p50, power_w=10.0, cpu_cores=1, memory_request_mb=100,
-                        accelerators=0)
+    return ConfigChoice(
+        config_id=f"e/fp32/b{batch}",
+        engine="e",
+        precision="fp32",
+        batch_size=batch,
+        power_mode="default",
+        accelerator="none",
+        latency_p50_ms=p50,
+        latency_p90_ms=p50 * math.exp(s * Z90),
+        latency_p99_ms=p50 * math.exp(s * Z99),
+        throughput_rps=batch * 1000.0 / p50,
+        power_w=10.0,
+        cpu_cores=1,
+        memory_request_mb=100,
+        accelerators=0,
+    )
 
 
 def synthetic_plan(n: int, shared: bool, seed: int = 0) -> tuple[Plan, float, list[float]]:
     """(plan, usable capacity in req/s, model mix that loads every model's servers evenly)."""
     rng = random.Random(seed)
     p50 = {(m, p[0]): rng.uniform(5.0, 40.0) * (2.0 if p[3] > 1 else 1.0) for m in MODELS for p in POOLS}
-    pools = [NodePool(name=name, device=f"d-{name}", architecture="arm64", tier=tier, nodes=10_000, cpu=8,
-                      memory_mb=8192, rtt_ms=rtt) for name, tier, rtt, _ in POOLS]
+    pools = [
+        NodePool(
+            name=name,
+            device=f"d-{name}",
+            architecture="arm64",
+            tier=tier,
+            nodes=10_000,
+            cpu=8,
+            memory_mb=8192,
+            rtt_ms=rtt,
+        )
+        for name, tier, rtt, _ in POOLS
+    ]
     # every group meets its deadline when idle, with half of its p99 response to spare for queueing
-    deadlines = {m: 1.5e3 * max(fixed_delay(ServiceModel.of(_cfg(p50[(m, p[0])], p[3])), 0.99, p[2] / 1e3)
-                                for p in POOLS) for m in MODELS}
+    deadlines = {
+        m: 1.5e3 * max(fixed_delay(ServiceModel.of(_cfg(p50[(m, p[0])], p[3])), 0.99, p[2] / 1e3) for p in POOLS)
+        for m in MODELS
+    }
     per_pool = [n // len(POOLS) + (1 if i < n % len(POOLS) else 0) for i in range(len(POOLS))]
     servers, assigns = [], []
-    capacity = {m: 0.0 for m in MODELS}   # req/s of each model if it had its servers to itself
+    capacity = {m: 0.0 for m in MODELS}  # req/s of each model if it had its servers to itself
     for (name, _, _, batch), k in zip(POOLS, per_pool):
         groups = [(f"{name}-shared", list(MODELS))] if shared else [(f"{name}-{m}", [m]) for m in MODELS]
         for gname, hosted in groups:
             cfgs = {m: _cfg(p50[(m, name)], batch) for m in hosted}
             for m, c in cfgs.items():
                 capacity[m] += k / ServiceModel.of(c).work_per_request
-            servers.append(Server(name=gname, pool=name, replicas=k, shared=len(hosted) > 1, cpu_cores=1,
-                                  memory_mb=100, models=hosted, routed_rate_rps=0.0, utilisation=0.0,
-                                  max_utilisation=0.9))
+            servers.append(
+                Server(
+                    name=gname,
+                    pool=name,
+                    replicas=k,
+                    shared=len(hosted) > 1,
+                    cpu_cores=1,
+                    memory_mb=100,
+                    models=hosted,
+                    routed_rate_rps=0.0,
+                    utilisation=0.0,
+                    max_utilisation=0.9,
+                )
+            )
             for m, c in cfgs.items():
-                assigns.append(Assignment(model=m, pool=name, server=gname, config=c, replicas=k,
-                                          routed_rate_rps=k / ServiceModel.of(c).work_per_request, utilisation=0.0,
-                                          max_utilisation=0.9, predicted_latency_ms=0.0, energy_w=0.0))
-    plan = Plan(pools=pools, demands=[ModelDemand(model=m, rate_rps=1.0, deadline_ms=d) for m, d in deadlines.items()],
-                servers=servers, assignments=assigns, solver=SolverReport(backend="bench", status="optimal", seconds=0))
+                assigns.append(
+                    Assignment(
+                        model=m,
+                        pool=name,
+                        server=gname,
+                        config=c,
+                        replicas=k,
+                        routed_rate_rps=k / ServiceModel.of(c).work_per_request,
+                        utilisation=0.0,
+                        max_utilisation=0.9,
+                        predicted_latency_ms=0.0,
+                        energy_w=0.0,
+                    )
+                )
+    plan = Plan(
+        pools=pools,
+        demands=[ModelDemand(model=m, rate_rps=1.0, deadline_ms=d) for m, d in deadlines.items()],
+        servers=servers,
+        assignments=assigns,
+        solver=SolverReport(backend="bench", status="optimal", seconds=0),
+    )
     # models arrive in proportion to their capacity; shared servers are split between the models
     total = sum(capacity.values()) / (len(MODELS) if shared else 1)
     return plan, total, [capacity[m] / sum(capacity.values()) for m in MODELS]
@@ -80,8 +132,8 @@ def _ops(plan: Plan, capacity: float, mix: list[float], rule: str, load: float, 
     sched = OnlineScheduler(plan, overload=rule, clock=lambda: 0.0)
     rng = random.Random(seed)
     rate = load * capacity
-    cum = [sum(mix[:i + 1]) for i in range(len(mix))]
-    pending: list = []   # (actual end of service, assign index, decision, actual start of the call)
+    cum = [sum(mix[: i + 1]) for i in range(len(mix))]
+    pending: list = []  # (actual end of service, assign index, decision, actual start of the call)
     ops: list = []
     t = 0.0
     for i in range(arrivals):
@@ -93,9 +145,9 @@ def _ops(plan: Plan, capacity: float, mix: list[float], rule: str, load: float, 
         m = MODELS[min(bisect_right(cum, rng.random()), len(MODELS) - 1)]
         ops.append(("a", m, t))
         d = sched.assign(m, now=t)
-        if d.replica >= 0:   # the call really lasts a draw of the profiled law (not the drift-scaled estimate)
+        if d.replica >= 0:  # the call really lasts a draw of the profiled law (not the drift-scaled estimate)
             g = sched.groups[d.group]
-            call_start = d.end_s - g.mean_s   # the estimated start, plus the batch wait if the server was idle
+            call_start = d.end_s - g.mean_s  # the estimated start, plus the batch wait if the server was idle
             heapq.heappush(pending, (call_start + g.sm.draw(rng.gauss(0.0, 1.0)), i, d, call_start))
     return ops
 
@@ -106,7 +158,7 @@ def run(plan: Plan, capacity: float, mix: list[float], rule: str, load: float, p
     arrivals = per_server * sum(g.replicas for g in plan.server_groups())
     ops = _ops(plan, capacity, mix, rule, load, arrivals, seed)
     gc.collect()
-    gc.disable()   # the replay keeps every decision alive: cyclic GC passes would grow with the run's length
+    gc.disable()  # the replay keeps every decision alive: cyclic GC passes would grow with the run's length
     try:
         return _timed(plan, rule, ops)
     finally:
@@ -162,9 +214,14 @@ def _timed(plan: Plan, rule: str, ops: list) -> dict:
         else:
             ds[op[1]]
     c2 = cpu()
-    return {"us_assign": t_a / n_a * 1e6, "us_complete": t_c / max(1, n_c) * 1e6,
-            "cpu_us_event": max(0.0, (c1 - c0) - (c2 - c1)) / n_a * 1e6, "meets": meets / n_a, "shed": shed / n_a,
-            "servers": sched.n_replicas}
+    return {
+        "us_assign": t_a / n_a * 1e6,
+        "us_complete": t_c / max(1, n_c) * 1e6,
+        "cpu_us_event": max(0.0, (c1 - c0) - (c2 - c1)) / n_a * 1e6,
+        "meets": meets / n_a,
+        "shed": shed / n_a,
+        "servers": sched.n_replicas,
+    }
 
 
 def reference_ns() -> float:
@@ -179,14 +236,18 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-server", type=int, default=60, help="arrivals per server and run (half warm up)")
     ap.add_argument("--sizes", default="10,100,1000", help="servers per model")
-    ap.add_argument("--loads", default="0.8,2", help="offered load / usable capacity (a lower bound for shared servers)")
+    ap.add_argument(
+        "--loads", default="0.8,2", help="offered load / usable capacity (a lower bound for shared servers)"
+    )
     ap.add_argument("--repeats", type=int, default=2, help="runs per cell, interleaved; the fastest is kept")
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     loads = [float(x) for x in args.loads.split(",")]
     ref = [reference_ns()]
-    print("| layout | rule | load | servers/model | servers | us/assign (wall) | assigns/s | x vs smallest "
-          "| us/complete (wall) | CPU us/request (assign + its complete) | x vs smallest | met | shed |")
+    print(
+        "| layout | rule | load | servers/model | servers | us/assign (wall) | assigns/s | x vs smallest "
+        "| us/complete (wall) | CPU us/request (assign + its complete) | x vs smallest | met | shed |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for shared in (False, True):
         plans = {n: synthetic_plan(n, shared) for n in sizes}
@@ -194,7 +255,7 @@ def main(argv=None) -> None:
             for load in loads:
                 best: dict = {}
                 cpus: dict = {n: [] for n in sizes}
-                for _ in range(args.repeats):   # interleaved, so a burst of load on the machine hits every size
+                for _ in range(args.repeats):  # interleaved, so a burst of load on the machine hits every size
                     for n in sizes:
                         r = run(*plans[n], rule, load, args.per_server)
                         cpus[n].append(r)
@@ -205,14 +266,19 @@ def main(argv=None) -> None:
                 for n in sizes:
                     r = best[n]
                     c = min(x["cpu_us_event"] for x in cpus[n])
-                    print(f"| {'shared' if shared else 'dedicated'} | {rule} | {load:g} | {n:,} | {r['servers']:,} "
-                          f"| {r['us_assign']:.2f} | {1e6 / r['us_assign']:,.0f} | {r['us_assign'] / base:.2f} "
-                          f"| {r['us_complete']:.2f} | {c:.2f} | {c / cbase:.2f} | {r['meets']:.1%} "
-                          f"| {r['shed']:.1%} |", flush=True)
+                    print(
+                        f"| {'shared' if shared else 'dedicated'} | {rule} | {load:g} | {n:,} | {r['servers']:,} "
+                        f"| {r['us_assign']:.2f} | {1e6 / r['us_assign']:,.0f} | {r['us_assign'] / base:.2f} "
+                        f"| {r['us_complete']:.2f} | {c:.2f} | {c / cbase:.2f} | {r['meets']:.1%} "
+                        f"| {r['shed']:.1%} |",
+                        flush=True,
+                    )
         ref.append(reference_ns())
     ref.append(reference_ns())
-    print(f"\nempty Python loop iteration: {min(ref):.0f}-{max(ref):.0f} ns during the run "
-          f"(about 15-25 ns on an idle core); load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"\nempty Python loop iteration: {min(ref):.0f}-{max(ref):.0f} ns during the run "
+        f"(about 15-25 ns on an idle core); load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ model (every configuration offered), and against no shared servers at all.  Ever
 comes from the same run, side by side, so ratios are meaningful on a noisy machine; absolute seconds are
 this machine's.  The online stage's speed is in ``experiments/bench_online.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,22 @@ QUICK_SIZES = [(10, 5, 10), (30, 10, 20)]
 
 def offline(sizes, solvers, time_limit, gap, console):
     t = Table(title=f"offline MILP: time to a {gap:.0%} gap (limit {time_limit:g} s)")
-    for c in ("pools x models x configs", "dedicated", "shared", "integers", "rows", "build s", "solver",
-              "solve s", "status", "gap", "unserved req/s", "phases"):
+    for c in (
+        "pools x models x configs",
+        "dedicated",
+        "shared",
+        "integers",
+        "rows",
+        "build s",
+        "solver",
+        "solve s",
+        "status",
+        "gap",
+        "unserved req/s",
+        "phases",
+    ):
         t.add_column(c, justify="right")
-    for (P, M, C) in sizes:
+    for P, M, C in sizes:
         prof, cl, wl = random_instance(42, n_pools=P, n_models=M, n_configs=C, max_nodes=8, load=0.4 * P / 10)
         t0 = time.perf_counter()
         milp, lay, cands = build_model(prof, cl, wl, PlanOptions())
@@ -40,10 +53,20 @@ def offline(sizes, solvers, time_limit, gap, console):
                 continue
             plan = plan_offline(prof, cl, wl, solver=s, time_limit=time_limit, gap=gap)
             r = plan.solver
-            t.add_row(f"{P}x{M}x{C}", str(lay.K), str(lay.J), str(int(milp.integer.sum())), str(milp.n_rows),
-                      f"{t1 - t0:.2f}", s, f"{r.seconds:.2f}", r.status,
-                      "n/a" if r.gap is None else f"{r.gap:.2%}", f"{plan.unserved_rate():.1f}",
-                      " ".join(f"{p['phase']}:{p['seconds']:.1f}" for p in r.phases))
+            t.add_row(
+                f"{P}x{M}x{C}",
+                str(lay.K),
+                str(lay.J),
+                str(int(milp.integer.sum())),
+                str(milp.n_rows),
+                f"{t1 - t0:.2f}",
+                s,
+                f"{r.seconds:.2f}",
+                r.status,
+                "n/a" if r.gap is None else f"{r.gap:.2%}",
+                f"{plan.unserved_rate():.1f}",
+                " ".join(f"{p['phase']}:{p['seconds']:.1f}" for p in r.phases),
+            )
     console.print(t)
     return t
 
@@ -51,8 +74,17 @@ def offline(sizes, solvers, time_limit, gap, console):
 def restriction(console, seeds=range(12), time_limit=60.0):
     """Loss of offering shared servers at most 3 configurations per (model, pool), on small instances."""
     t = Table(title="shared-server restriction on small instances (same run): unserved req/s and energy W")
-    for c in ("seed", "no shared: unserved", "k=3: unserved", "all configs: unserved", "no shared: W", "k=3: W",
-              "all configs: W", "k=3 s", "all s"):
+    for c in (
+        "seed",
+        "no shared: unserved",
+        "k=3: unserved",
+        "all configs: unserved",
+        "no shared: W",
+        "k=3: W",
+        "all configs: W",
+        "k=3 s",
+        "all s",
+    ):
         t.add_column(c, justify="right")
     for seed in seeds:
         prof, cl, wl = random_instance(seed, n_pools=3, n_models=4, n_configs=6, max_nodes=3, load=1.2)

@@ -7,6 +7,7 @@ Usage::
 
     python -m synergai.experiments.bench_sim [--arrivals 1000000] [--replicas 1000] [--policies synergai,slo-mael,round-robin]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,14 @@ def main(argv=None) -> None:
     console = Console(width=150)
 
     def instance(k: float):
-        sc = Scenario.model_validate({"name": "bench", "cluster": {"edge_nodes": k, "cloud_nodes": k},
-                                      "arrivals": {"process": "poisson", "n": a.arrivals}, "loads": [a.load]})
+        sc = Scenario.model_validate(
+            {
+                "name": "bench",
+                "cluster": {"edge_nodes": k, "cloud_nodes": k},
+                "arrivals": {"process": "poisson", "n": a.arrivals},
+                "loads": [a.load],
+            }
+        )
         return build_instance(sc, a.load)
 
     k, inst = 1.0, instance(1.0)
@@ -45,10 +52,22 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     arr = make_arrivals(inst, 0)
     gen_s = time.perf_counter() - t0
-    table = Table(title=f"simulator benchmark (node counts x{k:.1f}, capacity {inst.capacity_rps:,.0f} req/s, "
-                        f"load {a.load}; arrivals generated in {gen_s:.2f} s)")
-    for c in ("arrivals", "servers", "shared", "policy", "deploy s", "simulate s", "cpu s", "arrivals/s (cpu)",
-              "decision us", "violation rate"):
+    table = Table(
+        title=f"simulator benchmark (node counts x{k:.1f}, capacity {inst.capacity_rps:,.0f} req/s, "
+        f"load {a.load}; arrivals generated in {gen_s:.2f} s)"
+    )
+    for c in (
+        "arrivals",
+        "servers",
+        "shared",
+        "policy",
+        "deploy s",
+        "simulate s",
+        "cpu s",
+        "arrivals/s (cpu)",
+        "decision us",
+        "violation rate",
+    ):
         table.add_column(c, justify="right" if c not in ("policy",) else "left")
     for name in [p.strip() for p in a.policies.split(",") if p.strip()]:
         ctx = RunContext(inst.profiles, inst.cluster, inst.workload, arrivals=arr)
@@ -61,9 +80,18 @@ def main(argv=None) -> None:
         c2 = time.process_time()
         t2 = time.perf_counter()
         shared = sum(1 for r in dep.replicas if r.shared)
-        table.add_row(f"{len(arr):,}", f"{len(dep):,}", f"{shared:,}", name, f"{t1 - t0:.2f}", f"{t2 - t1:.2f}",
-                      f"{c2 - c1:.2f}", f"{len(arr) / (c2 - c1):,.0f}", f"{res.metrics['decision_us_mean']:.2f}",
-                      f"{res.metrics['violation_rate']:.4f}")
+        table.add_row(
+            f"{len(arr):,}",
+            f"{len(dep):,}",
+            f"{shared:,}",
+            name,
+            f"{t1 - t0:.2f}",
+            f"{t2 - t1:.2f}",
+            f"{c2 - c1:.2f}",
+            f"{len(arr) / (c2 - c1):,.0f}",
+            f"{res.metrics['decision_us_mean']:.2f}",
+            f"{res.metrics['violation_rate']:.4f}",
+        )
         console.print(f"{name}: {t2 - t1:.1f} s")
     console.print(table)
 

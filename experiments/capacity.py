@@ -17,6 +17,7 @@ x_k keeps x_k / mu_k replicas busy. A candidate is feasible when its architectur
 replica fits on one node, and ``p99 + RTT + batch wait <= deadline`` (batch wait:
 ``planner.candidates.batch_wait_ms``). Solved with HiGHS through ``scipy.optimize.linprog``.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,8 @@ class Capacity:
 
     total_rps: float
     per_model_rps: dict[str, float] = field(default_factory=dict)
-    pool_use: dict[str, dict[str, float]] = field(default_factory=dict)   # pool -> resource -> fraction used
-    unservable: list[str] = field(default_factory=list)                   # models with no feasible candidate
+    pool_use: dict[str, dict[str, float]] = field(default_factory=dict)  # pool -> resource -> fraction used
+    unservable: list[str] = field(default_factory=list)  # models with no feasible candidate
     candidates: int = 0
     status: str = ""
 
@@ -83,8 +84,13 @@ def neutral_capacity(table: ProfileTable, cluster: ClusterSpec, workload: Worklo
     have = {c.model for c in cands}
     missing = [m for m in mix if m not in have]
     if missing:
-        return Capacity(0.0, {m: 0.0 for m in mix}, unservable=missing, candidates=len(cands),
-                        status="some model has no deadline-feasible configuration")
+        return Capacity(
+            0.0,
+            {m: 0.0 for m in mix},
+            unservable=missing,
+            candidates=len(cands),
+            status="some model has no deadline-feasible configuration",
+        )
     models = list(mix)
     pools = [p for p in cluster.pools if p.nodes > 0]
     pidx = {p.name: i for i, p in enumerate(pools)}
@@ -106,8 +112,9 @@ def neutral_capacity(table: ProfileTable, cluster: ClusterSpec, workload: Worklo
     for j, k in enumerate(cands):
         for r in range(3):
             a_ub[3 * pidx[k.pool] + r, j] = k.res[r] / k.throughput_rps
-    res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=np.zeros(len(models)), bounds=[(0, None)] * (n + 1),
-                  method="highs")
+    res = linprog(
+        c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=np.zeros(len(models)), bounds=[(0, None)] * (n + 1), method="highs"
+    )
     if res.status == 3:
         return Capacity(math.inf, candidates=n, status="unbounded (a configuration uses no resources)")
     if res.status != 0:
@@ -115,7 +122,8 @@ def neutral_capacity(table: ProfileTable, cluster: ClusterSpec, workload: Worklo
     x, t = res.x[:n], float(res.x[-1])
     use: dict[str, dict[str, float]] = {}
     for i, p in enumerate(pools):
-        used = a_ub[3 * i:3 * i + 3, :n] @ x
-        use[p.name] = {RESOURCES[r]: (float(used[r] / b_ub[3 * i + r]) if b_ub[3 * i + r] > 0 else 0.0)
-                       for r in range(3)}
+        used = a_ub[3 * i : 3 * i + 3, :n] @ x
+        use[p.name] = {
+            RESOURCES[r]: (float(used[r] / b_ub[3 * i + r]) if b_ub[3 * i + r] > 0 else 0.0) for r in range(3)
+        }
     return Capacity(t, {m: t * mix[m] for m in models}, use, [], n, "optimal")

@@ -19,6 +19,7 @@ optimum is a lower bound on the violations of every policy that runs that deploy
 FIFO constraint). ``solve_best`` takes the minimum over several deployments (those of the policies
 compared), so it bounds every one of them; an unproven result is labelled and is not a bound.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,9 +36,9 @@ US = 1_000_000
 
 @dataclass
 class OptimalResult:
-    status: str                 # optimal | feasible | skipped | infeasible
-    violations: Optional[int]   # phase-1 objective (a lower bound when status == optimal)
-    bound: Optional[float]      # CP-SAT's best bound on phase 1
+    status: str  # optimal | feasible | skipped | infeasible
+    violations: Optional[int]  # phase-1 objective (a lower bound when status == optimal)
+    bound: Optional[float]  # CP-SAT's best bound on phase 1
     excess_ms_total: Optional[float]
     requests: int
     deployment: str
@@ -49,22 +50,29 @@ class OptimalResult:
         return self.status == "optimal"
 
 
-def solve_optimal(arrivals: Arrivals, deployment: Deployment, *, truth: Optional[ProfileTable] = None,
-                  time_limit: float = 20.0, workers: int = 2) -> OptimalResult:
+def solve_optimal(
+    arrivals: Arrivals,
+    deployment: Deployment,
+    *,
+    truth: Optional[ProfileTable] = None,
+    time_limit: float = 20.0,
+    workers: int = 2,
+) -> OptimalResult:
     from ortools.sat.python import cp_model
 
     t0 = time.perf_counter()
     n = len(arrivals)
     if any(rec.batch_size > 1 for r in deployment.replicas for rec in r.records.values()):
-        return OptimalResult("skipped", None, None, None, n, deployment.name, 0.0,
-                             "deployment has batching servers (not modelled)")
+        return OptimalResult(
+            "skipped", None, None, None, n, deployment.name, 0.0, "deployment has batching servers (not modelled)"
+        )
     sp = service_params(deployment, truth, trace_service=arrivals.log_mult is not None)
     units = [math.lcm(*(sp.models[k].slots for k in of.values())) for of in sp.of]
-    score = (arrivals.log_mult if arrivals.log_mult is not None else arrivals.z)
+    score = arrivals.log_mult if arrivals.log_mult is not None else arrivals.z
     by_model = deployment.by_model()
     m = cp_model.CpModel()
     horizon = 0
-    cand: list[list[tuple[int, int, int, int, int]]] = []   # per request: (server, release, duration, due, units)
+    cand: list[list[tuple[int, int, int, int, int]]] = []  # per request: (server, release, duration, due, units)
     forced_late = 0
     for i in range(n):
         model = arrivals.models[arrivals.model[i]]
@@ -93,7 +101,7 @@ def solve_optimal(arrivals: Arrivals, deployment: Deployment, *, truth: Optional
         vi = m.NewBoolVar(f"v{i}")
         li = m.NewIntVar(0, horizon, f"L{i}")
         pres = []
-        for (r, rel, dur, due, u) in row:
+        for r, rel, dur, due, u in row:
             p = m.NewBoolVar(f"p{i}_{r}")
             s = m.NewIntVar(rel, horizon, f"s{i}_{r}")
             e = m.NewIntVar(rel + dur, horizon + dur, f"e{i}_{r}")
@@ -118,8 +126,16 @@ def solve_optimal(arrivals: Arrivals, deployment: Deployment, *, truth: Optional
     m.Minimize(sum(v))
     st = solver.Solve(m)
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return OptimalResult("infeasible" if st == cp_model.INFEASIBLE else "unknown", None, None, None, n,
-                             deployment.name, time.perf_counter() - t0, solver.StatusName(st))
+        return OptimalResult(
+            "infeasible" if st == cp_model.INFEASIBLE else "unknown",
+            None,
+            None,
+            None,
+            n,
+            deployment.name,
+            time.perf_counter() - t0,
+            solver.StatusName(st),
+        )
     vbest = int(round(solver.ObjectiveValue()))
     bound = float(solver.BestObjectiveBound())
     proven = st == cp_model.OPTIMAL
@@ -134,9 +150,16 @@ def solve_optimal(arrivals: Arrivals, deployment: Deployment, *, truth: Optional
     excess = solver.ObjectiveValue() / 1e3 if st2 in (cp_model.OPTIMAL, cp_model.FEASIBLE) else None
     if excess is not None and forced_late:
         excess += 1e3 * sum(float(arrivals.deadline_s[i]) for i, row in enumerate(cand) if not row)
-    return OptimalResult("optimal" if proven else "feasible", vbest + forced_late, bound + forced_late, excess, n,
-                         deployment.name, time.perf_counter() - t0,
-                         "" if proven else "time limit: not proven, not a lower bound")
+    return OptimalResult(
+        "optimal" if proven else "feasible",
+        vbest + forced_late,
+        bound + forced_late,
+        excess,
+        n,
+        deployment.name,
+        time.perf_counter() - t0,
+        "" if proven else "time limit: not proven, not a lower bound",
+    )
 
 
 def solve_best(arrivals: Arrivals, deployments: list[Deployment], **kw) -> tuple[OptimalResult, list[OptimalResult]]:
@@ -151,14 +174,32 @@ def solve_best(arrivals: Arrivals, deployments: list[Deployment], **kw) -> tuple
         results.append(solve_optimal(arrivals, d, **kw))
     solved = [r for r in results if r.violations is not None]
     if not solved:
-        return (results[0] if results else OptimalResult("skipped", None, None, None, len(arrivals), "", 0.0,
-                                                         "no deployment")), results
+        return (
+            results[0]
+            if results
+            else OptimalResult("skipped", None, None, None, len(arrivals), "", 0.0, "no deployment")
+        ), results
     best = min(solved, key=lambda r: (r.violations, r.excess_ms_total if r.excess_ms_total is not None else math.inf))
     if not all(r.proven for r in results):
-        best = OptimalResult("feasible" if len(solved) == len(results) else "partial", best.violations, best.bound, best.excess_ms_total, best.requests,
-                             best.deployment, sum(r.seconds for r in results),
-                             "some deployment not solved or not proven optimal: not a lower bound for all")
+        best = OptimalResult(
+            "feasible" if len(solved) == len(results) else "partial",
+            best.violations,
+            best.bound,
+            best.excess_ms_total,
+            best.requests,
+            best.deployment,
+            sum(r.seconds for r in results),
+            "some deployment not solved or not proven optimal: not a lower bound for all",
+        )
     else:
-        best = OptimalResult(best.status, best.violations, best.bound, best.excess_ms_total, best.requests,
-                             best.deployment, sum(r.seconds for r in results), best.message)
+        best = OptimalResult(
+            best.status,
+            best.violations,
+            best.bound,
+            best.excess_ms_total,
+            best.requests,
+            best.deployment,
+            sum(r.seconds for r in results),
+            best.message,
+        )
     return best, results

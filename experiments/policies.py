@@ -12,6 +12,7 @@ A policy is built from a ``RunContext`` and has two parts:
 Adding a policy is one decorated class here or in any imported module; the simulator never changes.
 Policies never read drawn service times: they estimate with profiled figures and correct on feedback.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -26,7 +27,7 @@ from synergai.planner.service import ServiceModel
 
 from .sim import Arrivals, Deployment, Replica
 
-POLICIES: dict[str, type["Policy"]] = {}
+POLICIES: dict[str, type[Policy]] = {}
 
 
 def register_policy(name: str, doc: str = ""):
@@ -35,10 +36,11 @@ def register_policy(name: str, doc: str = ""):
         cls.doc = doc or (cls.__doc__ or "").strip().splitlines()[0]
         POLICIES[name] = cls
         return cls
+
     return deco
 
 
-def get_policy(name: str) -> type["Policy"]:
+def get_policy(name: str) -> type[Policy]:
     if name not in POLICIES:
         raise InputError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}", field="--policies")
     return POLICIES[name]
@@ -48,11 +50,11 @@ def get_policy(name: str) -> type["Policy"]:
 class RunContext:
     """Inputs of one (scenario, load, seed): what the policies are told, plus a plan cache they share."""
 
-    profiles: ProfileTable       # the planning table (what policies believe)
+    profiles: ProfileTable  # the planning table (what policies believe)
     cluster: ClusterSpec
-    workload: WorkloadSpec       # expected rates and deadlines
+    workload: WorkloadSpec  # expected rates and deadlines
     seed: int = 0
-    arrivals: Optional[Arrivals] = None   # whole trace: only look-ahead policies (documented) read it
+    arrivals: Optional[Arrivals] = None  # whole trace: only look-ahead policies (documented) read it
     options: PlanOptions = field(default_factory=PlanOptions)
     solver: str = "highs"
     time_limit: float = 10.0
@@ -67,8 +69,9 @@ class RunContext:
                 if not pools:
                     raise InputError(f"cluster {cl.name!r} has no {tier} pool", field="cluster")
                 cl = cl.model_copy(update={"pools": pools})
-            self.plans[tier] = plan_offline(self.profiles, cl, self.workload, solver=self.solver,
-                                            time_limit=self.time_limit, options=self.options)
+            self.plans[tier] = plan_offline(
+                self.profiles, cl, self.workload, solver=self.solver, time_limit=self.time_limit, options=self.options
+            )
         return self.plans[tier]
 
 
@@ -78,9 +81,9 @@ class Policy:
     name = ""
     doc = ""
     needs_feedback = False
-    window = 1          # >1: decisions are taken per window; decision time is spread over its requests
+    window = 1  # >1: decisions are taken per window; decision time is spread over its requests
     optimal = False
-    shed = 0            # requests the policy refused on purpose (counted among the unplaced)
+    shed = 0  # requests the policy refused on purpose (counted among the unplaced)
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -96,6 +99,7 @@ class Policy:
 
 
 # ---------------------------------------------------------------------------------------------- deployments
+
 
 def _record_index(profiles: ProfileTable) -> dict[tuple, ProfileRecord]:
     return {r.key: r for r in profiles.records}
@@ -137,13 +141,17 @@ def deployment_from_scheduler(ctx: RunContext, sched: OnlineScheduler, plan: Pla
     gidx = len(plan.server_groups())
     for g in sorted((g for g in sched.groups if g.fallback), key=lambda g: g.first_replica):
         if g.first_replica != len(dep.replicas) or g.replicas != 1:
-            raise RuntimeError(f"online stage numbers fallback server of {g.model} as {g.first_replica}, "
-                               f"expected {len(dep.replicas)}")
+            raise RuntimeError(
+                f"online stage numbers fallback server of {g.model} as {g.first_replica}, expected {len(dep.replicas)}"
+            )
         pool = pools[g.pool]
         rec = by_cfg[(g.model, pool.device, g.config_id)]
         dep.notes.append(f"{g.model}: not in the plan; 1 fallback server on {g.pool} ({g.config_id})")
-        dep.replicas.append(Replica.single(pool, g.model, rec, gidx, fallback=True,
-                                           name=getattr(g, "server", "") or f"fallback-{g.model}-{g.pool}"))
+        dep.replicas.append(
+            Replica.single(
+                pool, g.model, rec, gidx, fallback=True, name=getattr(g, "server", "") or f"fallback-{g.model}-{g.pool}"
+            )
+        )
         gidx += 1
     n_sched = sched.n_replicas
     if n_sched != len(dep):
@@ -154,8 +162,9 @@ def deployment_from_scheduler(ctx: RunContext, sched: OnlineScheduler, plan: Pla
     return dep
 
 
-def plan_deployment(ctx: RunContext, tier: Optional[str] = None,
-                    overload: str = "sacrifice") -> tuple[Deployment, OnlineScheduler, Plan]:
+def plan_deployment(
+    ctx: RunContext, tier: Optional[str] = None, overload: str = "sacrifice"
+) -> tuple[Deployment, OnlineScheduler, Plan]:
     plan = ctx.plan(tier)
     sched = OnlineScheduler(plan, clock=lambda: 0.0, overload=overload)
     for d in ctx.workload.models:
@@ -174,12 +183,17 @@ def _fits(r: ProfileRecord, pool, cores: float, mem: float, accel: Optional[bool
     return (r.accelerators == 1 and pool.accelerators >= 1) if accel else r.accelerators == 0
 
 
-def _fastest_b1(ctx: RunContext, pool, models, cores: float, mem: float, accel: Optional[bool]) -> dict[str, ProfileRecord]:
+def _fastest_b1(
+    ctx: RunContext, pool, models, cores: float, mem: float, accel: Optional[bool]
+) -> dict[str, ProfileRecord]:
     """Per model: the lowest batch-1 p50 configuration on the pool's device within the given resources."""
     out = {}
     for m in models:
-        cands = [r for r in ctx.profiles.for_model_device(m, pool.device)
-                 if r.batch_size == 1 and _fits(r, pool, cores, mem, accel)]
+        cands = [
+            r
+            for r in ctx.profiles.for_model_device(m, pool.device)
+            if r.batch_size == 1 and _fits(r, pool, cores, mem, accel)
+        ]
         if cands:
             out[m] = min(cands, key=lambda r: (r.latency_p50_ms, r.config_id))
     return out
@@ -212,8 +226,9 @@ def slo_mael_deployment(ctx: RunContext) -> Deployment:
         n_acc = int(pool.accelerators)
         acc: dict[str, ProfileRecord] = {}
         if n_acc:
-            acc = _within_memory(_fastest_b1(ctx, pool, models, pool.cpu, pool.memory_mb / n_acc, True),
-                                 pool.memory_mb / n_acc)
+            acc = _within_memory(
+                _fastest_b1(ctx, pool, models, pool.cpu, pool.memory_mb / n_acc, True), pool.memory_mb / n_acc
+            )
         acc_cores = max((r.cpu_cores for r in acc.values()), default=0.0) * (n_acc if acc else 0)
         acc_mem = sum(r.memory_request_mb for r in acc.values()) * (n_acc if acc else 0)
         cpu_cores, cpu_mem = pool.cpu - acc_cores, pool.memory_mb - acc_mem
@@ -221,21 +236,28 @@ def slo_mael_deployment(ctx: RunContext) -> Deployment:
         for kind, recs, per_node in (("accelerator", acc, n_acc), ("cpu", cpu, 1)):
             if not recs:
                 continue
-            dropped = [m for m in models if m in (_fastest_b1(ctx, pool, [m], pool.cpu, pool.memory_mb, kind == "accelerator"))
-                       and m not in recs]
+            dropped = [
+                m
+                for m in models
+                if m in (_fastest_b1(ctx, pool, [m], pool.cpu, pool.memory_mb, kind == "accelerator")) and m not in recs
+            ]
             if dropped:
                 notes.append(f"{pool.name} {kind}: {', '.join(dropped)} not hosted (memory)")
             for node in range(pool.nodes):
                 for a in range(per_node):
-                    reps.append(Replica(pool, recs, group, name=f"{pool.name}-{node}-{kind}{a if per_node > 1 else ''}"))
+                    reps.append(
+                        Replica(pool, recs, group, name=f"{pool.name}-{node}-{kind}{a if per_node > 1 else ''}")
+                    )
             group += 1
     return Deployment(reps, name="slo-mael-shared", notes=notes, profiles=ctx.profiles)
 
 
 def _node_share(rec: ProfileRecord, pool) -> float:
     """Dominant share of one node that a replica of ``rec`` requests."""
-    shares = [rec.cpu_cores / pool.cpu if pool.cpu > 0 else 0.0,
-              rec.memory_request_mb / pool.memory_mb if pool.memory_mb > 0 else 0.0]
+    shares = [
+        rec.cpu_cores / pool.cpu if pool.cpu > 0 else 0.0,
+        rec.memory_request_mb / pool.memory_mb if pool.memory_mb > 0 else 0.0,
+    ]
     if pool.accelerators > 0:
         shares.append(rec.accelerators / pool.accelerators)
     return max(shares)
@@ -266,8 +288,9 @@ class _Nodes:
         self.free[pool][node] -= self.need(rec)
 
 
-def _proportional(ctx: RunContext, cands: dict[str, list[tuple]], target: dict[str, float],
-                  stop_at_target: bool) -> list[tuple]:
+def _proportional(
+    ctx: RunContext, cands: dict[str, list[tuple]], target: dict[str, float], stop_at_target: bool
+) -> list[tuple]:
     """Place replicas one at a time: the model with the smallest placed capacity relative to its target first
     (demand-proportional); its first candidate (in the given order) that fits a node, on the least allocated
     node. ``cands[m]``: [(pool, record, capacity req/s), ...]. Returns [(pool, record), ...] placed."""
@@ -315,8 +338,13 @@ def slo_mael_dedicated_deployment(ctx: RunContext) -> Deployment:
         for pool in ctx.cluster.pools:
             if pool.nodes <= 0:
                 continue
-            recs = [r for r in ctx.profiles.for_model_device(m, pool.device) if r.batch_size == 1
-                    and _fits(r, pool, pool.cpu, pool.memory_mb, None) and r.latency_p50_ms + pool.rtt_ms <= d.deadline_ms]
+            recs = [
+                r
+                for r in ctx.profiles.for_model_device(m, pool.device)
+                if r.batch_size == 1
+                and _fits(r, pool, pool.cpu, pool.memory_mb, None)
+                and r.latency_p50_ms + pool.rtt_ms <= d.deadline_ms
+            ]
             if recs:
                 rec = min(recs, key=lambda r: (r.latency_p50_ms, r.config_id))
                 row.append((pool.name, rec, ServiceModel.of(rec).capacity, rec.latency_p50_ms + pool.rtt_ms))
@@ -369,6 +397,7 @@ def k8s_deployment(ctx: RunContext, target_util: float = K8S_TARGET_UTILISATION)
 
 
 # ---------------------------------------------------------------------------------------------- SynergAI
+
 
 @register_policy("synergai", "offline MILP plan + online heuristic (planner.OnlineScheduler)")
 class SynergAI(Policy):
@@ -432,6 +461,7 @@ class OfflineOnly(Policy):
 
 # ---------------------------------------------------------------------------------------------- simple online rules
 
+
 class _PlanReplicas(Policy):
     """Online rules that run over the plan's replicas."""
 
@@ -489,6 +519,7 @@ class LeastLoaded(_PlanReplicas):
 
 
 # ---------------------------------------------------------------------------------------------- SLO-MAEL
+
 
 class _FreeTracker:
     """Per-server backlog from profiled figures, corrected by completion feedback.
@@ -559,13 +590,18 @@ class _SloMaelRule(Policy):
         self.track.complete(i, replica, finish_s)
 
 
-@register_policy("slo-mael", "SLO-MAEL (Seo et al., TACO 2021): every processor serves every model (fastest batch-1, one shared queue), per-request expected-latency rule")
+@register_policy(
+    "slo-mael",
+    "SLO-MAEL (Seo et al., TACO 2021): every processor serves every model (fastest batch-1, one shared queue), per-request expected-latency rule",
+)
 class SloMael(_SloMaelRule):
     def _build(self) -> Deployment:
         return slo_mael_deployment(self.ctx)
 
 
-@register_policy("slo-mael-dedicated", "SLO-MAEL's rule over per-model replicas (fastest batch-1) sized in proportion to demand")
+@register_policy(
+    "slo-mael-dedicated", "SLO-MAEL's rule over per-model replicas (fastest batch-1) sized in proportion to demand"
+)
 class SloMaelDedicated(_SloMaelRule):
     def _build(self) -> Deployment:
         return slo_mael_dedicated_deployment(self.ctx)
@@ -578,7 +614,10 @@ class SloMaelPlan(_SloMaelRule):
         return dep
 
 
-@register_policy("k8s-native", "Kubernetes/KServe practice: cheapest deadline-feasible configuration per pool, replicas at 70% target utilisation, least outstanding requests")
+@register_policy(
+    "k8s-native",
+    "Kubernetes/KServe practice: cheapest deadline-feasible configuration per pool, replicas at 70% target utilisation, least outstanding requests",
+)
 class K8sNative(Policy):
     def deploy(self) -> Deployment:
         dep = k8s_deployment(self.ctx)
@@ -641,7 +680,7 @@ class SloMaelWindow(SloMael):
             lat = np.maximum(self.track.free[ids] - t, 0.0) + rt + rtt
             reps = [g[np.argmin(lat[g])] for g in self.groups_of[model]]
             reps.sort(key=lambda p: lat[p])
-            reps = reps[:self.max_candidates]
+            reps = reps[: self.max_candidates]
             cand_r.append(ids[reps])
             cand_rt.append(rt[reps] + rtt[reps])
             cand_occ.append(occ[reps])
@@ -683,7 +722,9 @@ class SloMaelWindow(SloMael):
         return r
 
 
-@register_policy("optimal", "exact hindsight schedule (CP-SAT) minimising violations then lateness; small instances only")
+@register_policy(
+    "optimal", "exact hindsight schedule (CP-SAT) minimising violations then lateness; small instances only"
+)
 class Optimal(Policy):
     optimal = True
 

@@ -14,6 +14,7 @@ fewer violations than SynergAI. Baselines are every online policy except SynergA
 (``synergai-ll``); the SynergAI-plan baselines (``slo-mael+plan``, ``offline-only``, ``least-loaded``,
 ``round-robin``, ``random``) and the tier-only plans (``edge-only``, ``cloud-only``) count.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,17 +64,45 @@ def summarise(results: pd.DataFrame) -> dict:
     if "cluster" not in df.columns:
         df["cluster"] = "default"
     df["cluster"] = df["cluster"].fillna("default")
-    _num(df, ("violations", "requests", "excess_ms_total", "energy_j", "decision_us_mean", "p99_latency_ms",
-              "unplaced", "shed", "late_p50_dl", "late_p99_dl", "late_max_dl", "load"))
+    _num(
+        df,
+        (
+            "violations",
+            "requests",
+            "excess_ms_total",
+            "energy_j",
+            "decision_us_mean",
+            "p99_latency_ms",
+            "unplaced",
+            "shed",
+            "late_p50_dl",
+            "late_p99_dl",
+            "late_max_dl",
+            "load",
+        ),
+    )
     for c in ("unplaced", "shed", "late_p50_dl", "late_p99_dl", "late_max_dl"):
         if c not in df.columns:
             df[c] = np.nan
-    agg = df.groupby(["scenario", "policy"], sort=False).agg(
-        cluster=("cluster", "first"), requests=("requests", "sum"), violations=("violations", "sum"),
-        excess_ms_total=("excess_ms_total", "sum"), late_p50_dl=("late_p50_dl", "mean"),
-        late_p99_dl=("late_p99_dl", "mean"), late_max_dl=("late_max_dl", "max"), unplaced=("unplaced", "sum"),
-        shed=("shed", "sum"), p99_latency_ms=("p99_latency_ms", "mean"), energy_j=("energy_j", "sum"),
-        decision_us_mean=("decision_us_mean", "mean"), headline=("headline", "first")).reset_index()
+    agg = (
+        df.groupby(["scenario", "policy"], sort=False)
+        .agg(
+            cluster=("cluster", "first"),
+            requests=("requests", "sum"),
+            violations=("violations", "sum"),
+            excess_ms_total=("excess_ms_total", "sum"),
+            late_p50_dl=("late_p50_dl", "mean"),
+            late_p99_dl=("late_p99_dl", "mean"),
+            late_max_dl=("late_max_dl", "max"),
+            unplaced=("unplaced", "sum"),
+            shed=("shed", "sum"),
+            p99_latency_ms=("p99_latency_ms", "mean"),
+            energy_j=("energy_j", "sum"),
+            decision_us_mean=("decision_us_mean", "mean"),
+            headline=("headline", "first"),
+        )
+        .reset_index()
+    )
     agg["violation_rate"] = agg["violations"] / agg["requests"]
     agg["energy_j_per_request"] = agg["energy_j"] / agg["requests"]
     factors, scen, losses = [], [], []
@@ -86,11 +115,20 @@ def summarise(results: pd.DataFrame) -> dict:
         for _, r in g.iterrows():
             if r["policy"] == SYN:
                 continue
-            factors.append({"scenario": sc, "baseline": r["policy"], "headline": bool(r["headline"]),
-                            "cluster": r["cluster"], "baseline_violations": r["violations"], "synergai_violations": vs,
-                            "violation_reduction": (r["violations"] + 1) / (vs + 1),
-                            "baseline_excess_ms": r["excess_ms_total"], "synergai_excess_ms": es,
-                            "excess_reduction": (r["excess_ms_total"] + 1) / (es + 1)})
+            factors.append(
+                {
+                    "scenario": sc,
+                    "baseline": r["policy"],
+                    "headline": bool(r["headline"]),
+                    "cluster": r["cluster"],
+                    "baseline_violations": r["violations"],
+                    "synergai_violations": vs,
+                    "violation_reduction": (r["violations"] + 1) / (vs + 1),
+                    "baseline_excess_ms": r["excess_ms_total"],
+                    "synergai_excess_ms": es,
+                    "excess_reduction": (r["excess_ms_total"] + 1) / (es + 1),
+                }
+            )
         if base.empty:
             continue
         best = base.sort_values(["violations", "excess_ms_total", "policy"]).iloc[0]
@@ -102,44 +140,85 @@ def summarise(results: pd.DataFrame) -> dict:
                 for p in per.columns:
                     if p not in NOT_BASELINES and row[p] < row[SYN]:
                         load_losses.append(f"{p} @ {load:g} ({int(row[p])} vs {int(row[SYN])})")
-                        losses.append({"scenario": sc, "load": load, "baseline": p, "baseline_violations": row[p],
-                                       "synergai_violations": row[SYN]})
+                        losses.append(
+                            {
+                                "scenario": sc,
+                                "load": load,
+                                "baseline": p,
+                                "baseline_violations": row[p],
+                                "synergai_violations": row[SYN],
+                            }
+                        )
         plan_v = g[g["policy"] == PLAN_RULE]["violations"]
-        scen.append({"scenario": sc, "cluster": g["cluster"].iloc[0], "headline": bool(g["headline"].iloc[0]),
-                     "strongest": best["policy"], "strongest_violations": best["violations"], "synergai_violations": vs,
-                     "factor": (best["violations"] + 1) / (vs + 1),
-                     "synergai <= slo-mael+plan": (bool(vs <= float(plan_v.iloc[0])) if len(plan_v) else None),
-                     "lost to (summed)": ", ".join(f"{r.policy} ({int(r.violations)})" for r in lost.itertuples()) or "-",
-                     "lost at loads": "; ".join(load_losses) or "-"})
+        scen.append(
+            {
+                "scenario": sc,
+                "cluster": g["cluster"].iloc[0],
+                "headline": bool(g["headline"].iloc[0]),
+                "strongest": best["policy"],
+                "strongest_violations": best["violations"],
+                "synergai_violations": vs,
+                "factor": (best["violations"] + 1) / (vs + 1),
+                "synergai <= slo-mael+plan": (bool(vs <= float(plan_v.iloc[0])) if len(plan_v) else None),
+                "lost to (summed)": ", ".join(f"{r.policy} ({int(r.violations)})" for r in lost.itertuples()) or "-",
+                "lost at loads": "; ".join(load_losses) or "-",
+            }
+        )
     fac = pd.DataFrame(factors)
     per_sc = pd.DataFrame(scen)
     head: dict = {}
     if len(per_sc):
         for cl, h in per_sc[per_sc["headline"]].groupby("cluster", sort=False):
             vb, vs = float(h["strongest_violations"].sum()), float(h["synergai_violations"].sum())
-            head[cl] = {"scenarios": len(h), "baseline_violations": vb, "synergai_violations": vs,
-                        "pooled": (vb / vs) if vs > 0 else math.inf,
-                        "geomean": float(np.exp(np.log(h["factor"]).mean())),
-                        "plan_rule_ok": all(x is not False for x in h["synergai <= slo-mael+plan"])}
+            head[cl] = {
+                "scenarios": len(h),
+                "baseline_violations": vb,
+                "synergai_violations": vs,
+                "pooled": (vb / vs) if vs > 0 else math.inf,
+                "geomean": float(np.exp(np.log(h["factor"]).mean())),
+                "plan_rule_ok": all(x is not False for x in h["synergai <= slo-mael+plan"]),
+            }
     each = []
     if len(fac):
         for (cl, b), g in fac[fac["headline"]].groupby(["cluster", "baseline"], sort=False):
             vb, vs = float(g["baseline_violations"].sum()), float(g["synergai_violations"].sum())
-            each.append({"cluster": cl, "baseline": b, "scenarios": len(g), "violations": vb, "synergai": vs,
-                         "pooled": (vb / vs) if vs > 0 else math.inf,
-                         "geomean": float(np.exp(np.log(g["violation_reduction"]).mean())),
-                         "excess (pooled)": float((g["baseline_excess_ms"].sum() + 1) / (g["synergai_excess_ms"].sum() + 1))})
-    dec = df.groupby("policy", sort=False).agg(decision_us_mean=("decision_us_mean", "mean"),
-                                               decision_us_p99=("decision_us_p99", "mean")).reset_index()
-    return {"agg": agg, "factors": fac, "scenarios": per_sc, "losses": pd.DataFrame(losses), "headline": head,
-            "each": pd.DataFrame(each), "decision": dec}
+            each.append(
+                {
+                    "cluster": cl,
+                    "baseline": b,
+                    "scenarios": len(g),
+                    "violations": vb,
+                    "synergai": vs,
+                    "pooled": (vb / vs) if vs > 0 else math.inf,
+                    "geomean": float(np.exp(np.log(g["violation_reduction"]).mean())),
+                    "excess (pooled)": float((g["baseline_excess_ms"].sum() + 1) / (g["synergai_excess_ms"].sum() + 1)),
+                }
+            )
+    dec = (
+        df.groupby("policy", sort=False)
+        .agg(decision_us_mean=("decision_us_mean", "mean"), decision_us_p99=("decision_us_p99", "mean"))
+        .reset_index()
+    )
+    return {
+        "agg": agg,
+        "factors": fac,
+        "scenarios": per_sc,
+        "losses": pd.DataFrame(losses),
+        "headline": head,
+        "each": pd.DataFrame(each),
+        "decision": dec,
+    }
 
 
 def optimal_gap(opt: pd.DataFrame) -> pd.DataFrame:
     if opt is None or not len(opt):
         return pd.DataFrame()
-    g = opt.pivot_table(index=["scenario", "load", "seed", "optimal_violations", "optimal_status"],
-                        columns="policy", values="violations", aggfunc="first").reset_index()
+    g = opt.pivot_table(
+        index=["scenario", "load", "seed", "optimal_violations", "optimal_status"],
+        columns="policy",
+        values="violations",
+        aggfunc="first",
+    ).reset_index()
     if SYN in g.columns:
         g["synergai_within_1.1x+1"] = (g[SYN] <= 1.1 * g["optimal_violations"] + 1).map({True: "yes", False: "NO"})
     if "optimal_deployments" in opt.columns:
@@ -148,22 +227,31 @@ def optimal_gap(opt: pd.DataFrame) -> pd.DataFrame:
     return g
 
 
-def write_report(out: Path, results: pd.DataFrame, util: pd.DataFrame | None = None, opt: pd.DataFrame | None = None,
-                 *, command: str = "") -> Path:
+def write_report(
+    out: Path,
+    results: pd.DataFrame,
+    util: pd.DataFrame | None = None,
+    opt: pd.DataFrame | None = None,
+    *,
+    command: str = "",
+) -> Path:
     s = summarise(results)
     agg, fac, head, dec, per_sc = s["agg"], s["factors"], s["headline"], s["decision"], s["scenarios"]
     L = ["# SynergAI experiment report", ""]
     if command:
         L += [f"Reproduce: `{command}`", ""]
-    L += ["Violations are QoS (deadline) misses, summed over loads and seeds; requests no server took (unplaced, "
-          "including shed) count as violations, one deadline late. The **strongest baseline** of a scenario is the "
-          "baseline with the fewest violations there. Headline per base cluster over the scenarios marked `headline`: "
-          "**pooled** = sum of the strongest baselines' violations / sum of SynergAI's; **geometric mean** of the "
-          "per-scenario factors (V_b + 1) / (V_s + 1). Every loss is listed below.", "",
-          "Load is a fraction of each scenario's neutral capacity (`experiments/capacity.py`): an upper bound on the "
-          "rate, at the scenario's model mix, that any deployment of the cluster could serve within the deadlines "
-          "(fluid LP, no queueing, no integrality), the same for every policy. Absolute rates are given per scenario.",
-          ""]
+    L += [
+        "Violations are QoS (deadline) misses, summed over loads and seeds; requests no server took (unplaced, "
+        "including shed) count as violations, one deadline late. The **strongest baseline** of a scenario is the "
+        "baseline with the fewest violations there. Headline per base cluster over the scenarios marked `headline`: "
+        "**pooled** = sum of the strongest baselines' violations / sum of SynergAI's; **geometric mean** of the "
+        "per-scenario factors (V_b + 1) / (V_s + 1). Every loss is listed below.",
+        "",
+        "Load is a fraction of each scenario's neutral capacity (`experiments/capacity.py`): an upper bound on the "
+        "rate, at the scenario's model mix, that any deployment of the cluster could serve within the deadlines "
+        "(fluid LP, no queueing, no integrality), the same for every policy. Absolute rates are given per scenario.",
+        "",
+    ]
     L += ["## Headline: SynergAI vs the strongest baseline per scenario", ""]
     if head:
         rows = []
@@ -171,11 +259,19 @@ def write_report(out: Path, results: pd.DataFrame, util: pd.DataFrame | None = N
             t = TARGETS.get(cl, {})
             tp = t.get("pooled")
             tg = t.get("geomean")
-            rows.append({"cluster": cl, "scenarios": h["scenarios"], "strongest-baseline violations": h["baseline_violations"],
-                         "synergai violations": h["synergai_violations"], "pooled": h["pooled"], "geomean": h["geomean"],
-                         "target pooled": (f">= {tp}: {'met' if h['pooled'] >= tp else 'MISSED'}" if tp else "-"),
-                         "target geomean": (f">= {tg}: {'met' if h['geomean'] >= tg else 'MISSED'}" if tg else "-"),
-                         "never worse than slo-mael+plan": "yes" if h["plan_rule_ok"] else "NO"})
+            rows.append(
+                {
+                    "cluster": cl,
+                    "scenarios": h["scenarios"],
+                    "strongest-baseline violations": h["baseline_violations"],
+                    "synergai violations": h["synergai_violations"],
+                    "pooled": h["pooled"],
+                    "geomean": h["geomean"],
+                    "target pooled": (f">= {tp}: {'met' if h['pooled'] >= tp else 'MISSED'}" if tp else "-"),
+                    "target geomean": (f">= {tg}: {'met' if h['geomean'] >= tg else 'MISSED'}" if tg else "-"),
+                    "never worse than slo-mael+plan": "yes" if h["plan_rule_ok"] else "NO",
+                }
+            )
         L += [_table(pd.DataFrame(rows)), ""]
     else:
         L += ["- not computed (no headline scenario ran synergai and a baseline)", ""]
@@ -183,32 +279,55 @@ def write_report(out: Path, results: pd.DataFrame, util: pd.DataFrame | None = N
     sy = dec[dec["policy"] == SYN]["decision_us_mean"]
     if len(bw) and len(sy):
         r = float(bw.iloc[0]) / max(float(sy.iloc[0]), 1e-9)
-        L += [f"- Decision overhead: synergai {float(sy.iloc[0]):.1f} us vs slo-mael-bw {float(bw.iloc[0]):.1f} us "
-              f"per request ({r:.1f}x).", ""]
+        L += [
+            f"- Decision overhead: synergai {float(sy.iloc[0]):.1f} us vs slo-mael-bw {float(bw.iloc[0]):.1f} us "
+            f"per request ({r:.1f}x).",
+            "",
+        ]
     if len(per_sc):
-        L += ["### Per scenario: strongest baseline and every loss", "",
-              "`factor` = (V_strongest + 1) / (V_synergai + 1); `lost to` = baselines with fewer violations than "
-              "SynergAI summed over the scenario; `lost at loads` = (baseline @ load (its violations vs SynergAI's)) "
-              "summed over seeds.", ""]
-        L += [_table(per_sc.assign(headline=per_sc["headline"].map({True: "yes", False: "no"}),
-                                   **{"synergai <= slo-mael+plan": per_sc["synergai <= slo-mael+plan"].map(
-                                       {True: "yes", False: "NO", None: "-"})})), ""]
+        L += [
+            "### Per scenario: strongest baseline and every loss",
+            "",
+            "`factor` = (V_strongest + 1) / (V_synergai + 1); `lost to` = baselines with fewer violations than "
+            "SynergAI summed over the scenario; `lost at loads` = (baseline @ load (its violations vs SynergAI's)) "
+            "summed over seeds.",
+            "",
+        ]
+        L += [
+            _table(
+                per_sc.assign(
+                    headline=per_sc["headline"].map({True: "yes", False: "no"}),
+                    **{
+                        "synergai <= slo-mael+plan": per_sc["synergai <= slo-mael+plan"].map(
+                            {True: "yes", False: "NO", None: "-"}
+                        )
+                    },
+                )
+            ),
+            "",
+        ]
     if len(s["each"]):
         L += ["### SynergAI vs each baseline (headline scenarios)", ""]
         L += [_table(s["each"]), ""]
     gap = optimal_gap(opt)
     L += ["## Gap to the hindsight optimum", ""]
     if len(gap):
-        L += ["`optimal` = CP-SAT on the first arrivals of the run, minimum over the deployments of the policies "
-              "compared (a lower bound only where status is `optimal`). Each policy is re-run on the same arrivals.", ""]
+        L += [
+            "`optimal` = CP-SAT on the first arrivals of the run, minimum over the deployments of the policies "
+            "compared (a lower bound only where status is `optimal`). Each policy is re-run on the same arrivals.",
+            "",
+        ]
         L += [_table(gap), ""]
         if "synergai_within_1.1x+1" in gap.columns:
             ok = gap[gap["optimal_status"] == "optimal"]
             n_ok = int((ok["synergai_within_1.1x+1"] == "yes").sum())
-            L += [f"SynergAI within 1.1x + 1 of the proven optimum in {n_ok} of {len(ok)} proven instances "
-                  f"(target: all; {'met' if n_ok == len(ok) else 'MISSED'}). The optimum models batch-1 servers, "
-                  "dedicated or shared, with any number of slots, exactly; deployments with batching servers are "
-                  "skipped (status `partial`: not a bound for them).", ""]
+            L += [
+                f"SynergAI within 1.1x + 1 of the proven optimum in {n_ok} of {len(ok)} proven instances "
+                f"(target: all; {'met' if n_ok == len(ok) else 'MISSED'}). The optimum models batch-1 servers, "
+                "dedicated or shared, with any number of slots, exactly; deployments with batching servers are "
+                "skipped (status `partial`: not a bound for them).",
+                "",
+            ]
     else:
         L += ["not computed in this run (scenarios with an `optimal:` section compute it).", ""]
     L += ["## Decision overhead per policy (measured wall time of `choose`, us per request)", ""]
@@ -216,13 +335,34 @@ def write_report(out: Path, results: pd.DataFrame, util: pd.DataFrame | None = N
     L += ["## Per scenario", ""]
     for sc, g in agg.groupby("scenario", sort=False):
         f = fac[fac["scenario"] == sc].set_index("baseline") if len(fac) else pd.DataFrame()
-        t = g[["policy", "requests", "violations", "violation_rate", "excess_ms_total", "late_p50_dl", "late_p99_dl",
-               "late_max_dl", "unplaced", "shed", "p99_latency_ms", "energy_j", "energy_j_per_request",
-               "decision_us_mean"]].copy()
-        t["reduction (violations)"] = [float(f.loc[p, "violation_reduction"]) if p in f.index else math.nan for p in t["policy"]]
-        L += [f"### {sc}{' (headline)' if bool(g['headline'].iloc[0]) else ''} -- cluster {g['cluster'].iloc[0]}", "",
-              "late_*_dl: violating requests' lateness in deadlines (p50 and p99: mean over runs; max: over runs); "
-              "unplaced includes shed; energy in J (serving + idle nodes).", ""]
+        t = g[
+            [
+                "policy",
+                "requests",
+                "violations",
+                "violation_rate",
+                "excess_ms_total",
+                "late_p50_dl",
+                "late_p99_dl",
+                "late_max_dl",
+                "unplaced",
+                "shed",
+                "p99_latency_ms",
+                "energy_j",
+                "energy_j_per_request",
+                "decision_us_mean",
+            ]
+        ].copy()
+        t["reduction (violations)"] = [
+            float(f.loc[p, "violation_reduction"]) if p in f.index else math.nan for p in t["policy"]
+        ]
+        L += [
+            f"### {sc}{' (headline)' if bool(g['headline'].iloc[0]) else ''} -- cluster {g['cluster'].iloc[0]}",
+            "",
+            "late_*_dl: violating requests' lateness in deadlines (p50 and p99: mean over runs; max: over runs); "
+            "unplaced includes shed; energy in J (serving + idle nodes).",
+            "",
+        ]
         per_load = results[(results["scenario"] == sc) & (results["policy"] != "optimal")].copy()
         cap = pd.to_numeric(per_load["capacity_rps"], errors="coerce").dropna()
         if len(cap):
@@ -239,11 +379,16 @@ def write_report(out: Path, results: pd.DataFrame, util: pd.DataFrame | None = N
         L += ["## Runs that could not deploy", ""]
         L += [f"- {r.scenario} / {r.policy} / load {r.load}: {r.note}" for r in errs.itertuples()]
         L += [""]
-    L += ["## Figures", "", "- `violation_rate_vs_load.png`: violation rate vs load per policy, one panel per scenario",
-          "- `excess_vs_load.png`: mean excess time (lateness past the deadline, ms per request) vs load",
-          "- `decision_overhead.png`: decision overhead per policy (log scale)",
-          "- `utilisation.png`: per-pool utilisation per policy (headline scenario, load nearest 0.9)",
-          "- `reduction.png`: violation reduction factor of synergai vs the strongest baseline per scenario", ""]
+    L += [
+        "## Figures",
+        "",
+        "- `violation_rate_vs_load.png`: violation rate vs load per policy, one panel per scenario",
+        "- `excess_vs_load.png`: mean excess time (lateness past the deadline, ms per request) vs load",
+        "- `decision_overhead.png`: decision overhead per policy (log scale)",
+        "- `utilisation.png`: per-pool utilisation per policy (headline scenario, load nearest 0.9)",
+        "- `reduction.png`: violation reduction factor of synergai vs the strongest baseline per scenario",
+        "",
+    ]
     p = out / "report.md"
     p.write_text("\n".join(L) + "\n")
     return p
@@ -251,12 +396,25 @@ def write_report(out: Path, results: pd.DataFrame, util: pd.DataFrame | None = N
 
 # ---------------------------------------------------------------------------------------------- plots
 
-_ORDER = ["synergai", "slo-mael", "slo-mael-bw", "slo-mael-dedicated", "k8s-native", "slo-mael+plan", "offline-only", "least-loaded", "round-robin",
-          "random", "edge-only", "cloud-only"]
+_ORDER = [
+    "synergai",
+    "slo-mael",
+    "slo-mael-bw",
+    "slo-mael-dedicated",
+    "k8s-native",
+    "slo-mael+plan",
+    "offline-only",
+    "least-loaded",
+    "round-robin",
+    "random",
+    "edge-only",
+    "cloud-only",
+]
 
 
 def _colors(policies):
     import matplotlib
+
     cmap = matplotlib.colormaps["tab10"]
     known = {p: cmap(i % 10) for i, p in enumerate(_ORDER)}
     extra = [p for p in policies if p not in known]
@@ -282,8 +440,16 @@ def _by_load_plot(df: pd.DataFrame, metric: str, ylabel: str, path: Path, symlog
             h = g[g["policy"] == p].groupby("load")[metric].mean()
             if h.empty:
                 continue
-            ax.plot(h.index, h.values, marker="o", ms=3, lw=2.4 if p == SYN else 1.2, color=colors[p], label=p,
-                    zorder=3 if p == SYN else 2)
+            ax.plot(
+                h.index,
+                h.values,
+                marker="o",
+                ms=3,
+                lw=2.4 if p == SYN else 1.2,
+                color=colors[p],
+                label=p,
+                zorder=3 if p == SYN else 2,
+            )
         ax.set_title(sc, fontsize=10)
         ax.set_xlabel("load (fraction of neutral capacity)")
         ax.set_ylabel(ylabel)
@@ -302,6 +468,7 @@ def _by_load_plot(df: pd.DataFrame, metric: str, ylabel: str, path: Path, symlog
 
 def write_plots(out: Path, results: pd.DataFrame, util: pd.DataFrame | None = None) -> list[Path]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -353,8 +520,15 @@ def write_plots(out: Path, results: pd.DataFrame, util: pd.DataFrame | None = No
             for j in range(len(m.columns)):
                 val = m.values[i, j]
                 if not np.isnan(val):
-                    ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=8,
-                            color="white" if val < 0.6 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{val:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if val < 0.6 else "black",
+                    )
         ax.set_title(f"Per-pool utilisation, {sc} at load {load:g} (blank: no replica)")
         fig.colorbar(im, ax=ax, fraction=0.03)
         fig.tight_layout()

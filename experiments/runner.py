@@ -8,6 +8,7 @@ are assembled in cell order, so the output does not depend on how cells were sch
 Load factors are fractions of the scenario's neutral capacity (``experiments.capacity``), the same for every
 policy; ``rate_rps`` and ``capacity_rps`` give the absolute rates.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,15 +25,51 @@ from synergai.planner import PlanOptions
 
 from .optimal import solve_best
 from .policies import POLICIES, RunContext, get_policy
-from .scenarios import (DataOptions, Scenario, SkipScenario, build_instance, cluster_label, make_arrivals, run_loads,
-                        trace_windows)
+from .scenarios import (
+    DataOptions,
+    Scenario,
+    SkipScenario,
+    build_instance,
+    cluster_label,
+    make_arrivals,
+    run_loads,
+    trace_windows,
+)
 from .sim import simulate
 
-RESULT_COLUMNS = ["scenario", "cluster", "policy", "seed", "load", "rate_rps", "capacity_rps", "requests", "violations",
-                  "violation_rate", "excess_ms_total", "excess_ms_mean", "late_ms_mean", "late_p50_dl", "late_p99_dl",
-                  "late_max_dl", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "energy_j", "serving_energy_j",
-                  "idle_energy_j", "energy_j_per_request", "decision_us_mean", "decision_us_p99", "replicas",
-                  "unplaced", "shed", "headline", "status", "note"]
+RESULT_COLUMNS = [
+    "scenario",
+    "cluster",
+    "policy",
+    "seed",
+    "load",
+    "rate_rps",
+    "capacity_rps",
+    "requests",
+    "violations",
+    "violation_rate",
+    "excess_ms_total",
+    "excess_ms_mean",
+    "late_ms_mean",
+    "late_p50_dl",
+    "late_p99_dl",
+    "late_max_dl",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "p99_latency_ms",
+    "energy_j",
+    "serving_energy_j",
+    "idle_energy_j",
+    "energy_j_per_request",
+    "decision_us_mean",
+    "decision_us_p99",
+    "replicas",
+    "unplaced",
+    "shed",
+    "headline",
+    "status",
+    "note",
+]
 #: Columns that hold measured wall time (they differ between identical runs; everything else must not).
 TIMING_COLUMNS = ["decision_us_mean", "decision_us_p99"]
 
@@ -42,8 +79,11 @@ def default_jobs() -> int:
 
 
 def scenario_policies(sc: Scenario, override: Optional[list[str]]) -> list[str]:
-    names = override if override is not None else (sc.policies or [n for n, c in POLICIES.items()
-                                                                   if not c.optimal or sc.optimal is not None])
+    names = (
+        override
+        if override is not None
+        else (sc.policies or [n for n, c in POLICIES.items() if not c.optimal or sc.optimal is not None])
+    )
     for n in names:
         get_policy(n)
     if sc.optimal is None:
@@ -64,7 +104,8 @@ class Cell:
     def tasks(self) -> int:
         want_opt = any(POLICIES[n].optimal for n in self.policies) and self.scenario.optimal is not None
         return len(self.scenario.seeds) * len([n for n in self.policies if not POLICIES[n].optimal]) + (
-            len(self.scenario.seeds) if want_opt else 0)
+            len(self.scenario.seeds) if want_opt else 0
+        )
 
 
 @dataclass
@@ -76,8 +117,14 @@ class CellResult:
     error: str = ""
 
 
-def prepare(scenarios: list[Scenario], *, quick: bool = False, seeds: Optional[int] = None,
-            policies: Optional[list[str]] = None, data: Optional[DataOptions] = None) -> list[Cell]:
+def prepare(
+    scenarios: list[Scenario],
+    *,
+    quick: bool = False,
+    seeds: Optional[int] = None,
+    policies: Optional[list[str]] = None,
+    data: Optional[DataOptions] = None,
+) -> list[Cell]:
     cells = []
     for sc0 in (x for s in scenarios for x in s.on_clusters(data)):
         sc = sc0.reduced(quick)
@@ -112,9 +159,15 @@ def _run_cell(cell: Cell, progress) -> CellResult:
     for seed in sc.seeds:
         arr = make_arrivals(inst, seed)
         deps = []
-        base = dict(scenario=sc.name, cluster=cluster_label(sc, cell.data), seed=seed, load=round(inst.load, 6),
-                    rate_rps=sum(d.rate_rps for d in inst.workload.models), capacity_rps=inst.capacity_rps,
-                    headline=sc.headline)
+        base = dict(
+            scenario=sc.name,
+            cluster=cluster_label(sc, cell.data),
+            seed=seed,
+            load=round(inst.load, 6),
+            rate_rps=sum(d.rate_rps for d in inst.workload.models),
+            capacity_rps=inst.capacity_rps,
+            headline=sc.headline,
+        )
         for name in online:
             try:
                 pol, dep = _deploy(name, inst, seed, arr, plans, opts)
@@ -126,35 +179,71 @@ def _run_cell(cell: Cell, progress) -> CellResult:
             res = simulate(arr, dep, pol, truth=inst.truth)
             deps.append(dep)
             m = res.metrics
-            out.rows.append({**base, "policy": name, **{k: m[k] for k in m if k in RESULT_COLUMNS},
-                             **lateness_stats(res), "shed": int(getattr(pol, "shed", 0)),
-                             "energy_j_per_request": m["energy_j"] / max(1, m["requests"]),
-                             "status": "ok", "note": "; ".join(dep.notes)})
+            out.rows.append(
+                {
+                    **base,
+                    "policy": name,
+                    **{k: m[k] for k in m if k in RESULT_COLUMNS},
+                    **lateness_stats(res),
+                    "shed": int(getattr(pol, "shed", 0)),
+                    "energy_j_per_request": m["energy_j"] / max(1, m["requests"]),
+                    "status": "ok",
+                    "note": "; ".join(dep.notes),
+                }
+            )
             for pool, u in res.pool_util.items():
-                out.util.append({"scenario": sc.name, "policy": name, "seed": seed, "load": base["load"],
-                                 "pool": pool, "utilisation": u})
+                out.util.append(
+                    {
+                        "scenario": sc.name,
+                        "policy": name,
+                        "seed": seed,
+                        "load": base["load"],
+                        "pool": pool,
+                        "utilisation": u,
+                    }
+                )
             if progress:
                 progress(sc.name, 1)
         if want_opt and sc.optimal is not None:
             head = arr.head(min(sc.optimal.n, len(arr)))
             best, each = solve_best(head, deps, truth=inst.truth, time_limit=sc.optimal.time_limit)
             solved = "; ".join(f"{r.deployment}: {r.status}" for r in each)
-            out.rows.append({**base, "policy": "optimal", "requests": len(head), "violations": best.violations,
-                             "violation_rate": (best.violations / len(head)) if best.violations is not None else math.nan,
-                             "excess_ms_total": best.excess_ms_total,
-                             "excess_ms_mean": (best.excess_ms_total / len(head)) if best.excess_ms_total is not None else math.nan,
-                             "status": best.status, "note": f"deployment {best.deployment}; {best.seconds:.1f} s; {best.message}".strip("; ")})
+            out.rows.append(
+                {
+                    **base,
+                    "policy": "optimal",
+                    "requests": len(head),
+                    "violations": best.violations,
+                    "violation_rate": (best.violations / len(head)) if best.violations is not None else math.nan,
+                    "excess_ms_total": best.excess_ms_total,
+                    "excess_ms_mean": (best.excess_ms_total / len(head))
+                    if best.excess_ms_total is not None
+                    else math.nan,
+                    "status": best.status,
+                    "note": f"deployment {best.deployment}; {best.seconds:.1f} s; {best.message}".strip("; "),
+                }
+            )
             for name in online:
                 try:
                     pol, dep = _deploy(name, inst, seed, head, plans, opts)
                 except InputError:
                     continue
                 r = simulate(head, dep, pol, truth=inst.truth)
-                out.opt.append({"scenario": sc.name, "load": base["load"], "seed": seed, "policy": name,
-                                "requests": len(head), "violations": r.metrics["violations"],
-                                "excess_ms_total": r.metrics["excess_ms_total"],
-                                "optimal_violations": best.violations, "optimal_status": best.status,
-                                "optimal_excess_ms_total": best.excess_ms_total, "optimal_deployments": solved})
+                out.opt.append(
+                    {
+                        "scenario": sc.name,
+                        "load": base["load"],
+                        "seed": seed,
+                        "policy": name,
+                        "requests": len(head),
+                        "violations": r.metrics["violations"],
+                        "excess_ms_total": r.metrics["excess_ms_total"],
+                        "optimal_violations": best.violations,
+                        "optimal_status": best.status,
+                        "optimal_excess_ms_total": best.excess_ms_total,
+                        "optimal_deployments": solved,
+                    }
+                )
             if progress:
                 progress(sc.name, 1)
     return out
@@ -167,18 +256,29 @@ def lateness_stats(res) -> dict:
     if not v.any():
         return {"late_p50_dl": 0.0, "late_p99_dl": 0.0, "late_max_dl": 0.0}
     x = res.lateness[v] / res.deadline[v]
-    return {"late_p50_dl": float(np.percentile(x, 50)), "late_p99_dl": float(np.percentile(x, 99)),
-            "late_max_dl": float(x.max())}
+    return {
+        "late_p50_dl": float(np.percentile(x, 50)),
+        "late_p99_dl": float(np.percentile(x, 99)),
+        "late_max_dl": float(x.max()),
+    }
 
 
 def _run_cell_remote(cell: Cell) -> CellResult:  # picklable top-level entry for worker processes
     return run_cell(cell)
 
 
-def run_sweep(scenarios: list[Scenario], *, quick: bool = False, seeds: Optional[int] = None,
-              policies: Optional[list[str]] = None, progress: Optional[Callable[[str, int], None]] = None,
-              log: Callable[[str], None] = print, data: Optional[DataOptions] = None, jobs: int = 1,
-              ray: Optional[str] = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def run_sweep(
+    scenarios: list[Scenario],
+    *,
+    quick: bool = False,
+    seeds: Optional[int] = None,
+    policies: Optional[list[str]] = None,
+    progress: Optional[Callable[[str, int], None]] = None,
+    log: Callable[[str], None] = print,
+    data: Optional[DataOptions] = None,
+    jobs: int = 1,
+    ray: Optional[str] = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Run every scenario; returns (results, utilisation, optimal gap) frames.
 
     A scenario that cannot run here (optional trace absent, variant not applicable to the given inputs) is
@@ -218,6 +318,7 @@ def run_sweep(scenarios: list[Scenario], *, quick: bool = False, seeds: Optional
     elif jobs > 1 and len(cells) > 1:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
         # fork where available: workers inherit the imported modules and caches (spawn re-imports ~3 s per
         # worker). Workers only simulate; they never touch the console the parent's progress thread uses.
         methods = multiprocessing.get_all_start_methods()
@@ -258,8 +359,7 @@ def _run_ray(cells: list[Cell], address: str, done) -> None:
     except ImportError:
         raise InputError("Ray is not installed; pip install 'ray[default]'", field="--ray") from None
     if not ray.is_initialized():
-        ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
-                 log_to_driver=False)
+        ray.init(address=None if address == "local" else address, ignore_reinit_error=True, log_to_driver=False)
     remote = ray.remote(_run_cell_remote)
     refs = {remote.remote(c): i for i, c in enumerate(cells)}
     pending = list(refs)
@@ -271,14 +371,20 @@ def _run_ray(cells: list[Cell], address: str, done) -> None:
 
 def _deploy(name: str, inst, seed: int, arrivals, plans: dict, opts: PlanOptions):
     """A fresh policy for one run and its deployment (plans are shared through ``plans``)."""
-    ctx = RunContext(inst.profiles, inst.cluster, inst.workload, seed=seed, arrivals=arrivals, plans=plans,
-                     options=opts)
+    ctx = RunContext(
+        inst.profiles, inst.cluster, inst.workload, seed=seed, arrivals=arrivals, plans=plans, options=opts
+    )
     pol = get_policy(name)(ctx)
     return pol, pol.deploy()
 
 
-def count_tasks(scenarios: list[Scenario], quick: bool, seeds: Optional[int], policies: Optional[list[str]],
-                data: Optional[DataOptions] = None) -> int:
+def count_tasks(
+    scenarios: list[Scenario],
+    quick: bool,
+    seeds: Optional[int],
+    policies: Optional[list[str]],
+    data: Optional[DataOptions] = None,
+) -> int:
     return sum(c.tasks for c in prepare(scenarios, quick=quick, seeds=seeds, policies=policies, data=data))
 
 

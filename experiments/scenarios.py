@@ -25,6 +25,7 @@ Planning inputs (burst load scenarios, the model mix of a trace with a model col
 trace's *training* window; runs replay its later *replay* window (``experiments.traces``). Synthetic
 processes give the planner their known parameters (an MMPP's burst state), never the sampled run.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,19 +46,41 @@ from .capacity import neutral_capacity
 from .sim import Arrivals
 from .traces import SkipScenario, Trace, TraceSpec, Window, load_trace, split, tile, window_stats
 
-__all__ = ["SkipScenario", "Scenario", "DataOptions", "Instance", "build_instance", "make_arrivals", "resolve",
-           "load_scenario", "builtin_scenarios", "load_scenarios"]
+__all__ = [
+    "SkipScenario",
+    "Scenario",
+    "DataOptions",
+    "Instance",
+    "build_instance",
+    "make_arrivals",
+    "resolve",
+    "load_scenario",
+    "builtin_scenarios",
+    "load_scenarios",
+]
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 #: Legacy process names of the bundled traces -> their trace declarations (paths under the data directory).
 LEGACY_TRACES = {
-    "azure-code": dict(path="azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv", time_column="TIMESTAMP",
-                       time_unit="datetime", optional=True),
-    "azure-conv": dict(path="azure-llm-inference-2023/AzureLLMInferenceTrace_conv.csv", time_column="TIMESTAMP",
-                       time_unit="datetime", optional=True),
-    "alibaba": dict(path="alibaba-gentd26-diffusion-requests/lora_request_trace_2024-12-01_to_2024-12-07.csv",
-                    time_column="gmt_create", time_unit="datetime:%Y-%m-%d %H:%M:%S",
-                    filter={"predict_status": "SUCCEED"}, optional=True),
+    "azure-code": dict(
+        path="azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv",
+        time_column="TIMESTAMP",
+        time_unit="datetime",
+        optional=True,
+    ),
+    "azure-conv": dict(
+        path="azure-llm-inference-2023/AzureLLMInferenceTrace_conv.csv",
+        time_column="TIMESTAMP",
+        time_unit="datetime",
+        optional=True,
+    ),
+    "alibaba": dict(
+        path="alibaba-gentd26-diffusion-requests/lora_request_trace_2024-12-01_to_2024-12-07.csv",
+        time_column="gmt_create",
+        time_unit="datetime:%Y-%m-%d %H:%M:%S",
+        filter={"predict_status": "SUCCEED"},
+        optional=True,
+    ),
 }
 
 
@@ -69,7 +92,7 @@ class DataOptions:
     cluster: Optional[str] = None
     workload: Optional[str] = None
     data_dir: Optional[str] = None
-    skip_unprofiled: bool = False   # plan around pools whose device has no profile (PlanOptions.skip_unprofiled)
+    skip_unprofiled: bool = False  # plan around pools whose device has no profile (PlanOptions.skip_unprofiled)
 
     @property
     def overrides(self) -> bool:
@@ -79,30 +102,52 @@ class DataOptions:
 class ClusterVariant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    base: str = Field("default", description="`default` (embedded), a named built-in cluster (`edge-lite`) or a ClusterSpec YAML/JSON path (relative to the scenario file).")
+    base: str = Field(
+        "default",
+        description="`default` (embedded), a named built-in cluster (`edge-lite`) or a ClusterSpec YAML/JSON path (relative to the scenario file).",
+    )
     keep_pools: Optional[list[str]] = Field(None, description="Only these pools.")
     remove_pools: list[str] = Field(default_factory=list, description="Pools removed (a failure).")
     edge_nodes: float = Field(1.0, ge=0, description="Multiply every edge pool's node count (rounded, >= 1).")
     cloud_nodes: float = Field(1.0, ge=0, description="Multiply every cloud pool's node count (rounded, >= 1).")
     nodes: dict[str, int] = Field(default_factory=dict, description="Set a pool's node count.")
-    load_basis: Literal["scenario", "default"] = Field("scenario", description="Cluster whose capacity defines load 1.0.")
+    load_basis: Literal["scenario", "default"] = Field(
+        "scenario", description="Cluster whose capacity defines load 1.0."
+    )
 
 
 class ProfilesVariant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    files: list[str] = Field(default_factory=list, description="Profile CSV/Parquet files (merged, newer wins; relative to the scenario file). Default: the embedded MLPerf table.")
+    files: list[str] = Field(
+        default_factory=list,
+        description="Profile CSV/Parquet files (merged, newer wins; relative to the scenario file). Default: the embedded MLPerf table.",
+    )
 
-    perturb: float = Field(0.0, ge=0, lt=1, description="Drift: simulate on latencies x U(1-p, 1+p) per configuration; plan on the original.")
+    perturb: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Drift: simulate on latencies x U(1-p, 1+p) per configuration; plan on the original.",
+    )
     seed: int = Field(0, description="Seed of the perturbation.")
 
 
 class WorkloadVariant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    base: str = Field("default", description="`default` (embedded) or a WorkloadSpec YAML/JSON path (relative to the scenario file): its rates are the `default` mix, its deadlines the `mlperf`/`workload` deadlines.")
-    mix: Union[Literal["default"], dict[str, float]] = Field("default", description="`default` (the base workload's rates; for a trace with a model column: the training window's counts) or {model: weight}.")
-    deadlines: Union[Literal["mlperf", "workload"], dict[str, float]] = Field("mlperf", description="`mlperf`/`workload` (the base workload's deadlines; the embedded one has MLPerf's bounds) or {slack: k}: k x the fastest p50 + RTT.")
+    base: str = Field(
+        "default",
+        description="`default` (embedded) or a WorkloadSpec YAML/JSON path (relative to the scenario file): its rates are the `default` mix, its deadlines the `mlperf`/`workload` deadlines.",
+    )
+    mix: Union[Literal["default"], dict[str, float]] = Field(
+        "default",
+        description="`default` (the base workload's rates; for a trace with a model column: the training window's counts) or {model: weight}.",
+    )
+    deadlines: Union[Literal["mlperf", "workload"], dict[str, float]] = Field(
+        "mlperf",
+        description="`mlperf`/`workload` (the base workload's deadlines; the embedded one has MLPerf's bounds) or {slack: k}: k x the fastest p50 + RTT.",
+    )
 
     @field_validator("mix")
     @classmethod
@@ -122,8 +167,20 @@ class WorkloadVariant(BaseModel):
         return v
 
 
-_TRACE_FIELDS = ("path", "format", "time_column", "time_unit", "model_column", "service_column", "filter", "tick_s",
-                 "rate", "train", "replay", "optional")
+_TRACE_FIELDS = (
+    "path",
+    "format",
+    "time_column",
+    "time_unit",
+    "model_column",
+    "service_column",
+    "filter",
+    "tick_s",
+    "rate",
+    "train",
+    "replay",
+    "optional",
+)
 
 
 class ArrivalSpec(BaseModel):
@@ -131,13 +188,17 @@ class ArrivalSpec(BaseModel):
 
     process: Literal["poisson", "mmpp", "onoff", "trace", "azure-code", "azure-conv", "alibaba"] = Field(
         description="poisson | mmpp | onoff | trace (a recorded file, fields below); azure-code, azure-conv and "
-                    "alibaba are shorthands for the bundled traces.")
+        "alibaba are shorthands for the bundled traces."
+    )
     n: int = Field(20000, ge=1, description="Arrivals per run.")
     high: float = Field(3.0, gt=0, description="mmpp/onoff: relative rate of the high state.")
     low: float = Field(0.3, ge=0, description="mmpp: relative rate of the low state (onoff: 0).")
     mean_high_s: float = Field(0.5, gt=0, description="Mean sojourn in the high state, s.")
     mean_low_s: float = Field(1.5, gt=0, description="Mean sojourn in the low state, s.")
-    service: Literal["profile", "trace"] = Field("profile", description="alibaba shorthand: `trace` scales each request's service time by its measured execution time / median.")
+    service: Literal["profile", "trace"] = Field(
+        "profile",
+        description="alibaba shorthand: `trace` scales each request's service time by its measured execution time / median.",
+    )
     # process: trace (see experiments.traces.TraceSpec)
     path: Optional[str] = Field(None, description="trace: file (relative: data directory, then the scenario's folder).")
     format: Optional[Literal["csv", "jsonl", "parquet"]] = None
@@ -206,8 +267,13 @@ class Scenario(BaseModel):
     arrivals: ArrivalSpec
     loads: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
-    clusters: list[str] = Field(default_factory=list, description="Also run the scenario on these cluster bases (named built-in clusters such as `edge-lite`, or paths), as `NAME@CLUSTER`; skipped when --cluster is given.")
-    policies: Optional[list[str]] = Field(None, description="Default: every registered policy (optimal only where `optimal` is set).")
+    clusters: list[str] = Field(
+        default_factory=list,
+        description="Also run the scenario on these cluster bases (named built-in clusters such as `edge-lite`, or paths), as `NAME@CLUSTER`; skipped when --cluster is given.",
+    )
+    policies: Optional[list[str]] = Field(
+        None, description="Default: every registered policy (optimal only where `optimal` is set)."
+    )
     optimal: Optional[OptimalSpec] = None
     quick: QuickSpec = Field(default_factory=QuickSpec)
 
@@ -227,12 +293,12 @@ class Scenario(BaseModel):
         arr = self.arrivals.model_copy(update={"n": q.n or min(self.arrivals.n, 2000)})
         upd = {"arrivals": arr, "loads": q.loads or self.loads, "seeds": q.seeds or self.seeds[:1]}
         if self.optimal is not None:
-            upd["optimal"] = self.optimal.model_copy(update={"n": min(self.optimal.n, 60),
-                                                             "time_limit": min(self.optimal.time_limit, 5.0)})
+            upd["optimal"] = self.optimal.model_copy(
+                update={"n": min(self.optimal.n, 60), "time_limit": min(self.optimal.time_limit, 5.0)}
+            )
         return self.model_copy(update=upd)
 
-
-    def on_clusters(self, data: Optional["DataOptions"] = None) -> list["Scenario"]:
+    def on_clusters(self, data: Optional[DataOptions] = None) -> list[Scenario]:
         """The scenario, then one copy per extra cluster base (``name@cluster``, that base, no further copies).
         A ``--cluster`` override runs the scenario once, on the given cluster."""
         out = [self]
@@ -249,7 +315,7 @@ class Scenario(BaseModel):
 NAMED_CLUSTERS = {"edge-lite": "edge_lite_cluster.yaml"}
 
 
-def cluster_label(sc: Scenario, data: Optional["DataOptions"] = None) -> str:
+def cluster_label(sc: Scenario, data: Optional[DataOptions] = None) -> str:
     """Which base cluster a scenario runs on: `default`, a named cluster, or the file's stem."""
     if data is not None and data.cluster:
         return Path(data.cluster).stem
@@ -269,10 +335,12 @@ def load_scenario(path: str | Path) -> Scenario:
     sc.source = str(path)
     if sc.policies is not None:
         from .policies import POLICIES
+
         for i, p in enumerate(sc.policies):
             if p not in POLICIES:
-                raise InputError(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}", file=str(path),
-                                 field=f"policies.{i}")
+                raise InputError(
+                    f"unknown policy {p!r}; choose from {', '.join(POLICIES)}", file=str(path), field=f"policies.{i}"
+                )
     return sc
 
 
@@ -286,11 +354,14 @@ def resolve(name: str) -> Scenario:
         return load_scenario(name)
     b = builtin_scenarios()
     if name not in b:
-        raise InputError(f"unknown scenario {name!r}; choose from {', '.join(b)} or pass a YAML path", field="--scenario")
+        raise InputError(
+            f"unknown scenario {name!r}; choose from {', '.join(b)} or pass a YAML path", field="--scenario"
+        )
     return load_scenario(b[name])
 
 
 # ---------------------------------------------------------------------------------------------- instance
+
 
 @dataclass
 class Instance:
@@ -298,14 +369,14 @@ class Instance:
 
     scenario: Scenario
     load: float
-    profiles: ProfileTable       # planning table
+    profiles: ProfileTable  # planning table
     truth: Optional[ProfileTable]  # simulated table (drift), None = same as planning
     cluster: ClusterSpec
-    workload: WorkloadSpec       # rates at this load, deadlines
-    capacity_rps: float          # neutral capacity (load 1.0), req/s
-    load_scenarios: tuple = ()   # burst states the planner is told about (training data only)
-    replay: Optional[Trace] = None   # the replayed window of a trace scenario
-    train: Optional[Trace] = None    # its training window (planning statistics)
+    workload: WorkloadSpec  # rates at this load, deadlines
+    capacity_rps: float  # neutral capacity (load 1.0), req/s
+    load_scenarios: tuple = ()  # burst states the planner is told about (training data only)
+    replay: Optional[Trace] = None  # the replayed window of a trace scenario
+    train: Optional[Trace] = None  # its training window (planning statistics)
 
 
 def load_scenarios(spec: ArrivalSpec, train: Optional[Trace] = None) -> tuple:
@@ -328,6 +399,7 @@ def load_scenarios(spec: ArrivalSpec, train: Optional[Trace] = None) -> tuple:
 
 def _defaults():
     import synergai.profiling_data as pdd
+
     return pdd.default_profiles(), pdd.default_cluster(), pdd.default_workload()
 
 
@@ -375,14 +447,23 @@ def base_cluster(sc: Scenario, data: Optional[DataOptions] = None) -> ClusterSpe
     own = sc.cluster.base
     if own in NAMED_CLUSTERS and not (data is not None and data.cluster):
         import synergai.profiling_data as pdd
+
         return ClusterSpec.load(Path(pdd.__file__).resolve().parent / NAMED_CLUSTERS[own])
-    return _input_file(ClusterSpec.load, sc, data.cluster if data else None, "--cluster", own,
-                       "cluster.base", _defaults()[1])
+    return _input_file(
+        ClusterSpec.load, sc, data.cluster if data else None, "--cluster", own, "cluster.base", _defaults()[1]
+    )
 
 
 def base_workload_spec(sc: Scenario, data: Optional[DataOptions] = None) -> WorkloadSpec:
-    return _input_file(WorkloadSpec.load, sc, data.workload if data else None, "--workload", sc.workload.base,
-                       "workload.base", _defaults()[2])
+    return _input_file(
+        WorkloadSpec.load,
+        sc,
+        data.workload if data else None,
+        "--workload",
+        sc.workload.base,
+        "workload.base",
+        _defaults()[2],
+    )
 
 
 def build_cluster(sc: Scenario, data: Optional[DataOptions] = None) -> ClusterSpec:
@@ -390,8 +471,11 @@ def build_cluster(sc: Scenario, data: Optional[DataOptions] = None) -> ClusterSp
     src = sc.source or "<scenario>"
     base = base_cluster(sc, data)
     names = {p.name for p in base.pools}
-    for fld, lst in (("cluster.keep_pools", cv.keep_pools or []), ("cluster.remove_pools", cv.remove_pools),
-                     ("cluster.nodes", list(cv.nodes))):
+    for fld, lst in (
+        ("cluster.keep_pools", cv.keep_pools or []),
+        ("cluster.remove_pools", cv.remove_pools),
+        ("cluster.nodes", list(cv.nodes)),
+    ):
         for x in lst:
             if x not in names:
                 raise InputError(f"unknown pool {x!r}; pools: {', '.join(sorted(names))}", file=src, field=fld)
@@ -416,13 +500,26 @@ def perturbed(table: ProfileTable, p: float, seed: int) -> ProfileTable:
     out = []
     for r in table.records:
         f = float(rng.uniform(1 - p, 1 + p))
-        out.append(r.model_copy(update={"latency_p50_ms": r.latency_p50_ms * f, "latency_p90_ms": r.latency_p90_ms * f,
-                                        "latency_p99_ms": r.latency_p99_ms * f, "throughput_rps": r.throughput_rps / f}))
+        out.append(
+            r.model_copy(
+                update={
+                    "latency_p50_ms": r.latency_p50_ms * f,
+                    "latency_p90_ms": r.latency_p90_ms * f,
+                    "latency_p99_ms": r.latency_p99_ms * f,
+                    "throughput_rps": r.throughput_rps / f,
+                }
+            )
+        )
     return ProfileTable(out, source=f"{table.source}~drift{p:g}@{seed}")
 
 
-def base_workload(sc: Scenario, table: ProfileTable, cluster: ClusterSpec, data: Optional[DataOptions] = None,
-                  train: Optional[Trace] = None) -> WorkloadSpec:
+def base_workload(
+    sc: Scenario,
+    table: ProfileTable,
+    cluster: ClusterSpec,
+    data: Optional[DataOptions] = None,
+    train: Optional[Trace] = None,
+) -> WorkloadSpec:
     """Mix (relative rates summing to 1) and deadlines of the scenario."""
     base_wl = base_workload_spec(sc, data)
     src = sc.source or "<scenario>"
@@ -436,8 +533,11 @@ def base_workload(sc: Scenario, table: ProfileTable, cluster: ClusterSpec, data:
     known = set(table.models)
     for m in mix:
         if m not in known:
-            fld = "workload.mix" if sc.workload.mix != "default" else (
-                "arrivals.model_column" if train is not None and train.models is not None else "workload.base")
+            fld = (
+                "workload.mix"
+                if sc.workload.mix != "default"
+                else ("arrivals.model_column" if train is not None and train.models is not None else "workload.base")
+            )
             raise InputError(f"unknown model {m!r} (no profile has it)", file=src, field=fld)
     total = sum(mix.values())
     dls = {}
@@ -445,8 +545,11 @@ def base_workload(sc: Scenario, table: ProfileTable, cluster: ClusterSpec, data:
         dmap = {d.model: d.deadline_ms for d in base_wl.models}
         for m in mix:
             if m not in dmap:
-                raise InputError(f"model {m!r} has no deadline in the base workload; use deadlines: {{slack: k}}",
-                                 file=src, field="workload.deadlines")
+                raise InputError(
+                    f"model {m!r} has no deadline in the base workload; use deadlines: {{slack: k}}",
+                    file=src,
+                    field="workload.deadlines",
+                )
             dls[m] = dmap[m]
     else:
         k = sc.workload.deadlines["slack"]
@@ -457,10 +560,14 @@ def base_workload(sc: Scenario, table: ProfileTable, cluster: ClusterSpec, data:
                     if r.architecture == pool.architecture and r.batch_size == 1:
                         best = min(best, r.latency_p50_ms + pool.rtt_ms)
             if not math.isfinite(best):
-                raise InputError(f"model {m!r} has no batch-1 configuration on this cluster", file=src, field="workload.mix")
+                raise InputError(
+                    f"model {m!r} has no batch-1 configuration on this cluster", file=src, field="workload.mix"
+                )
             dls[m] = round(k * best, 6)
-    return WorkloadSpec(name=sc.name, models=[ModelDemand(model=m, rate_rps=w / total, deadline_ms=dls[m])
-                                              for m, w in mix.items() if w > 0])
+    return WorkloadSpec(
+        name=sc.name,
+        models=[ModelDemand(model=m, rate_rps=w / total, deadline_ms=dls[m]) for m, w in mix.items() if w > 0],
+    )
 
 
 def trace_windows(sc: Scenario, data: Optional[DataOptions] = None) -> tuple[Optional[Trace], Optional[Trace]]:
@@ -496,8 +603,11 @@ def build_instance(sc: Scenario, load: float, data: Optional[DataOptions] = None
         cap_res = neutral_capacity(table, basis, base_workload(sc, table, basis, data, train))
     cap = cap_res.total_rps
     if not (cap > 0 and math.isfinite(cap)):
-        why = (f"no deadline-feasible configuration for {', '.join(cap_res.unservable)}" if cap_res.unservable
-               else cap_res.status)
+        why = (
+            f"no deadline-feasible configuration for {', '.join(cap_res.unservable)}"
+            if cap_res.unservable
+            else cap_res.status
+        )
         raise InputError(f"neutral capacity is {cap:g} req/s: {why}", file=sc.source or "<scenario>", field="workload")
     truth = perturbed(table, sc.profiles.perturb, sc.profiles.seed) if sc.profiles.perturb > 0 else None
     rate = load * cap
@@ -505,8 +615,18 @@ def build_instance(sc: Scenario, load: float, data: Optional[DataOptions] = None
     if spec is not None and spec.rate != "scale":
         rate = replay.rate() if spec.rate == "native" else float(spec.rate)
         load = rate / cap
-    return Instance(sc, load, table, truth, cluster, unit.scaled(rate), cap,
-                    load_scenarios=load_scenarios(sc.arrivals, train), replay=replay, train=train)
+    return Instance(
+        sc,
+        load,
+        table,
+        truth,
+        cluster,
+        unit.scaled(rate),
+        cap,
+        load_scenarios=load_scenarios(sc.arrivals, train),
+        replay=replay,
+        train=train,
+    )
 
 
 def run_loads(sc: Scenario) -> list[float]:
@@ -517,6 +637,7 @@ def run_loads(sc: Scenario) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------------- arrivals
+
 
 def run_rng(sc: Scenario, load: float, seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(sc.name.encode()), int(round(load * 1000))])
@@ -568,16 +689,22 @@ def make_arrivals(inst: Instance, seed: int) -> Arrivals:
             t = t * (rp.rate() / total)
         n = len(t)
         if rp.service is not None:
-            med = float(np.median(inst.train.service)) if inst.train is not None and inst.train.service is not None \
+            med = (
+                float(np.median(inst.train.service))
+                if inst.train is not None and inst.train.service is not None
                 else float(np.median(rp.service))
+            )
             lm = np.log(np.resize(rp.service, n) / med)
         if rp.models is not None:
             idx = {m: i for i, m in enumerate(models)}
             names = np.resize(rp.models, n)
             unknown = sorted(set(names) - set(idx))
             if unknown:
-                raise InputError(f"model {unknown[0]!r} of the replay window is not in the scenario's mix "
-                                 f"({', '.join(models)})", file=rp.file, field=spec.model_column)
+                raise InputError(
+                    f"model {unknown[0]!r} of the replay window is not in the scenario's mix ({', '.join(models)})",
+                    file=rp.file,
+                    field=spec.model_column,
+                )
             m = np.array([idx[x] for x in names], dtype=np.int64)
         else:
             m = rng.choice(len(models), size=n, p=rates / total)

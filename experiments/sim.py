@@ -38,6 +38,7 @@ Model
 Deterministic: no wall clock enters simulated time. The policy's wall time per decision is measured with
 ``perf_counter_ns`` and reported separately (``decision_us``).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -71,9 +72,16 @@ class Replica:
 
     __slots__ = ("pool", "records", "group", "fallback", "name", "resources")
 
-    def __init__(self, pool: NodePool, records: Mapping[str, ProfileRecord], group: int = 0, *,
-                 fallback: bool = False, name: str = "",
-                 resources: Optional[tuple[float, float, float]] = None):
+    def __init__(
+        self,
+        pool: NodePool,
+        records: Mapping[str, ProfileRecord],
+        group: int = 0,
+        *,
+        fallback: bool = False,
+        name: str = "",
+        resources: Optional[tuple[float, float, float]] = None,
+    ):
         if not records:
             raise ValueError("a server hosts at least one model")
         self.pool = pool
@@ -83,12 +91,15 @@ class Replica:
         self.name = name
         if resources is None:
             rs = self.records.values()
-            resources = (max(r.cpu_cores for r in rs), sum(r.memory_request_mb for r in rs),
-                         float(max(r.accelerators for r in rs)))
+            resources = (
+                max(r.cpu_cores for r in rs),
+                sum(r.memory_request_mb for r in rs),
+                float(max(r.accelerators for r in rs)),
+            )
         self.resources = tuple(float(x) for x in resources)
 
     @classmethod
-    def single(cls, pool: NodePool, model: str, record: ProfileRecord, group: int = 0, **kw) -> "Replica":
+    def single(cls, pool: NodePool, model: str, record: ProfileRecord, group: int = 0, **kw) -> Replica:
         """A dedicated server: one model, one configuration."""
         return cls(pool, {model: record}, group, **kw)
 
@@ -102,8 +113,9 @@ class Replica:
 
     def _only(self) -> tuple[str, ProfileRecord]:
         if len(self.records) != 1:
-            raise ValueError(f"server hosts {len(self.records)} models ({', '.join(self.records)}); "
-                             "use .records[model]")
+            raise ValueError(
+                f"server hosts {len(self.records)} models ({', '.join(self.records)}); use .records[model]"
+            )
         return next(iter(self.records.items()))
 
     @property
@@ -151,8 +163,9 @@ class Deployment:
 
     def signature(self) -> tuple:
         """Identity of the deployment as a multiset of servers (pool, hosted (model, configuration)s)."""
-        return tuple(sorted((r.pool.name, tuple(sorted((m, rec.key) for m, rec in r.records.items())))
-                            for r in self.replicas))
+        return tuple(
+            sorted((r.pool.name, tuple(sorted((m, rec.key) for m, rec in r.records.items()))) for r in self.replicas)
+        )
 
     def nodes_used(self) -> dict[str, int]:
         """Nodes that host at least one server, per pool (first-fit decreasing packing of the servers)."""
@@ -174,7 +187,7 @@ class Arrivals:
     """Requests of one run, sorted by time. ``z``: the per-request service-time score shared by all policies."""
 
     time_s: np.ndarray
-    model: np.ndarray          # int index into ``models``
+    model: np.ndarray  # int index into ``models``
     models: list[str]
     deadline_s: np.ndarray
     z: np.ndarray
@@ -183,9 +196,15 @@ class Arrivals:
     def __len__(self) -> int:
         return len(self.time_s)
 
-    def head(self, n: int) -> "Arrivals":
-        return Arrivals(self.time_s[:n], self.model[:n], self.models, self.deadline_s[:n], self.z[:n],
-                        None if self.log_mult is None else self.log_mult[:n])
+    def head(self, n: int) -> Arrivals:
+        return Arrivals(
+            self.time_s[:n],
+            self.model[:n],
+            self.models,
+            self.deadline_s[:n],
+            self.z[:n],
+            None if self.log_mult is None else self.log_mult[:n],
+        )
 
 
 class Request:
@@ -245,8 +264,9 @@ class ServiceParams:
         return self.models[self.k(r, model)].draw(score)
 
 
-def service_params(deployment: Deployment, truth: Optional[ProfileTable] = None, *,
-                   trace_service: bool = False) -> ServiceParams:
+def service_params(
+    deployment: Deployment, truth: Optional[ProfileTable] = None, *, trace_service: bool = False
+) -> ServiceParams:
     """Service behaviour of every hosted (server, model) from the simulated table (``truth``, else the
     believed records); ``trace_service``: duration = p50 x exp(score) (scores are measured log multipliers)."""
     by_key = {r.key: r for r in truth.records} if truth is not None else {}
@@ -298,8 +318,8 @@ class SimResult:
     metrics: dict
     pool_util: dict[str, float]
     wall_s: float
-    hosted: Optional[np.ndarray] = None      # per request: hosted (server, model) index k of ``params`` (-1 unplaced)
-    params: Optional[ServiceParams] = None   # the simulated service behaviour
+    hosted: Optional[np.ndarray] = None  # per request: hosted (server, model) index k of ``params`` (-1 unplaced)
+    params: Optional[ServiceParams] = None  # the simulated service behaviour
 
     def requests_frame(self):
         """Per-request log as a DataFrame (arrival, dispatch, start, finish, replica, pool, configuration, ...)."""
@@ -310,10 +330,22 @@ class SimResult:
         pool = np.array([r.pool.name for r in reps] + [""], dtype=object)[np.where(ok, self.replica, -1)]
         ids = list(self.params.config_ids) if self.params is not None else []
         cfg = np.array(ids + [""], dtype=object)[np.where(ok, self.hosted, -1)]
-        return pd.DataFrame({"arrival_s": self.arrival, "dispatch_s": self.dispatch, "start_s": self.start,
-                             "finish_s": self.finish, "replica": self.replica, "pool": pool, "config": cfg,
-                             "deadline_ms": self.deadline * 1e3, "response_ms": self.response * 1e3,
-                             "violated": self.violated, "lateness_ms": self.lateness * 1e3, "energy_j": self.energy})
+        return pd.DataFrame(
+            {
+                "arrival_s": self.arrival,
+                "dispatch_s": self.dispatch,
+                "start_s": self.start,
+                "finish_s": self.finish,
+                "replica": self.replica,
+                "pool": pool,
+                "config": cfg,
+                "deadline_ms": self.deadline * 1e3,
+                "response_ms": self.response * 1e3,
+                "violated": self.violated,
+                "lateness_ms": self.lateness * 1e3,
+                "energy_j": self.energy,
+            }
+        )
 
 
 def _lcm(xs) -> int:
@@ -337,7 +369,7 @@ def simulate(arrivals: Arrivals, deployment: Deployment, policy, *, truth: Optio
     B = [sm.batch for sm in sp.models]
     W = [sm.batch_wait for sm in sp.models]
     SMS = sp.models
-    EJ = [energy_of_call(p, 1.0, sm) for p, sm in zip(sp.power, SMS)]   # J per second of a call (linear)
+    EJ = [energy_of_call(p, 1.0, sm) for p, sm in zip(sp.power, SMS)]  # J per second of a call (linear)
     SHARE = [1.0 / sm.slots for sm in sp.models]
     # per server: arrival model index -> k; capacity units (sorted free times); last call start
     name_idx = {m: i for i, m in enumerate(names)}
@@ -355,7 +387,7 @@ def simulate(arrivals: Arrivals, deployment: Deployment, policy, *, truth: Optio
             U[k] = L[r] // SMS[k].slots
     units = [[0.0] * L[r] for r in range(R)]
     last = [0.0] * R
-    lazy = [any(B[k] > 1 for k in of.values()) for of in sp.of]   # batching servers: event driven
+    lazy = [any(B[k] > 1 for k in of.values()) for of in sp.of]  # batching servers: event driven
     KS = [list(of.values()) for of in sp.of]
     Q: list[deque] = [deque() for _ in range(K)]
     busy = [0.0] * R
@@ -375,8 +407,8 @@ def simulate(arrivals: Arrivals, deployment: Deployment, policy, *, truth: Optio
 
     state = SimState(deployment)
     outstanding = state.outstanding
-    comp: list[tuple[float, int]] = []           # (finish, request) not yet visible to the policy
-    bev: list[tuple[float, int]] = []            # (time a call may start, server)
+    comp: list[tuple[float, int]] = []  # (finish, request) not yet visible to the policy
+    bev: list[tuple[float, int]] = []  # (time a call may start, server)
     sched = [math.inf] * R
     choose = policy.choose
     on_complete = policy.on_complete if getattr(policy, "needs_feedback", False) else None
@@ -479,8 +511,10 @@ def simulate(arrivals: Arrivals, deployment: Deployment, policy, *, truth: Optio
             continue
         k = RC[r][mi]
         if k < 0:
-            raise ValueError(f"policy {getattr(policy, 'name', policy)!r} sent a request of {names[mi]!r} to "
-                             f"server {r}, which hosts only {', '.join(deployment.replicas[r].records)}")
+            raise ValueError(
+                f"policy {getattr(policy, 'name', policy)!r} sent a request of {names[mi]!r} to "
+                f"server {r}, which hosts only {', '.join(deployment.replicas[r].records)}"
+            )
         rep[i] = r
         hosted[i] = k
         outstanding[r] += 1
@@ -497,7 +531,7 @@ def simulate(arrivals: Arrivals, deployment: Deployment, policy, *, truth: Optio
         # batch-1 server: the call starts as soon as the device has room, after every earlier call
         un = units[r]
         svc = draw[k](Z[i])
-        if L[r] == 1:   # one unit: starts are monotone by themselves
+        if L[r] == 1:  # one unit: starts are monotone by themselves
             s = un[0]
             if s < d:
                 s = d
@@ -561,8 +595,9 @@ def _collect(arrivals, deployment, disp, start, finish, rep, energy, dns, busy, 
     pools: dict[str, list[int]] = {}
     for i, r in enumerate(deployment.replicas):
         pools.setdefault(r.pool.name, []).append(i)
-    pool_util = {p: (float(sum(busy[i] for i in ids)) / (len(ids) * span) if span > 0 else 0.0)
-                 for p, ids in pools.items()}
+    pool_util = {
+        p: (float(sum(busy[i] for i in ids)) / (len(ids) * span) if span > 0 else 0.0) for p, ids in pools.items()
+    }
     resp_ok = response[ok] * 1e3
     pct = (lambda q: float(np.percentile(resp_ok, q))) if len(resp_ok) else (lambda q: float("nan"))
     v = int(violated.sum())
@@ -585,5 +620,20 @@ def _collect(arrivals, deployment, disp, start, finish, rep, energy, dns, busy, 
         "replicas": len(deployment),
         "span_s": span,
     }
-    return SimResult(arrivals.time_s, np.asarray(disp), np.asarray(start), finish, rep, dl, response, violated,
-                     lateness, energy, dns, deployment, metrics, pool_util, 0.0)
+    return SimResult(
+        arrivals.time_s,
+        np.asarray(disp),
+        np.asarray(start),
+        finish,
+        rep,
+        dl,
+        response,
+        violated,
+        lateness,
+        energy,
+        dns,
+        deployment,
+        metrics,
+        pool_util,
+        0.0,
+    )

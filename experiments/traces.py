@@ -33,6 +33,7 @@ scenario file. A trace marked ``optional: true`` (the bundled Azure and Alibaba 
 makes its scenario be skipped with one line; otherwise an absent or malformed trace is an ``InputError``
 (one line naming the file and field; exit 2).
 """
+
 from __future__ import annotations
 
 import json
@@ -97,20 +98,30 @@ class TraceSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(min_length=1, description="Trace file; relative: under the data directory, then the scenario's folder.")
+    path: str = Field(
+        min_length=1, description="Trace file; relative: under the data directory, then the scenario's folder."
+    )
     format: Optional[Literal["csv", "jsonl", "parquet"]] = Field(None, description="Default: from the file suffix.")
     time_column: str = Field(min_length=1, description="Column with the arrival timestamps.")
     time_unit: str = Field("s", description="s | ms | us | ns | datetime | datetime:FORMAT (strftime).")
     model_column: Optional[str] = Field(None, description="Per-request model names (default: drawn from the mix).")
-    service_column: Optional[str] = Field(None, description="Per-request execution time; service multiplier = value / training-window median.")
+    service_column: Optional[str] = Field(
+        None, description="Per-request execution time; service multiplier = value / training-window median."
+    )
     filter: dict[str, str] = Field(default_factory=dict, description="Keep only rows whose column equals the value.")
     tick_s: Optional[float] = Field(None, gt=0, description="Timestamp resolution, s (default: detected).")
     rate: Union[Literal["scale", "native"], float] = Field(
-        "scale", description="`scale`: time-scaled so the mean rate is the run's load x capacity; `native`: recorded "
-                             "timing (one run at the replay window's own rate); a number: that rate in req/s.")
+        "scale",
+        description="`scale`: time-scaled so the mean rate is the run's load x capacity; `native`: recorded "
+        "timing (one run at the replay window's own rate); a number: that rate in req/s.",
+    )
     train: Window = Field(default_factory=lambda: Window(start=0.0, end=0.5), description="Planning statistics window.")
-    replay: Window = Field(default_factory=lambda: Window(start=0.5, end=1.0), description="Replayed window (later, disjoint).")
-    optional: bool = Field(False, description="Skip the scenario (one line) instead of failing when the file is absent.")
+    replay: Window = Field(
+        default_factory=lambda: Window(start=0.5, end=1.0), description="Replayed window (later, disjoint)."
+    )
+    optional: bool = Field(
+        False, description="Skip the scenario (one line) instead of failing when the file is absent."
+    )
 
     @field_validator("time_unit")
     @classmethod
@@ -152,10 +163,18 @@ class Trace:
         rel = self.times - self.times[0]
         sel = (rel >= lo) & ((rel < hi) if hi < self.span else True)
         if int(np.sum(sel)) < 2:
-            raise InputError(f"window [{lo:g} s, {hi:g} s) holds {int(np.sum(sel))} arrivals (need >= 2)",
-                             file=self.file, field=field)
-        return Trace(self.file, self.times[sel], None if self.models is None else self.models[sel],
-                     None if self.service is None else self.service[sel], self.tick_s)
+            raise InputError(
+                f"window [{lo:g} s, {hi:g} s) holds {int(np.sum(sel))} arrivals (need >= 2)",
+                file=self.file,
+                field=field,
+            )
+        return Trace(
+            self.file,
+            self.times[sel],
+            None if self.models is None else self.models[sel],
+            None if self.service is None else self.service[sel],
+            self.tick_s,
+        )
 
     def rate(self) -> float:
         """Mean arrival rate (req/s) over the trace's span."""
@@ -183,14 +202,22 @@ def resolve_path(spec: TraceSpec, scenario_file: str = "", data: Optional[str | 
     if spec.optional:
         hint = "" if data_dir(data) is not None else f" (no data directory: pass --data-dir or set ${DATA_DIR_ENV})"
         raise SkipScenario(f"{where} is absent{hint}")
-    raise InputError(f"trace file not found (looked in {', '.join(str(t) for t in tried) or spec.path})",
-                     file=scenario_file or None, field="arrivals.path")
+    raise InputError(
+        f"trace file not found (looked in {', '.join(str(t) for t in tried) or spec.path})",
+        file=scenario_file or None,
+        field="arrivals.path",
+    )
 
 
 def _read(path: Path, spec: TraceSpec) -> tuple[pd.DataFrame, int]:
     """The table and the file line of its first data row (csv: 2, after the header; jsonl/parquet: 1)."""
-    fmt = spec.format or {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet",
-                          ".pq": "parquet"}.get(path.suffix.lower(), "csv")
+    fmt = spec.format or {
+        ".jsonl": "jsonl",
+        ".ndjson": "jsonl",
+        ".json": "jsonl",
+        ".parquet": "parquet",
+        ".pq": "parquet",
+    }.get(path.suffix.lower(), "csv")
     cols = [spec.time_column] + [c for c in (spec.model_column, spec.service_column) if c] + list(spec.filter)
     try:
         if fmt == "csv":
@@ -200,12 +227,14 @@ def _read(path: Path, spec: TraceSpec) -> tuple[pd.DataFrame, int]:
         else:
             df = pd.read_parquet(path)
     except Exception as e:  # any parser error is a malformed file: one line
-        raise InputError(f"cannot read as {fmt}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                         file=str(path)) from None
+        raise InputError(
+            f"cannot read as {fmt}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=str(path)
+        ) from None
     for c in cols:
         if c not in df.columns:
-            raise InputError(f"missing column {c!r} (columns: {', '.join(map(str, df.columns[:12]))})",
-                             file=str(path), field=c)
+            raise InputError(
+                f"missing column {c!r} (columns: {', '.join(map(str, df.columns[:12]))})", file=str(path), field=c
+            )
     if df.empty:
         raise InputError("no data rows", file=str(path))
     return df, (2 if fmt == "csv" else 1)
@@ -260,8 +289,11 @@ def split(trace: Trace, spec: TraceSpec, scenario_file: str = "") -> tuple[Trace
     tlo, thi = spec.train.bounds(trace.span)
     rlo, _ = spec.replay.bounds(trace.span)
     if rlo < min(thi, trace.span) - 1e-9:
-        raise InputError(f"replay window starts at {rlo:g} s, before the training window ends ({thi:g} s)",
-                         file=scenario_file or None, field="arrivals.replay")
+        raise InputError(
+            f"replay window starts at {rlo:g} s, before the training window ends ({thi:g} s)",
+            file=scenario_file or None,
+            field="arrivals.replay",
+        )
     return trace.window(spec.train, field="arrivals.train"), trace.window(spec.replay, field="arrivals.replay")
 
 
@@ -279,12 +311,15 @@ def _load(path_s: str, spec_json: str) -> Trace:
     svc = None
     if spec.service_column:
         s = pd.to_numeric(df[spec.service_column], errors="coerce").to_numpy(dtype=float)
-        keep &= np.isfinite(s) & (s > 0)   # failed / unmeasured requests carry no service time
+        keep &= np.isfinite(s) & (s > 0)  # failed / unmeasured requests carry no service time
         svc = s
     rows = np.flatnonzero(keep)
     if len(rows) < 2:
-        raise InputError(f"{len(rows)} rows left after filter/service checks (need >= 2)", file=path_s,
-                         field=spec.service_column or (next(iter(spec.filter), None)) or spec.time_column)
+        raise InputError(
+            f"{len(rows)} rows left after filter/service checks (need >= 2)",
+            file=path_s,
+            field=spec.service_column or (next(iter(spec.filter), None)) or spec.time_column,
+        )
     t_ns = _times_ns(df[spec.time_column], rows, spec.time_unit, path, spec.time_column, first)
     order = np.argsort(t_ns, kind="stable")
     t_ns, rows = t_ns[order], rows[order]
@@ -295,8 +330,9 @@ def _load(path_s: str, spec_json: str) -> Trace:
         models = df[spec.model_column].iloc[rows].astype(str).str.strip().str.lower().to_numpy()
         empty = models == ""
         if empty.any():
-            raise InputError("empty model name", file=path_s, row=int(rows[np.argmax(empty)]) + first,
-                             field=spec.model_column)
+            raise InputError(
+                "empty model name", file=path_s, row=int(rows[np.argmax(empty)]) + first, field=spec.model_column
+            )
     return Trace(path_s, times, models, None if svc is None else svc[rows], tick / 1e9)
 
 
@@ -310,7 +346,7 @@ def window_stats(train: Trace) -> tuple:
     w = 20.0 / rate
     counts = np.bincount(((base - base[0]) // w).astype(np.int64))
     r = np.sort(counts / w / rate)
-    f = float(r[int(0.8 * len(r)):].mean())
+    f = float(r[int(0.8 * len(r)) :].mean())
     return ((1.0, 0.8), (round(f, 4), 0.2)) if f > 1.05 else ()
 
 

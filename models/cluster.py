@@ -1,4 +1,5 @@
 """Cluster inventory: node pools of identical nodes, edge or cloud."""
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,16 @@ class NodePool(BaseModel):
     cpu: float = Field(gt=0, description="Allocatable CPU per node, in cores.")
     memory_mb: float = Field(gt=0, description="Allocatable memory per node, in MiB.")
     accelerators: int = Field(0, ge=0, description="Accelerator devices per node (count).")
-    accelerator_resource: str = Field("nvidia.com/gpu", description="Kubernetes extended resource name of the accelerator.")
+    accelerator_resource: str = Field(
+        "nvidia.com/gpu", description="Kubernetes extended resource name of the accelerator."
+    )
     rtt_ms: float = Field(0.0, ge=0, description="Network round-trip time from clients to this pool, in milliseconds.")
-    idle_power_w: float = Field(0.0, ge=0, description="Power drawn by one node while idle, in watts (for energy accounting).")
-    labels: dict[str, str] = Field(default_factory=dict, description="Extra Kubernetes node labels that select this pool.")
+    idle_power_w: float = Field(
+        0.0, ge=0, description="Power drawn by one node while idle, in watts (for energy accounting)."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra Kubernetes node labels that select this pool."
+    )
 
     @field_validator("device")
     @classmethod
@@ -50,7 +57,7 @@ class ClusterSpec(BaseModel):
     pools: list[NodePool] = Field(min_length=1, description="Node pools.")
 
     @model_validator(mode="after")
-    def _unique(self) -> "ClusterSpec":
+    def _unique(self) -> ClusterSpec:
         seen = set()
         for i, p in enumerate(self.pools):
             if p.name in seen:
@@ -64,11 +71,11 @@ class ClusterSpec(BaseModel):
                 return p
         raise KeyError(name)
 
-    def without(self, pool_name: str) -> "ClusterSpec":
+    def without(self, pool_name: str) -> ClusterSpec:
         return self.model_copy(update={"pools": [p for p in self.pools if p.name != pool_name]})
 
     @classmethod
-    def load(cls, path: str | Path) -> "ClusterSpec":
+    def load(cls, path: str | Path) -> ClusterSpec:
         data = load_structured(path)
         try:
             return cls.model_validate(data)
@@ -95,5 +102,4 @@ def load_structured(path: str | Path) -> object:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise InputError(f"YAML syntax error: {problem}", file=name,
-                         row=(mark.line + 1) if mark else None) from None
+        raise InputError(f"YAML syntax error: {problem}", file=name, row=(mark.line + 1) if mark else None) from None

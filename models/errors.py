@@ -1,4 +1,5 @@
 """One error type for bad user input, so the CLI can print one line and exit 2."""
+
 from __future__ import annotations
 
 
@@ -9,8 +10,7 @@ class InputError(ValueError):
     that are known; the CLI prints exactly that.
     """
 
-    def __init__(self, message: str, *, file: str | None = None, row: int | None = None,
-                 field: str | None = None):
+    def __init__(self, message: str, *, file: str | None = None, row: int | None = None, field: str | None = None):
         self.file = file
         self.row = row
         self.field = field

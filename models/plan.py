@@ -4,6 +4,7 @@ A ``Plan`` is self-contained: it carries the pools, demands and chosen
 configurations (with their latency figures), so the online stage, the executor
 and the simulator need nothing else.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,12 @@ class ConfigChoice(BaseModel):
     latency_p90_ms: float = Field(description="p90 service latency of one call, ms.")
     latency_p99_ms: float = Field(description="p99 service latency of one call, ms.")
     throughput_rps: float = Field(description="Throughput of one replica, requests/s.")
-    power_w: Optional[float] = Field(None, description="Power while serving, W (measured, or imputed when `power_estimated`).")
-    power_estimated: bool = Field(False, description="True when `power_w` is imputed (no measurement for this configuration).")
+    power_w: Optional[float] = Field(
+        None, description="Power while serving, W (measured, or imputed when `power_estimated`)."
+    )
+    power_estimated: bool = Field(
+        False, description="True when `power_w` is imputed (no measurement for this configuration)."
+    )
     cpu_cores: float = Field(description="CPU request per replica, cores.")
     memory_request_mb: float = Field(description="Memory request per replica, MiB.")
     accelerators: int = Field(description="Accelerators per replica, count.")
@@ -56,14 +61,21 @@ class Assignment(BaseModel):
 
     model: str = Field(description="Model name.")
     pool: str = Field(description="Node pool name.")
-    server: str = Field("", description="Name of the server group (see `Plan.servers`) that hosts this model; "
-                                        "every server of the group loads it.")
+    server: str = Field(
+        "",
+        description="Name of the server group (see `Plan.servers`) that hosts this model; "
+        "every server of the group loads it.",
+    )
     config: ConfigChoice = Field(description="Chosen configuration.")
     replicas: int = Field(ge=0, description="Replicas to run (count).")
     routed_rate_rps: float = Field(ge=0, description="Expected request rate routed here, requests/s.")
     utilisation: float = Field(ge=0, description="Expected busy fraction per replica (0-1).")
-    max_utilisation: float = Field(ge=0, description="Utilisation cap that keeps the p99 response inside the deadline (0-1).")
-    predicted_latency_ms: float = Field(description="Predicted p99 response time incl. RTT and queueing at the routed rate, ms.")
+    max_utilisation: float = Field(
+        ge=0, description="Utilisation cap that keeps the p99 response inside the deadline (0-1)."
+    )
+    predicted_latency_ms: float = Field(
+        description="Predicted p99 response time incl. RTT and queueing at the routed rate, ms."
+    )
     energy_w: float = Field(description="Expected power attributable to this assignment (serving + share of idle), W.")
 
 
@@ -82,10 +94,14 @@ class Server(BaseModel):
     cpu_cores: float = Field(description="CPU request per server, cores.")
     memory_mb: float = Field(description="Memory request per server, MiB.")
     accelerators: int = Field(0, ge=0, description="Accelerators per server, count.")
-    models: list[str] = Field(description="Models every server of the group loads (see the assignments for configurations).")
+    models: list[str] = Field(
+        description="Models every server of the group loads (see the assignments for configurations)."
+    )
     routed_rate_rps: float = Field(ge=0, description="Expected request rate of all models on the group, requests/s.")
     utilisation: float = Field(ge=0, description="Expected busy fraction per server (0-1).")
-    max_utilisation: float = Field(ge=0, description="Utilisation cap under which every hosted model meets its deadline (0-1).")
+    max_utilisation: float = Field(
+        ge=0, description="Utilisation cap under which every hosted model meets its deadline (0-1)."
+    )
     power_w: float = Field(0.0, description="Expected serving power of the group at the routed rates, W.")
     power_estimated: bool = Field(False, description="True when some hosted configuration's power is imputed.")
 
@@ -111,7 +127,9 @@ class Unserved(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="Model name.")
-    rate_rps: float = Field(ge=0, description="Expected rate that the plan cannot serve within the deadline, requests/s.")
+    rate_rps: float = Field(
+        ge=0, description="Expected rate that the plan cannot serve within the deadline, requests/s."
+    )
     reason: str = Field(description="Why: no feasible configuration on any pool, or capacity exhausted.")
 
 
@@ -123,7 +141,9 @@ class Candidate(BaseModel):
     config_id: str = Field(description="Configuration id.")
     latency_p99_ms: float = Field(description="Profiled p99 service latency, ms.")
     response_p99_ms: float = Field(description="p99 latency + pool RTT (+ batch wait), ms.")
-    capacity_rps: float = Field(description="Usable rate per replica under the utilisation cap, requests/s (0 when rejected before).")
+    capacity_rps: float = Field(
+        description="Usable rate per replica under the utilisation cap, requests/s (0 when rejected before)."
+    )
     energy_j_per_request: Optional[float] = Field(None, description="Energy per request, J.")
     power_estimated: bool = Field(False, description="True when the energy figure rests on imputed power.")
     status: CandidateStatus = Field(description="Outcome for this candidate.")
@@ -135,12 +155,15 @@ class SolverReport(BaseModel):
 
     backend: str = Field(description="Solver back-end name.")
     status: Literal["optimal", "time_limit", "gap_limit", "infeasible", "error", "trivial"] = Field(
-        description="Outcome: `optimal` (proven within the gap), `time_limit` (best incumbent returned), ...")
+        description="Outcome: `optimal` (proven within the gap), `time_limit` (best incumbent returned), ..."
+    )
     objective: Optional[float] = Field(None, description="Objective of the returned plan (final phase).")
     best_bound: Optional[float] = Field(None, description="Best proven bound (final phase).")
     gap: Optional[float] = Field(None, description="Relative MIP gap of the returned plan (0-1).")
     seconds: float = Field(description="Wall time spent in the solver (all phases), s.")
-    phases: list[dict] = Field(default_factory=list, description="Per-phase objective/bound/status (lexicographic phases).")
+    phases: list[dict] = Field(
+        default_factory=list, description="Per-phase objective/bound/status (lexicographic phases)."
+    )
     variables: int = Field(0, description="Number of MILP variables.")
     constraints: int = Field(0, description="Number of MILP constraints.")
     message: str = Field("", description="Anything the user should know (time limit hit, fallbacks).")
@@ -152,22 +175,37 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: Literal["synergai.plan/v1", "synergai.plan/v2"] = Field(
-        SCHEMA_VERSION, description="Schema version of this document (v2 adds server groups; v1 is still read).")
+        SCHEMA_VERSION, description="Schema version of this document (v2 adds server groups; v1 is still read)."
+    )
     plan_id: str = Field("", description="Content hash of the decisions (assignments + unserved), 12 hex chars.")
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc), description="Creation time (UTC).")
-    objective: str = Field("lexicographic", description="How the objective was combined: `lexicographic` or `weighted`.")
+    objective: str = Field(
+        "lexicographic", description="How the objective was combined: `lexicographic` or `weighted`."
+    )
     pools: list[NodePool] = Field(description="Node pools the plan was made for.")
     demands: list[ModelDemand] = Field(description="Demand the plan was made for.")
     servers: list[Server] = Field(default_factory=list, description="Server groups to run (one Deployment each).")
-    assignments: list[Assignment] = Field(default_factory=list, description="Chosen configuration, servers and routed rate per (model, server group).")
+    assignments: list[Assignment] = Field(
+        default_factory=list, description="Chosen configuration, servers and routed rate per (model, server group)."
+    )
     unserved: list[Unserved] = Field(default_factory=list, description="Per model, load the plan cannot serve and why.")
-    candidates: list[Candidate] = Field(default_factory=list, description="Every configuration considered per (model, pool) and its fate.")
+    candidates: list[Candidate] = Field(
+        default_factory=list, description="Every configuration considered per (model, pool) and its fate."
+    )
     solver: SolverReport = Field(description="Solver report.")
-    notes: list[str] = Field(default_factory=list, description="Warnings and provenance notes (e.g. profiles replaced by newer measurements).")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Warnings and provenance notes (e.g. profiles replaced by newer measurements).",
+    )
 
     def compute_id(self) -> str:
-        body = json.dumps({"a": [a.model_dump(mode="json") for a in self.assignments],
-                           "u": [u.model_dump(mode="json") for u in self.unserved]}, sort_keys=True)
+        body = json.dumps(
+            {
+                "a": [a.model_dump(mode="json") for a in self.assignments],
+                "u": [u.model_dump(mode="json") for u in self.unserved],
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
     def pool(self, name: str) -> NodePool:
@@ -190,12 +228,25 @@ class Plan(BaseModel):
         out = []
         for a in self.assignments:
             cfg = a.config
-            out.append(Server(name=dedicated_name(a.model, a.pool, cfg.config_id), pool=a.pool, replicas=a.replicas,
-                              shared=False, standby=a.routed_rate_rps <= 0, power_mode=cfg.power_mode,
-                              cpu_cores=cfg.cpu_cores, memory_mb=cfg.memory_request_mb, accelerators=cfg.accelerators,
-                              models=[a.model], routed_rate_rps=a.routed_rate_rps, utilisation=a.utilisation,
-                              max_utilisation=a.max_utilisation, power_w=a.energy_w,
-                              power_estimated=cfg.power_estimated))
+            out.append(
+                Server(
+                    name=dedicated_name(a.model, a.pool, cfg.config_id),
+                    pool=a.pool,
+                    replicas=a.replicas,
+                    shared=False,
+                    standby=a.routed_rate_rps <= 0,
+                    power_mode=cfg.power_mode,
+                    cpu_cores=cfg.cpu_cores,
+                    memory_mb=cfg.memory_request_mb,
+                    accelerators=cfg.accelerators,
+                    models=[a.model],
+                    routed_rate_rps=a.routed_rate_rps,
+                    utilisation=a.utilisation,
+                    max_utilisation=a.max_utilisation,
+                    power_w=a.energy_w,
+                    power_estimated=cfg.power_estimated,
+                )
+            )
         return out
 
     def assignments_of(self, server: str) -> list[Assignment]:
@@ -211,7 +262,7 @@ class Plan(BaseModel):
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Plan":
+    def load(cls, path: str | Path) -> Plan:
         path = Path(path)
         name = str(path)
         if not path.exists():
@@ -226,14 +277,15 @@ class Plan(BaseModel):
         return cls.from_data(data, source=name)
 
     @classmethod
-    def from_data(cls, data: object, source: str = "<plan>") -> "Plan":
+    def from_data(cls, data: object, source: str = "<plan>") -> Plan:
         """Validate an already-parsed plan document (schema version first, then fields)."""
         if not isinstance(data, dict):
             raise InputError("a plan must be a JSON object", file=source)
         ver = data.get("schema_version")
         if ver not in READABLE_VERSIONS:
-            raise InputError(f"unsupported schema version {ver!r}, expected {SCHEMA_VERSION!r}", file=source,
-                             field="schema_version")
+            raise InputError(
+                f"unsupported schema version {ver!r}, expected {SCHEMA_VERSION!r}", file=source, field="schema_version"
+            )
         try:
             return cls.model_validate(data)
         except ValidationError as e:

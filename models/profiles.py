@@ -3,6 +3,7 @@
 A ``ProfileRecord`` is one measured configuration; a ``ProfileTable`` is a validated
 collection of them, backed by a pandas DataFrame for vectorised planning.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,25 +28,53 @@ class ProfileRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(min_length=1, description="Model name, normalised (e.g. `resnet50`, `bert`).")
-    engine: str = Field(min_length=1, description="Inference engine (e.g. `tensorrt`, `onnxruntime`, `tflite`, `armnn`).")
-    device: str = Field(min_length=1, description="Device/board name, normalised (e.g. `jetson-agx-orin`, `x86-xeon-8275cl`).")
+    engine: str = Field(
+        min_length=1, description="Inference engine (e.g. `tensorrt`, `onnxruntime`, `tflite`, `armnn`)."
+    )
+    device: str = Field(
+        min_length=1, description="Device/board name, normalised (e.g. `jetson-agx-orin`, `x86-xeon-8275cl`)."
+    )
     architecture: Architecture = Field(description="CPU architecture as Kubernetes names it (`kubernetes.io/arch`).")
-    accelerator: str = Field("none", description="Accelerator used by this configuration: `none` (CPU), `gpu`, `dla`, `npu`, ...")
-    precision: str = Field(min_length=1, description="Numeric precision of weights/activations (`fp32`, `fp16`, `int8`, ...).")
+    accelerator: str = Field(
+        "none", description="Accelerator used by this configuration: `none` (CPU), `gpu`, `dla`, `npu`, ..."
+    )
+    precision: str = Field(
+        min_length=1, description="Numeric precision of weights/activations (`fp32`, `fp16`, `int8`, ...)."
+    )
     batch_size: int = Field(ge=1, description="Requests processed together per inference call (count).")
-    threads: Optional[int] = Field(None, ge=1, description="CPU threads used by the engine (count); empty when unknown.")
-    power_mode: str = Field("default", min_length=1, description="Board power mode (e.g. `maxn`, `maxq`, `15w`); `default` where none applies.")
-    latency_p50_ms: float = Field(gt=0, description="Median latency of one inference call (one batch), in milliseconds.")
+    threads: Optional[int] = Field(
+        None, ge=1, description="CPU threads used by the engine (count); empty when unknown."
+    )
+    power_mode: str = Field(
+        "default",
+        min_length=1,
+        description="Board power mode (e.g. `maxn`, `maxq`, `15w`); `default` where none applies.",
+    )
+    latency_p50_ms: float = Field(
+        gt=0, description="Median latency of one inference call (one batch), in milliseconds."
+    )
     latency_p90_ms: float = Field(gt=0, description="90th percentile latency of one inference call, in milliseconds.")
     latency_p99_ms: float = Field(gt=0, description="99th percentile latency of one inference call, in milliseconds.")
-    throughput_rps: float = Field(gt=0, description="Sustained throughput of one replica, in requests (samples) per second.")
-    power_w: Optional[float] = Field(None, gt=0, description="Average power while serving, in watts (whole board/accelerator); empty when unknown.")
-    memory_mb: Optional[float] = Field(None, gt=0, description="Peak resident memory of the engine, in MiB; empty when unknown.")
+    throughput_rps: float = Field(
+        gt=0, description="Sustained throughput of one replica, in requests (samples) per second."
+    )
+    power_w: Optional[float] = Field(
+        None, gt=0, description="Average power while serving, in watts (whole board/accelerator); empty when unknown."
+    )
+    memory_mb: Optional[float] = Field(
+        None, gt=0, description="Peak resident memory of the engine, in MiB; empty when unknown."
+    )
     cpu_cores: float = Field(gt=0, description="CPU cores one replica needs (Kubernetes cpu request), in cores.")
     memory_request_mb: float = Field(gt=0, description="Memory one replica needs (Kubernetes memory request), in MiB.")
-    accelerators: int = Field(0, ge=0, description="Accelerator devices one replica needs (e.g. `nvidia.com/gpu`), count.")
-    source: str = Field("unknown", description="Where the numbers come from (e.g. `mlperf-v3.0:closed/NVIDIA/Orin_TRT`, `measured`).")
-    measured_at: Optional[datetime] = Field(None, description="When the measurement was taken (ISO 8601); newer wins on duplicates.")
+    accelerators: int = Field(
+        0, ge=0, description="Accelerator devices one replica needs (e.g. `nvidia.com/gpu`), count."
+    )
+    source: str = Field(
+        "unknown", description="Where the numbers come from (e.g. `mlperf-v3.0:closed/NVIDIA/Orin_TRT`, `measured`)."
+    )
+    measured_at: Optional[datetime] = Field(
+        None, description="When the measurement was taken (ISO 8601); newer wins on duplicates."
+    )
 
     @field_validator("model", "engine", "device", "precision", "power_mode", "accelerator")
     @classmethod
@@ -53,9 +82,15 @@ class ProfileRecord(BaseModel):
         return v.strip().lower()
 
     @model_validator(mode="after")
-    def _ordered(self) -> "ProfileRecord":
-        for name in ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput_rps", "cpu_cores",
-                     "memory_request_mb"):
+    def _ordered(self) -> ProfileRecord:
+        for name in (
+            "latency_p50_ms",
+            "latency_p90_ms",
+            "latency_p99_ms",
+            "throughput_rps",
+            "cpu_cores",
+            "memory_request_mb",
+        ):
             v = getattr(self, name)
             if not math.isfinite(v):
                 raise ValueError(f"{name} must be finite")
@@ -83,8 +118,13 @@ REQUIRED = [n for n, f in ProfileRecord.model_fields.items() if f.is_required()]
 class ProfileTable:
     """Validated profile records; ``df`` is a DataFrame with one row per record."""
 
-    def __init__(self, records: Iterable[ProfileRecord], *, source: str = "<memory>",
-                 on_duplicate: Literal["error", "newest"] = "error"):
+    def __init__(
+        self,
+        records: Iterable[ProfileRecord],
+        *,
+        source: str = "<memory>",
+        on_duplicate: Literal["error", "newest"] = "error",
+    ):
         recs = list(records)
         self.source = source
         self.replaced: list[tuple[ProfileRecord, ProfileRecord]] = []
@@ -97,8 +137,12 @@ class ProfileTable:
                 kept.append(r)
                 continue
             if on_duplicate == "error":
-                raise InputError(f"duplicate configuration {r.model}/{r.device}/{r.config_id} (first at row {j + 2})",
-                                 file=source, row=i + 2, field="model")
+                raise InputError(
+                    f"duplicate configuration {r.model}/{r.device}/{r.config_id} (first at row {j + 2})",
+                    file=source,
+                    row=i + 2,
+                    field="model",
+                )
             old = kept[j]
             newer = _ts(r) >= _ts(old)
             if newer:
@@ -122,7 +166,7 @@ class ProfileTable:
         return [r for r in self.records if r.model == model and r.device == device]
 
     @classmethod
-    def load(cls, path: str | Path, **kw) -> "ProfileTable":
+    def load(cls, path: str | Path, **kw) -> ProfileTable:
         """Load CSV or Parquet; every bad cell raises ``InputError`` naming file, row and field."""
         path = Path(path)
         name = str(path)
@@ -140,7 +184,7 @@ class ProfileTable:
         return cls.from_frame(df, source=name, **kw)
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame, *, source: str = "<frame>", **kw) -> "ProfileTable":
+    def from_frame(cls, df: pd.DataFrame, *, source: str = "<frame>", **kw) -> ProfileTable:
         if len(df) == 0:
             raise InputError("no profile rows", file=source)
         cols = [str(c).strip() for c in df.columns]
@@ -151,8 +195,12 @@ class ProfileTable:
             raise InputError(f"missing column(s) {', '.join(missing)}", file=source, row=1, field=missing[0])
         unknown = [c for c in cols if c not in COLUMNS]
         if unknown:
-            raise InputError(f"unknown column(s) {', '.join(unknown)}; expected {', '.join(COLUMNS)}",
-                             file=source, row=1, field=unknown[0])
+            raise InputError(
+                f"unknown column(s) {', '.join(unknown)}; expected {', '.join(COLUMNS)}",
+                file=source,
+                row=1,
+                field=unknown[0],
+            )
         recs = []
         for i, row in enumerate(df.to_dict(orient="records")):
             clean = {}
@@ -186,19 +234,20 @@ class ProfileTable:
             self.df.to_csv(path, index=False, float_format="%.6g")
 
     @classmethod
-    def merge(cls, tables: Iterable["ProfileTable"]) -> "ProfileTable":
+    def merge(cls, tables: Iterable[ProfileTable]) -> ProfileTable:
         """Union of several tables; where two describe the same configuration the newer measurement wins."""
         tables = list(tables)
         recs = [r for t in tables for r in t.records]
         return cls(recs, source="+".join(t.source for t in tables), on_duplicate="newest")
 
 
-_NUMERIC = {n for n, f in ProfileRecord.model_fields.items()
-            if f.annotation in (float, int, Optional[float], Optional[int])}
+_NUMERIC = {
+    n for n, f in ProfileRecord.model_fields.items() if f.annotation in (float, int, Optional[float], Optional[int])
+}
 
 
 def _ts(r: ProfileRecord) -> float:
     if r.measured_at is None:
         return float("-inf")
     m = r.measured_at
-    return (m.timestamp() if m.tzinfo else m.replace(tzinfo=None).timestamp())
+    return m.timestamp() if m.tzinfo else m.replace(tzinfo=None).timestamp()

@@ -1,4 +1,5 @@
 """Expected load: per-model arrival rate and deadline, or an arrival trace."""
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,9 @@ class ModelDemand(BaseModel):
     model: str = Field(min_length=1, description="Model name; must exist in the profiles.")
     rate_rps: float = Field(ge=0, description="Expected arrival rate, in requests per second.")
     deadline_ms: float = Field(gt=0, description="Latency deadline (SLO) per request, end to end, in milliseconds.")
-    priority: float = Field(1.0, gt=0, description="Weight of a violating request of this model relative to others (unitless).")
+    priority: float = Field(
+        1.0, gt=0, description="Weight of a violating request of this model relative to others (unitless)."
+    )
 
     @field_validator("model")
     @classmethod
@@ -29,7 +32,7 @@ class ModelDemand(BaseModel):
         return v.strip().lower()
 
     @model_validator(mode="after")
-    def _finite(self) -> "ModelDemand":
+    def _finite(self) -> ModelDemand:
         if not (math.isfinite(self.rate_rps) and math.isfinite(self.deadline_ms)):
             raise ValueError("rate_rps and deadline_ms must be finite")
         return self
@@ -44,7 +47,7 @@ class WorkloadSpec(BaseModel):
     models: list[ModelDemand] = Field(min_length=1, description="Demand per model.")
 
     @model_validator(mode="after")
-    def _unique(self) -> "WorkloadSpec":
+    def _unique(self) -> WorkloadSpec:
         seen = set()
         for i, d in enumerate(self.models):
             if d.model in seen:
@@ -58,12 +61,13 @@ class WorkloadSpec(BaseModel):
                 return d
         raise KeyError(model)
 
-    def scaled(self, factor: float) -> "WorkloadSpec":
-        return self.model_copy(update={"models": [d.model_copy(update={"rate_rps": d.rate_rps * factor})
-                                                  for d in self.models]})
+    def scaled(self, factor: float) -> WorkloadSpec:
+        return self.model_copy(
+            update={"models": [d.model_copy(update={"rate_rps": d.rate_rps * factor}) for d in self.models]}
+        )
 
     @classmethod
-    def from_trace(cls, trace: "Trace", defaults: Optional["WorkloadSpec"] = None, name: str = "trace") -> "WorkloadSpec":
+    def from_trace(cls, trace: Trace, defaults: Optional[WorkloadSpec] = None, name: str = "trace") -> WorkloadSpec:
         """Expected load from an arrival trace: rate = arrivals / trace span; deadline = the trace's
         tightest deadline for the model, else the default workload's; priority from the defaults."""
         if len(trace) == 0:
@@ -87,12 +91,15 @@ class WorkloadSpec(BaseModel):
                 dl = d0.deadline_ms
             else:
                 raise InputError(f"model {m!r} has no deadline in the trace or the workload", field="deadline_ms")
-            out.append(ModelDemand(model=m, rate_rps=float(sel.sum()) / span, deadline_ms=dl,
-                                   priority=d0.priority if d0 else 1.0))
+            out.append(
+                ModelDemand(
+                    model=m, rate_rps=float(sel.sum()) / span, deadline_ms=dl, priority=d0.priority if d0 else 1.0
+                )
+            )
         return cls(name=name, models=out)
 
     @classmethod
-    def load(cls, path: str | Path) -> "WorkloadSpec":
+    def load(cls, path: str | Path) -> WorkloadSpec:
         data = load_structured(path)
         try:
             return cls.model_validate(data)
@@ -107,8 +114,7 @@ class Trace:
         self.time_s = np.asarray(time_s, dtype=np.float64)
         self.model = np.asarray(model, dtype=object)
         n = len(self.time_s)
-        self.deadline_ms = (np.full(n, np.nan) if deadline_ms is None
-                            else np.asarray(deadline_ms, dtype=np.float64))
+        self.deadline_ms = np.full(n, np.nan) if deadline_ms is None else np.asarray(deadline_ms, dtype=np.float64)
         self.origin = np.asarray(origin if origin is not None else ["any"] * n, dtype=object)
         order = np.argsort(self.time_s, kind="stable")
         if not np.all(order == np.arange(n)):
@@ -118,7 +124,7 @@ class Trace:
     def __len__(self) -> int:
         return len(self.time_s)
 
-    def with_deadlines(self, workload: WorkloadSpec) -> "Trace":
+    def with_deadlines(self, workload: WorkloadSpec) -> Trace:
         """Fill missing deadlines from the workload's per-model deadline."""
         dl = self.deadline_ms.copy()
         missing = np.isnan(dl)
@@ -127,13 +133,14 @@ class Trace:
             for i in np.nonzero(missing)[0]:
                 m = self.model[i]
                 if m not in lookup:
-                    raise InputError(f"model {m!r} has no deadline in the trace or the workload", row=int(i) + 2,
-                                     field="deadline_ms")
+                    raise InputError(
+                        f"model {m!r} has no deadline in the trace or the workload", row=int(i) + 2, field="deadline_ms"
+                    )
                 dl[i] = lookup[m]
         return Trace(self.time_s, self.model, dl, self.origin)
 
     @classmethod
-    def load(cls, path: str | Path, known_models: Optional[set[str]] = None) -> "Trace":
+    def load(cls, path: str | Path, known_models: Optional[set[str]] = None) -> Trace:
         """CSV with columns ``time_s, model`` and optional ``deadline_ms``, ``origin``."""
         path = Path(path)
         name = str(path)
@@ -172,8 +179,9 @@ class Trace:
         return cls(t, models, dl, origin)
 
     def save(self, path: str | Path) -> None:
-        pd.DataFrame({"time_s": self.time_s, "model": self.model, "deadline_ms": self.deadline_ms,
-                      "origin": self.origin}).to_csv(path, index=False)
+        pd.DataFrame(
+            {"time_s": self.time_s, "model": self.model, "deadline_ms": self.deadline_ms, "origin": self.origin}
+        ).to_csv(path, index=False)
 
 
 def _num_col(s: pd.Series, file: str, field: str, allow_empty: bool) -> np.ndarray:

@@ -12,6 +12,7 @@ Two kinds of deployable unit, both plain data (the MILP builder never sees a pyd
 
 Every (model, pool, configuration) considered gets a ``Candidate`` report (chosen, or why not).
 """
+
 from __future__ import annotations
 
 import math
@@ -71,10 +72,10 @@ class Dedicated:
     records: list[ProfileRecord] = field(default_factory=list)
     m: list[int] = field(default_factory=list)
     p: list[int] = field(default_factory=list)
-    cap: list[float] = field(default_factory=list)        # c_k = rho_k * capacity, req/s per replica
+    cap: list[float] = field(default_factory=list)  # c_k = rho_k * capacity, req/s per replica
     rho: list[float] = field(default_factory=list)
-    energy: list[float] = field(default_factory=list)     # e_k, J per request
-    power: list[float] = field(default_factory=list)      # W while serving
+    energy: list[float] = field(default_factory=list)  # e_k, J per request
+    power: list[float] = field(default_factory=list)  # W while serving
     power_est: list[bool] = field(default_factory=list)
     res: list[tuple[float, float, float]] = field(default_factory=list)  # cpu, mem, acc per replica
     nmax: list[int] = field(default_factory=list)
@@ -92,18 +93,18 @@ class Shared:
     records: list[ProfileRecord] = field(default_factory=list)
     m: list[int] = field(default_factory=list)
     p: list[int] = field(default_factory=list)
-    work: list[float] = field(default_factory=list)       # w_j = 1 / capacity, server-s per request
-    resid: list[float] = field(default_factory=list)      # a_j, mean residual work per req/s, s^2
-    budget: list[float] = field(default_factory=list)     # B_j = deadline - rtt - batch wait - S(q), s
-    mem: list[float] = field(default_factory=list)        # memory footprint when loaded, MiB
+    work: list[float] = field(default_factory=list)  # w_j = 1 / capacity, server-s per request
+    resid: list[float] = field(default_factory=list)  # a_j, mean residual work per req/s, s^2
+    budget: list[float] = field(default_factory=list)  # B_j = deadline - rtt - batch wait - S(q), s
+    mem: list[float] = field(default_factory=list)  # memory footprint when loaded, MiB
     energy: list[float] = field(default_factory=list)
     power: list[float] = field(default_factory=list)
     power_est: list[bool] = field(default_factory=list)
     mode: list[str] = field(default_factory=list)
     report: list[int] = field(default_factory=list)
     slice: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # pool -> cpu, mem, acc per server
-    per_node: dict[int, int] = field(default_factory=dict)                      # pool -> shared servers per node
-    g: float = 0.0                                                                # G(rho_bar)
+    per_node: dict[int, int] = field(default_factory=dict)  # pool -> shared servers per node
+    g: float = 0.0  # G(rho_bar)
 
     def __len__(self) -> int:
         return len(self.m)
@@ -124,9 +125,14 @@ class Candidates:
         return len(self.ded) + len(self.sh)
 
 
-def check_inputs(profiles: ProfileTable, cluster: ClusterSpec, workload: WorkloadSpec,
-                 cluster_file: str | None = None, workload_file: str | None = None,
-                 skip_unprofiled: bool = False) -> list[str]:
+def check_inputs(
+    profiles: ProfileTable,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    cluster_file: str | None = None,
+    workload_file: str | None = None,
+    skip_unprofiled: bool = False,
+) -> list[str]:
     """Cross-file checks the single-file validators cannot do; returns the pools left unused."""
     devices = set(profiles.devices)
     skipped = []
@@ -136,14 +142,20 @@ def check_inputs(profiles: ProfileTable, cluster: ClusterSpec, workload: Workloa
                 skipped.append(pool.name)
                 continue
             near = _nearest(pool.device, sorted(devices))
-            raise InputError(f"pool {pool.name!r}: no profile for device {pool.device!r} (nearest known: "
-                             f"{', '.join(near)}); profile it, or pass --skip-unprofiled to leave the pool unused",
-                             file=cluster_file or "<cluster>", field=f"pools.{i}.device")
+            raise InputError(
+                f"pool {pool.name!r}: no profile for device {pool.device!r} (nearest known: "
+                f"{', '.join(near)}); profile it, or pass --skip-unprofiled to leave the pool unused",
+                file=cluster_file or "<cluster>",
+                field=f"pools.{i}.device",
+            )
     models = set(profiles.models)
     for i, d in enumerate(workload.models):
         if d.model not in models:
-            raise InputError(f"unknown model {d.model!r} (no profile has it; known: {', '.join(sorted(models))})",
-                             file=workload_file or "<workload>", field=f"models.{i}.model")
+            raise InputError(
+                f"unknown model {d.model!r} (no profile has it; known: {', '.join(sorted(models))})",
+                file=workload_file or "<workload>",
+                field=f"models.{i}.model",
+            )
     return skipped
 
 
@@ -162,8 +174,13 @@ def shared_slice(pool: NodePool) -> tuple[tuple[float, float, float], int]:
     return (pool.cpu, pool.memory_mb, 0.0), 1
 
 
-def build_candidates(profiles: ProfileTable, cluster: ClusterSpec, workload: WorkloadSpec,
-                     opts: PlanOptions | None = None, skip_pools: tuple[str, ...] = ()) -> Candidates:
+def build_candidates(
+    profiles: ProfileTable,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    opts: PlanOptions | None = None,
+    skip_pools: tuple[str, ...] = (),
+) -> Candidates:
     """Vectorised over configurations: service quantities come from :class:`ServiceArrays` (the same
     formulas as :class:`ServiceModel`, which the decode step uses for what is chosen)."""
     opts = opts or PlanOptions()
@@ -198,20 +215,33 @@ def build_candidates(profiles: ProfileTable, cluster: ClusterSpec, workload: Wor
                 fixed = float(sa.batch_wait[i] + sa.quantile[i]) + pool.rtt_ms / 1e3
                 pw, est = pw_est[i]
                 epr = pw / float(sa.capacity[i])
-                rep = Candidate.model_construct(model=dem.model, pool=pool.name, config_id=rec.config_id,
-                                                latency_p99_ms=rec.latency_p99_ms, response_p99_ms=round(fixed * 1e3, 6),
-                                                capacity_rps=0.0, energy_j_per_request=round(epr, 9),
-                                                power_estimated=est, status="not_chosen", detail="")
+                rep = Candidate.model_construct(
+                    model=dem.model,
+                    pool=pool.name,
+                    config_id=rec.config_id,
+                    latency_p99_ms=rec.latency_p99_ms,
+                    response_p99_ms=round(fixed * 1e3, 6),
+                    capacity_rps=0.0,
+                    energy_j_per_request=round(epr, 9),
+                    power_estimated=est,
+                    status="not_chosen",
+                    detail="",
+                )
                 reports.append(rep)
                 if pool.architecture != rec.architecture:
-                    rep.status, rep.detail = "does_not_fit", f"profile is {rec.architecture}, pool is {pool.architecture}"
+                    rep.status, rep.detail = (
+                        "does_not_fit",
+                        f"profile is {rec.architecture}, pool is {pool.architecture}",
+                    )
                     continue
                 if fixed * 1e3 > dem.deadline_ms:
                     wait = float(sa.batch_wait[i])
                     rep.status = "misses_deadline"
-                    rep.detail = (f"p{opts.quantile * 100:g} {float(sa.quantile[i]) * 1e3:.3g} ms + rtt {pool.rtt_ms:.3g} ms"
-                                  + (f" + batch wait {wait * 1e3:.3g} ms" if wait else "")
-                                  + f" = {fixed * 1e3:.3g} ms > deadline {dem.deadline_ms:.3g} ms")
+                    rep.detail = (
+                        f"p{opts.quantile * 100:g} {float(sa.quantile[i]) * 1e3:.3g} ms + rtt {pool.rtt_ms:.3g} ms"
+                        + (f" + batch wait {wait * 1e3:.3g} ms" if wait else "")
+                        + f" = {fixed * 1e3:.3g} ms > deadline {dem.deadline_ms:.3g} ms"
+                    )
                     continue
                 if pool.nodes == 0:
                     rep.status, rep.detail = "does_not_fit", "pool has no nodes"
@@ -219,15 +249,30 @@ def build_candidates(profiles: ProfileTable, cluster: ClusterSpec, workload: Wor
                 need = (rec.cpu_cores, rec.memory_request_mb, float(rec.accelerators))
                 fits = all(a <= b + 1e-9 for a, b in zip(need, have))
                 mem_fp = rec.memory_mb or rec.memory_request_mb
-                sfits = bool(opts.shared_servers and sl is not None and rec.cpu_cores <= sl[0] + 1e-9
-                             and mem_fp <= sl[1] + 1e-9 and rec.accelerators <= sl[2] + 1e-9)
+                sfits = bool(
+                    opts.shared_servers
+                    and sl is not None
+                    and rec.cpu_cores <= sl[0] + 1e-9
+                    and mem_fp <= sl[1] + 1e-9
+                    and rec.accelerators <= sl[2] + 1e-9
+                )
                 if not fits and not sfits:
                     short = [n for n, a, b in zip(("cpu", "memory", "accelerators"), need, have) if a > b + 1e-9]
                     rep.status = "does_not_fit"
                     rep.detail = "one replica needs more " + ", ".join(short) + " than a node has"
                     continue
-                pend.append((mi, pi, i, len(reports) - 1, fits, sfits, dem.deadline_ms / 1e3 - fixed,
-                             (dem.deadline_ms - pool.rtt_ms) / 1e3))
+                pend.append(
+                    (
+                        mi,
+                        pi,
+                        i,
+                        len(reports) - 1,
+                        fits,
+                        sfits,
+                        dem.deadline_ms / 1e3 - fixed,
+                        (dem.deadline_ms - pool.rtt_ms) / 1e3,
+                    )
+                )
     if pend:
         idx = np.array([e[2] for e in pend], dtype=np.int64)
         sub = sa.take(idx)
@@ -255,16 +300,43 @@ def build_candidates(profiles: ProfileTable, cluster: ClusterSpec, workload: Wor
             cap = rho * cap_i
             need = (rec.cpu_cores, rec.memory_request_mb, float(rec.accelerators))
             have = (pool.cpu, pool.memory_mb, float(pool.accelerators))
-            per_node = min(math.floor(h / n + 1e-9) if n > 0 else 10 ** 6 for n, h in zip(need, have))
+            per_node = min(math.floor(h / n + 1e-9) if n > 0 else 10**6 for n, h in zip(need, have))
             need_max = math.ceil(max_factor * dem.rate_rps / cap - 1e-9) if dem.rate_rps > 0 else 0
             nmax = min(per_node * pool.nodes, need_max)
             if nmax > 0:
-                gd.append(dict(records=rec, m=mi, p=pi, cap=cap, rho=rho, energy=epr, power=pw, power_est=est,
-                               res=need, nmax=nmax, mode=rec.power_mode, report=ri))
+                gd.append(
+                    dict(
+                        records=rec,
+                        m=mi,
+                        p=pi,
+                        cap=cap,
+                        rho=rho,
+                        energy=epr,
+                        power=pw,
+                        power_est=est,
+                        res=need,
+                        nmax=nmax,
+                        mode=rec.power_mode,
+                        report=ri,
+                    )
+                )
         if sfits and qbudget > 0 and dem.rate_rps > 0:
-            gs.append(dict(records=rec, m=mi, p=pi, work=float(sa.work[i]), resid=float(sa.residual[i]),
-                           budget=qbudget, mem=rec.memory_mb or rec.memory_request_mb, energy=epr, power=pw,
-                           power_est=est, mode=rec.power_mode, report=ri))
+            gs.append(
+                dict(
+                    records=rec,
+                    m=mi,
+                    p=pi,
+                    work=float(sa.work[i]),
+                    resid=float(sa.residual[i]),
+                    budget=qbudget,
+                    mem=rec.memory_mb or rec.memory_request_mb,
+                    energy=epr,
+                    power=pw,
+                    power_est=est,
+                    mode=rec.power_mode,
+                    report=ri,
+                )
+            )
         if dem.rate_rps <= 0:
             rep.detail = "no demand"
     for key in sorted(groups):
@@ -272,8 +344,9 @@ def build_candidates(profiles: ProfileTable, cluster: ClusterSpec, workload: Wor
         if opts.prune_dominated and len(group_d) > 1:
             group_d = _prune(reports, group_d, better=("cap",), worse=("energy",), res=True)
         if len(group_s) > 1:
-            group_s = _prune(reports, group_s, better=("budget",), worse=("work", "resid", "energy", "mem"),
-                             res=False, mark=False)
+            group_s = _prune(
+                reports, group_s, better=("budget",), worse=("work", "resid", "energy", "mem"), res=False, mark=False
+            )
             if opts.shared_configs and len(group_s) > opts.shared_configs:
                 group_s = _top_shared(group_s, opts.shared_configs)
         for e in group_d:
@@ -283,8 +356,16 @@ def build_candidates(profiles: ProfileTable, cluster: ClusterSpec, workload: Wor
             for k, v in e.items():
                 getattr(sh, k).append(v)
     _shrink_slices(sh)
-    return Candidates(models=models, pools=[p.name for p in pools], ded=ded, sh=sh, reports=reports,
-                      rho_bar=rho_bar, max_factor=max_factor, unprofiled=list(skip_pools))
+    return Candidates(
+        models=models,
+        pools=[p.name for p in pools],
+        ded=ded,
+        sh=sh,
+        reports=reports,
+        rho_bar=rho_bar,
+        max_factor=max_factor,
+        unprofiled=list(skip_pools),
+    )
 
 
 def _shrink_slices(sh: Shared) -> None:
@@ -305,8 +386,9 @@ def _shrink_slices(sh: Shared) -> None:
         sh.per_node[p] = min(math.floor(n / x + 1e-9) for n, x in zip(node, sl) if x > 0)
 
 
-def _prune(reports: list[Candidate], group: list[dict], *, better: tuple, worse: tuple, res: bool,
-           mark: bool = True) -> list[dict]:
+def _prune(
+    reports: list[Candidate], group: list[dict], *, better: tuple, worse: tuple, res: bool, mark: bool = True
+) -> list[dict]:
     """Drop a candidate when another of the same (model, pool) and power mode is at least as good in every
     respect (``better`` keys larger-is-better, ``worse`` smaller-is-better, resources smaller-is-better).
 
@@ -319,7 +401,7 @@ def _prune(reports: list[Candidate], group: list[dict], *, better: tuple, worse:
     if res:
         r = np.array([e["res"] for e in group], dtype=float)
         cols += [-r[:, i] for i in range(3)]
-    V = np.stack(cols, axis=1)                      # larger is better in every column
+    V = np.stack(cols, axis=1)  # larger is better in every column
     ge = (V[None, :, :] >= V[:, None, :]).all(axis=2)  # ge[i, j]: j at least as good as i everywhere
     gt = (V[None, :, :] > V[:, None, :]).any(axis=2)
     idx = np.arange(n)
@@ -330,7 +412,11 @@ def _prune(reports: list[Candidate], group: list[dict], *, better: tuple, worse:
     drop = dominated_by.any(axis=1)
     if mark:
         for i in np.flatnonzero(drop):
-            j = int(np.argmax(dominated_by[i] & ~drop)) if (dominated_by[i] & ~drop).any() else int(np.argmax(dominated_by[i]))
+            j = (
+                int(np.argmax(dominated_by[i] & ~drop))
+                if (dominated_by[i] & ~drop).any()
+                else int(np.argmax(dominated_by[i]))
+            )
             rep = reports[group[i]["report"]]
             rep.status = "dominated"
             rep.detail = f"{group[j]['records'].config_id} serves at least as much with no more energy or resources"

@@ -3,13 +3,22 @@
 Predicted latencies and utilisations come from the shared service model at the planned rates,
 the same numbers the online stage and the simulator use.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from synergai.models import ClusterSpec, WorkloadSpec
-from synergai.models.plan import (Assignment, ConfigChoice, Plan, Server, SolverReport, Unserved, dedicated_name,
-                                  shared_name)
+from synergai.models.plan import (
+    Assignment,
+    ConfigChoice,
+    Plan,
+    Server,
+    SolverReport,
+    Unserved,
+    dedicated_name,
+    shared_name,
+)
 
 from .candidates import Candidates, PlanOptions
 from .milp import Layout
@@ -19,17 +28,36 @@ EPS = 1e-6
 
 
 def config_choice(rec, power_w: float | None = None, estimated: bool = False) -> ConfigChoice:
-    return ConfigChoice(config_id=rec.config_id, engine=rec.engine, precision=rec.precision, batch_size=rec.batch_size,
-                        threads=rec.threads, power_mode=rec.power_mode, accelerator=rec.accelerator,
-                        latency_p50_ms=rec.latency_p50_ms, latency_p90_ms=rec.latency_p90_ms,
-                        latency_p99_ms=rec.latency_p99_ms, throughput_rps=rec.throughput_rps,
-                        power_w=power_w if power_w is not None else rec.power_w, power_estimated=estimated,
-                        cpu_cores=rec.cpu_cores, memory_request_mb=rec.memory_request_mb,
-                        accelerators=rec.accelerators, source=rec.source)
+    return ConfigChoice(
+        config_id=rec.config_id,
+        engine=rec.engine,
+        precision=rec.precision,
+        batch_size=rec.batch_size,
+        threads=rec.threads,
+        power_mode=rec.power_mode,
+        accelerator=rec.accelerator,
+        latency_p50_ms=rec.latency_p50_ms,
+        latency_p90_ms=rec.latency_p90_ms,
+        latency_p99_ms=rec.latency_p99_ms,
+        throughput_rps=rec.throughput_rps,
+        power_w=power_w if power_w is not None else rec.power_w,
+        power_estimated=estimated,
+        cpu_cores=rec.cpu_cores,
+        memory_request_mb=rec.memory_request_mb,
+        accelerators=rec.accelerators,
+        source=rec.source,
+    )
 
 
-def decode(c: Candidates, lay: Layout, x: np.ndarray | None, cluster: ClusterSpec, workload: WorkloadSpec,
-           opts: PlanOptions, report: SolverReport) -> Plan:
+def decode(
+    c: Candidates,
+    lay: Layout,
+    x: np.ndarray | None,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    opts: PlanOptions,
+    report: SolverReport,
+) -> Plan:
     d, s = c.ded, c.sh
     lam = np.array([dm.rate_rps for dm in workload.models], dtype=float)
     M = len(lam)
@@ -77,20 +105,46 @@ def decode(c: Candidates, lay: Layout, x: np.ndarray | None, cluster: ClusterSpe
         per = xk[k] / n[k]
         util = per * sm.work_per_request
         pred = response_quantile([(sm, per)], sm, q, pool.rtt_ms / 1e3) * 1e3
-        servers.append(Server(name=name, pool=pool.name, replicas=int(n[k]), shared=False, standby=xk[k] <= EPS,
-                              power_mode=rec.power_mode, cpu_cores=rec.cpu_cores, memory_mb=rec.memory_request_mb,
-                              accelerators=rec.accelerators, models=[model], routed_rate_rps=round(float(xk[k]), 6),
-                              utilisation=round(float(util), 6), max_utilisation=round(d.rho[k], 6),
-                              power_w=round(float(xk[k] * d.energy[k]), 6), power_estimated=d.power_est[k]))
-        assignments.append(Assignment(model=model, pool=pool.name, server=name,
-                                      config=config_choice(rec, d.power[k], d.power_est[k]), replicas=int(n[k]),
-                                      routed_rate_rps=round(float(xk[k]), 6), utilisation=round(float(util), 6),
-                                      max_utilisation=round(d.rho[k], 6), predicted_latency_ms=round(pred, 4),
-                                      energy_w=round(float(xk[k] * d.energy[k]), 6)))
+        servers.append(
+            Server(
+                name=name,
+                pool=pool.name,
+                replicas=int(n[k]),
+                shared=False,
+                standby=xk[k] <= EPS,
+                power_mode=rec.power_mode,
+                cpu_cores=rec.cpu_cores,
+                memory_mb=rec.memory_request_mb,
+                accelerators=rec.accelerators,
+                models=[model],
+                routed_rate_rps=round(float(xk[k]), 6),
+                utilisation=round(float(util), 6),
+                max_utilisation=round(d.rho[k], 6),
+                power_w=round(float(xk[k] * d.energy[k]), 6),
+                power_estimated=d.power_est[k],
+            )
+        )
+        assignments.append(
+            Assignment(
+                model=model,
+                pool=pool.name,
+                server=name,
+                config=config_choice(rec, d.power[k], d.power_est[k]),
+                replicas=int(n[k]),
+                routed_rate_rps=round(float(xk[k]), 6),
+                utilisation=round(float(util), 6),
+                max_utilisation=round(d.rho[k], 6),
+                predicted_latency_ms=round(pred, 4),
+                energy_w=round(float(xk[k] * d.energy[k]), 6),
+            )
+        )
         rep = c.reports[d.report[k]]
         rep.status = "chosen"
-        rep.detail = (f"dedicated: {n[k]} replicas, {xk[k]:.4g} req/s routed" if xk[k] > EPS
-                      else f"dedicated: {n[k]} replica(s) held for bursts (no nominal traffic)")
+        rep.detail = (
+            f"dedicated: {n[k]} replicas, {xk[k]:.4g} req/s routed"
+            if xk[k] > EPS
+            else f"dedicated: {n[k]} replica(s) held for bursts (no nominal traffic)"
+        )
     for p, sg in sorted(sigma.items()):
         js = [j for j in range(lay.J) if s.p[j] == p and v[j] > 0]
         if sg <= 0 or not js:
@@ -102,32 +156,57 @@ def decode(c: Candidates, lay: Layout, x: np.ndarray | None, cluster: ClusterSpe
         util = sum(x_ * sm.work_per_request for sm, x_ in loads)
         tot = float(sum(xj[j] for j in js))
         sl = s.slice[p]
-        servers.append(Server(name=name, pool=pool.name, replicas=sg, shared=True, standby=tot <= EPS,
-                              power_mode=s.records[js[0]].power_mode, cpu_cores=round(sl[0], 6),
-                              memory_mb=round(sl[1], 3), accelerators=int(sl[2]),
-                              models=[c.models[s.m[j]] for j in js], routed_rate_rps=round(tot, 6),
-                              utilisation=round(float(util), 6), max_utilisation=round(c.rho_bar, 6),
-                              power_w=round(float(sum(xj[j] * s.energy[j] for j in js)), 6),
-                              power_estimated=any(s.power_est[j] for j in js)))
+        servers.append(
+            Server(
+                name=name,
+                pool=pool.name,
+                replicas=sg,
+                shared=True,
+                standby=tot <= EPS,
+                power_mode=s.records[js[0]].power_mode,
+                cpu_cores=round(sl[0], 6),
+                memory_mb=round(sl[1], 3),
+                accelerators=int(sl[2]),
+                models=[c.models[s.m[j]] for j in js],
+                routed_rate_rps=round(tot, 6),
+                utilisation=round(float(util), 6),
+                max_utilisation=round(c.rho_bar, 6),
+                power_w=round(float(sum(xj[j] * s.energy[j] for j in js)), 6),
+                power_estimated=any(s.power_est[j] for j in js),
+            )
+        )
         for j in js:
             rec, sm = s.records[j], sms[j]
             model = c.models[s.m[j]]
             pred = response_quantile(loads, sm, q, pool.rtt_ms / 1e3) * 1e3
-            assignments.append(Assignment(model=model, pool=pool.name, server=name,
-                                          config=config_choice(rec, s.power[j], s.power_est[j]), replicas=sg,
-                                          routed_rate_rps=round(float(xj[j]), 6), utilisation=round(float(util), 6),
-                                          max_utilisation=round(c.rho_bar, 6), predicted_latency_ms=round(pred, 4),
-                                          energy_w=round(float(xj[j] * s.energy[j]), 6)))
+            assignments.append(
+                Assignment(
+                    model=model,
+                    pool=pool.name,
+                    server=name,
+                    config=config_choice(rec, s.power[j], s.power_est[j]),
+                    replicas=sg,
+                    routed_rate_rps=round(float(xj[j]), 6),
+                    utilisation=round(float(util), 6),
+                    max_utilisation=round(c.rho_bar, 6),
+                    predicted_latency_ms=round(pred, 4),
+                    energy_w=round(float(xj[j] * s.energy[j]), 6),
+                )
+            )
             rep = c.reports[s.report[j]]
             rep.status = "chosen"
-            rep.detail = (f"shared: loaded on {sg} shared server(s) of {pool.name}, {xj[j]:.4g} req/s routed"
-                          + (f"; also dedicated ({rep.detail})" if rep.detail.startswith("dedicated") else ""))
+            rep.detail = f"shared: loaded on {sg} shared server(s) of {pool.name}, {xj[j]:.4g} req/s routed" + (
+                f"; also dedicated ({rep.detail})" if rep.detail.startswith("dedicated") else ""
+            )
 
     chosen_mp = {(a.model, a.pool) for a in assignments}
     for rep in c.reports:
         if rep.status == "not_chosen" and rep.detail in ("",):
-            rep.detail = ("another configuration was chosen for this pool" if (rep.model, rep.pool) in chosen_mp
-                          else "pool capacity went to other models or was not needed")
+            rep.detail = (
+                "another configuration was chosen for this pool"
+                if (rep.model, rep.pool) in chosen_mp
+                else "pool capacity went to other models or was not needed"
+            )
 
     unserved: list[Unserved] = []
     feasible = set(d.m) | set(s.m)
@@ -141,11 +220,21 @@ def decode(c: Candidates, lay: Layout, x: np.ndarray | None, cluster: ClusterSpe
                 reason = "no pool has a profile for this model"
             else:
                 best = min(reps, key=lambda r: r.response_p99_ms)
-                reason = (f"no configuration meets the {dm.deadline_ms:g} ms deadline on any pool "
-                          f"(best: {best.config_id} on {best.pool}: {best.status.replace('_', ' ')}, {best.detail})")
+                reason = (
+                    f"no configuration meets the {dm.deadline_ms:g} ms deadline on any pool "
+                    f"(best: {best.config_id} on {best.pool}: {best.status.replace('_', ' ')}, {best.detail})"
+                )
         else:
             reason = "capacity exhausted: every deadline-feasible pool is full"
         unserved.append(Unserved(model=dm.model, rate_rps=round(rate, 6), reason=reason))
 
-    return Plan(objective=opts.objective, pools=list(cluster.pools), demands=list(workload.models), servers=servers,
-                assignments=assignments, unserved=unserved, candidates=c.reports, solver=report)
+    return Plan(
+        objective=opts.objective,
+        pools=list(cluster.pools),
+        demands=list(workload.models),
+        servers=servers,
+        assignments=assignments,
+        unserved=unserved,
+        candidates=c.reports,
+        solver=report,
+    )

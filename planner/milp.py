@@ -66,6 +66,7 @@ H. headroom, for the models phase 1 serves (``s*_m`` their nominal routed rate):
    powers its node, and that idle power is in this objective.
 Weighted mode minimises ``W_u * (1) + (2)`` in one solve (no headroom phase).
 """
+
 from __future__ import annotations
 
 import re
@@ -100,16 +101,23 @@ class MilpArrays:
     def n_rows(self) -> int:
         return self.A.shape[0]
 
-    def with_objective(self, c: np.ndarray) -> "MilpArrays":
+    def with_objective(self, c: np.ndarray) -> MilpArrays:
         return MilpArrays(**{**self.__dict__, "c": c})
 
     def to_lp(self) -> str:
         """CPLEX-LP text with the model's names (for `synergai plan --dump-lp`)."""
-        lines = ["\\ synergai offline MILP", "Minimize", " obj: " + (_expr(self.c, self.col_names) or "0"), "Subject To"]
+        lines = [
+            "\\ synergai offline MILP",
+            "Minimize",
+            " obj: " + (_expr(self.c, self.col_names) or "0"),
+            "Subject To",
+        ]
         A = self.A.tocsr()
         for i in range(self.n_rows):
             s, e = A.indptr[i], A.indptr[i + 1]
-            expr = " + ".join(f"{v:.12g} {self.col_names[j]}" for j, v in zip(A.indices[s:e], A.data[s:e])).replace("+ -", "- ")
+            expr = " + ".join(f"{v:.12g} {self.col_names[j]}" for j, v in zip(A.indices[s:e], A.data[s:e])).replace(
+                "+ -", "- "
+            )
             expr = expr or "0 " + self.col_names[0]
             lo, hi = self.row_lo[i], self.row_hi[i]
             if lo == hi:
@@ -196,17 +204,28 @@ class Builder:
         self.v.append(vals.copy())
 
     def arrays(self, c: np.ndarray | None = None) -> MilpArrays:
-        A = sp.csr_matrix((np.concatenate(self.v) if self.v else np.zeros(0),
-                           (np.concatenate(self.ri) if self.ri else np.zeros(0, int),
-                            np.concatenate(self.cj) if self.cj else np.zeros(0, int))), shape=(self.nrow, self.ncol))
+        A = sp.csr_matrix(
+            (
+                np.concatenate(self.v) if self.v else np.zeros(0),
+                (
+                    np.concatenate(self.ri) if self.ri else np.zeros(0, int),
+                    np.concatenate(self.cj) if self.cj else np.zeros(0, int),
+                ),
+            ),
+            shape=(self.nrow, self.ncol),
+        )
         A.sum_duplicates()
-        return MilpArrays(c=np.zeros(self.ncol) if c is None else c, A=A,
-                          row_lo=np.concatenate(self.row_lo) if self.row_lo else np.zeros(0),
-                          row_hi=np.concatenate(self.row_hi) if self.row_hi else np.zeros(0),
-                          lb=np.concatenate(self.lb) if self.lb else np.zeros(0),
-                          ub=np.concatenate(self.ub) if self.ub else np.zeros(0),
-                          integer=np.concatenate(self.integer) if self.integer else np.zeros(0, bool),
-                          col_names=list(self.col_names), row_names=list(self.row_names))
+        return MilpArrays(
+            c=np.zeros(self.ncol) if c is None else c,
+            A=A,
+            row_lo=np.concatenate(self.row_lo) if self.row_lo else np.zeros(0),
+            row_hi=np.concatenate(self.row_hi) if self.row_hi else np.zeros(0),
+            lb=np.concatenate(self.lb) if self.lb else np.zeros(0),
+            ub=np.concatenate(self.ub) if self.ub else np.zeros(0),
+            integer=np.concatenate(self.integer) if self.integer else np.zeros(0, bool),
+            col_names=list(self.col_names),
+            row_names=list(self.row_names),
+        )
 
 
 @dataclass
@@ -220,20 +239,21 @@ class Layout:
     iy: np.ndarray
     in_: np.ndarray
     iv: np.ndarray
-    isig: np.ndarray           # per pool (-1 where the pool has no shared candidates)
-    io: np.ndarray             # per pool
-    ix: list[np.ndarray]       # per scenario: dedicated routed rates
-    ixs: list[np.ndarray]      # per scenario: shared routed rates
-    iu: list[np.ndarray]       # per scenario: unserved
+    isig: np.ndarray  # per pool (-1 where the pool has no shared candidates)
+    io: np.ndarray  # per pool
+    ix: list[np.ndarray]  # per scenario: dedicated routed rates
+    ixs: list[np.ndarray]  # per scenario: shared routed rates
+    iu: list[np.ndarray]  # per scenario: unserved
     scen: list[tuple[float, float]]
     nominal: int
-    u_cost: np.ndarray         # full-length phase-1 objective
-    energy_cost: np.ndarray    # full-length phase-2 objective
+    u_cost: np.ndarray  # full-length phase-1 objective
+    energy_cost: np.ndarray  # full-length phase-2 objective
     node_level: dict[int, dict] = field(default_factory=dict)
 
 
-def build_milp(c: Candidates, demands: list[tuple[float, float]], pools: list, opts: PlanOptions,
-               node_level: tuple[int, ...] = ()) -> tuple[Builder, Layout]:
+def build_milp(
+    c: Candidates, demands: list[tuple[float, float]], pools: list, opts: PlanOptions, node_level: tuple[int, ...] = ()
+) -> tuple[Builder, Layout]:
     """Build families C1-C6, S1-S4 (and P for the pools in ``node_level``); objectives are set per phase.
 
     ``demands[m] = (lam_m, w_m)``; ``pools[p]`` a ``NodePool``.
@@ -336,8 +356,24 @@ def build_milp(c: Candidates, demands: list[tuple[float, float]], pools: list, o
         at = {p: r0 + i for i, p in enumerate(sh_pools)}
         b.add([at[int(p)] for p in pj], iv, mem)
     # P node-level packing for the given pools
-    lay = Layout(K=K, J=J, M=M, P=P, iy=iy, in_=in_, iv=iv, isig=isig, io=io, ix=ix, ixs=ixs, iu=iu, scen=scen,
-                 nominal=nominal, u_cost=np.zeros(0), energy_cost=np.zeros(0))
+    lay = Layout(
+        K=K,
+        J=J,
+        M=M,
+        P=P,
+        iy=iy,
+        in_=in_,
+        iv=iv,
+        isig=isig,
+        io=io,
+        ix=ix,
+        ixs=ixs,
+        iu=iu,
+        scen=scen,
+        nominal=nominal,
+        u_cost=np.zeros(0),
+        energy_cost=np.zeros(0),
+    )
     for p in node_level:
         _node_level(b, lay, c, p, pools[p], res, pn)
 
@@ -373,8 +409,21 @@ def _util_rows(b: Builder, kn: list[str], tag: str, ixk: np.ndarray, in_: np.nda
     b.add(r0 + np.arange(len(ixk)), in_, -capk)
 
 
-def _shared_rows(b: Builder, c: Candidates, tag: str, ixj: np.ndarray, iv: np.ndarray, isig: np.ndarray,
-                 lam_f: np.ndarray, work, resid, budget, mn, pn, jn) -> None:
+def _shared_rows(
+    b: Builder,
+    c: Candidates,
+    tag: str,
+    ixj: np.ndarray,
+    iv: np.ndarray,
+    isig: np.ndarray,
+    lam_f: np.ndarray,
+    work,
+    resid,
+    budget,
+    mn,
+    pn,
+    jn,
+) -> None:
     """S1 sutil[p], S2 sload[j], S4 sq[m,p] for one routing block (scenario or headroom)."""
     s = c.sh
     J = len(s)
@@ -432,12 +481,16 @@ def _modes(b: Builder, c: Candidates, pk, pj, iy, iv, pn) -> None:
         return
     iz = b.cols([f"z({pn[p]},{_n(h)})" for p, h in pairs], 0, 1, True)
     zi = {pair: iz[i] for i, pair in enumerate(pairs)}
-    for name, pp, hh, cols, labels in (("mode", pk, c.ded.mode, iy, c.ded.records), ("smode", pj, c.sh.mode, iv, c.sh.records)):
+    for name, pp, hh, cols, labels in (
+        ("mode", pk, c.ded.mode, iy, c.ded.records),
+        ("smode", pj, c.sh.mode, iv, c.sh.records),
+    ):
         sel = [i for i in range(len(cols)) if (int(pp[i]), hh[i]) in zi]
         if not sel:
             continue
-        r0 = b.rows([f"{name}({pn[int(pp[i])]},{_n(labels[i].model)},{_n(labels[i].config_id)})" for i in sel],
-                    -np.inf, 0.0)
+        r0 = b.rows(
+            [f"{name}({pn[int(pp[i])]},{_n(labels[i].model)},{_n(labels[i].config_id)})" for i in sel], -np.inf, 0.0
+        )
         b.add(r0 + np.arange(len(sel)), cols[sel], 1.0)
         b.add(r0 + np.arange(len(sel)), [zi[(int(pp[i]), hh[i])] for i in sel], -1.0)
     zp = sorted({p for p, _ in pairs})
@@ -456,8 +509,12 @@ def _node_level(b: Builder, lay: Layout, c: Candidates, p: int, pool, res: np.nd
     per_node_sig = c.sh.per_node.get(p, 0)
     cols_n = {}
     for k in ks:
-        cols_n[k] = b.cols([f"n({_n(c.models[d.m[k]])},{pn[p]},{_n(d.records[k].config_id)},node{i})" for i in range(N)],
-                           0, d.nmax[k], True)
+        cols_n[k] = b.cols(
+            [f"n({_n(c.models[d.m[k]])},{pn[p]},{_n(d.records[k].config_id)},node{i})" for i in range(N)],
+            0,
+            d.nmax[k],
+            True,
+        )
     csig = b.cols([f"sigma({pn[p]},node{i})" for i in range(N)], 0, per_node_sig, True) if has_sig else None
     con = b.cols([f"on({pn[p]},node{i})" for i in range(N)], 0, 1, True)
     # totals
@@ -491,7 +548,9 @@ def _node_level(b: Builder, lay: Layout, c: Candidates, p: int, pool, res: np.nd
     lay.node_level[p] = {"n": cols_n, "sigma": csig, "on": con}
 
 
-def add_headroom_block(b: Builder, lay: Layout, c: Candidates, served: np.ndarray, alpha_max: float) -> tuple[dict, int]:
+def add_headroom_block(
+    b: Builder, lay: Layout, c: Candidates, served: np.ndarray, alpha_max: float
+) -> tuple[dict, int]:
     """Phase H's routing block: every model m with s*_m > 0 routes alpha_m s*_m at once (C2, S1, S2, S4 hold).
 
     Returns ({m: alpha column}, t column).
@@ -517,8 +576,21 @@ def add_headroom_block(b: Builder, lay: Layout, c: Candidates, served: np.ndarra
         b.add([r0 + m], [ia[m]], -served[m])
     _util_rows(b, [f"{x}" for x in kn], ",H", ixh, lay.in_, np.asarray(d.cap, dtype=float))
     if lay.J:
-        _shared_rows(b, c, ",H", ixsh, lay.iv, lay.isig, ub_m, np.asarray(c.sh.work, float),
-                     np.asarray(c.sh.resid, float), np.asarray(c.sh.budget, float), mn, pn, jn)
+        _shared_rows(
+            b,
+            c,
+            ",H",
+            ixsh,
+            lay.iv,
+            lay.isig,
+            ub_m,
+            np.asarray(c.sh.work, float),
+            np.asarray(c.sh.resid, float),
+            np.asarray(c.sh.budget, float),
+            mn,
+            pn,
+            jn,
+        )
     r0 = b.rows([f"hdrmin({mn[m]})" for m in ms], -np.inf, 0.0)
     for i, m in enumerate(ms):
         b.add([r0 + i, r0 + i], [it, ia[m]], [1.0, -1.0])

@@ -6,6 +6,7 @@ not pack onto nodes is never repaired after the solve: the offending pools are m
 node and every phase is solved again, so the reported status is the status of the model whose
 solution is returned.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,9 +28,18 @@ LEX_EPS = 1e-7
 """Relative slack when holding an earlier phase's optimum."""
 
 
-def plan_offline(profiles: ProfileTable, cluster: ClusterSpec, workload: WorkloadSpec, *, solver: str = "highs",
-                 time_limit: float = 30.0, gap: float = 1e-4, options: PlanOptions | None = None,
-                 cluster_file: str | None = None, workload_file: str | None = None) -> Plan:
+def plan_offline(
+    profiles: ProfileTable,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    *,
+    solver: str = "highs",
+    time_limit: float = 30.0,
+    gap: float = 1e-4,
+    options: PlanOptions | None = None,
+    cluster_file: str | None = None,
+    workload_file: str | None = None,
+) -> Plan:
     """Choose server groups (dedicated or shared), configurations, replicas and routing per pool.
 
     Raises ``InputError`` for inconsistent inputs; unserveable demand is reported in the plan.
@@ -47,7 +57,10 @@ def plan_offline(profiles: ProfileTable, cluster: ClusterSpec, workload: Workloa
     while True:
         remaining = max(0.5, time_limit - (time.perf_counter() - t_start))
         b, lay = build_milp(cands, demands, pools, opts, node_level=node_level)
-        check = lambda x: [p for p in unpackable_pools(cands, *_integers(x, lay), pools) if p not in node_level]  # noqa: E731
+
+        def check(x, lay=lay, node_level=node_level):
+            return [p for p in unpackable_pools(cands, *_integers(x, lay), pools) if p not in node_level]
+
         res, phases, arrays = _solve_phases(fn, b, lay, cands, opts, remaining, gap, check, start)
         if res.x is None:
             break
@@ -55,29 +68,44 @@ def plan_offline(profiles: ProfileTable, cluster: ClusterSpec, workload: Workloa
         bad = [p for p in unpackable_pools(cands, n, sigma, pools) if p not in node_level]
         if not bad:
             break
-        notes.append("pools " + ", ".join(pools[p].name for p in bad) + ": the per-pool solution did not pack onto "
-                     "nodes (first-fit decreasing); re-solved with these pools modelled node by node")
+        notes.append(
+            "pools " + ", ".join(pools[p].name for p in bad) + ": the per-pool solution did not pack onto "
+            "nodes (first-fit decreasing); re-solved with these pools modelled node by node"
+        )
         node_level = tuple(sorted(set(node_level) | set(bad)))
         start = _without_pools(res.x, lay, cands, bad, np.array([d[0] for d in demands], dtype=float))
     secs = time.perf_counter() - t_start
     status = "trivial" if len(cands) == 0 else res.status
-    report = SolverReport(backend=solver, status=status, objective=res.objective, best_bound=res.best_bound,
-                          gap=res.gap, seconds=round(secs, 4), phases=phases, variables=arrays.n_cols,
-                          constraints=arrays.n_rows, message=res.message)
+    report = SolverReport(
+        backend=solver,
+        status=status,
+        objective=res.objective,
+        best_bound=res.best_bound,
+        gap=res.gap,
+        seconds=round(secs, 4),
+        phases=phases,
+        variables=arrays.n_cols,
+        constraints=arrays.n_rows,
+        message=res.message,
+    )
     if res.status == "time_limit":
-        report.message = (f"time limit {time_limit:g} s reached: returning the best plan found "
-                          f"(gap {res.gap if res.gap is not None else 'unknown'}). " + res.message).strip()
+        report.message = (
+            f"time limit {time_limit:g} s reached: returning the best plan found "
+            f"(gap {res.gap if res.gap is not None else 'unknown'}). " + res.message
+        ).strip()
     plan = decode(cands, lay, res.x, cluster, workload, opts, report)
     plan.notes.extend(notes)
     for new, old in profiles.replaced:
-        plan.notes.append(f"profile {new.model}/{new.device}/{new.config_id}: newer measurement "
-                          f"({new.source}) replaced {old.source}")
+        plan.notes.append(
+            f"profile {new.model}/{new.device}/{new.config_id}: newer measurement ({new.source}) replaced {old.source}"
+        )
     plan.plan_id = plan.compute_id()
     return plan
 
 
-def build_model(profiles: ProfileTable, cluster: ClusterSpec, workload: WorkloadSpec,
-                options: PlanOptions | None = None):
+def build_model(
+    profiles: ProfileTable, cluster: ClusterSpec, workload: WorkloadSpec, options: PlanOptions | None = None
+):
     """The phase-1 model as arrays (for ``--dump-lp`` and tests): (arrays, layout, candidates)."""
     opts = options or PlanOptions()
     skipped = check_inputs(profiles, cluster, workload, skip_unprofiled=opts.skip_unprofiled)
@@ -91,8 +119,9 @@ def _without_pools(x: np.ndarray, lay: Layout, cands: Candidates, pools: list[in
     """A feasible phase-1 start for the re-solve: the previous plan with nothing deployed on ``pools``
     (their load becomes unserved).  Main columns keep their indices across re-solves (node-level columns
     are appended after them), so the previous vector up to the first headroom/node-level column carries over."""
-    n_main = 1 + max(int(a.max()) for a in [lay.iy, lay.in_, lay.iv, lay.isig, lay.io, *lay.ix, *lay.ixs, *lay.iu]
-                     if len(a))
+    n_main = 1 + max(
+        int(a.max()) for a in [lay.iy, lay.in_, lay.iv, lay.isig, lay.io, *lay.ix, *lay.ixs, *lay.iu] if len(a)
+    )
     x = np.array(x[:n_main], dtype=float)
     on = np.isin(np.asarray(cands.ded.p, dtype=np.int64), pools) if lay.K else np.zeros(0, bool)
     son = np.isin(np.asarray(cands.sh.p, dtype=np.int64), pools) if lay.J else np.zeros(0, bool)
@@ -108,8 +137,9 @@ def _without_pools(x: np.ndarray, lay: Layout, cands: Candidates, pools: list[in
     for si, (f, _) in enumerate(lay.scen):
         x[lay.ix[si][on]] = 0
         x[lay.ixs[si][son]] = 0
-        routed = (np.bincount(mk, weights=x[lay.ix[si]], minlength=lay.M)
-                  + np.bincount(mj, weights=x[lay.ixs[si]], minlength=lay.M))
+        routed = np.bincount(mk, weights=x[lay.ix[si]], minlength=lay.M) + np.bincount(
+            mj, weights=x[lay.ixs[si]], minlength=lay.M
+        )
         x[lay.iu[si]] = np.clip(f * lam - routed, 0.0, f * lam)
     return x
 
@@ -125,8 +155,14 @@ def _pad(c: np.ndarray, n: int) -> np.ndarray:
 
 
 def _phase(name: str, r: SolveResult, extra: dict | None = None) -> dict:
-    d = {"phase": name, "status": r.status, "objective": r.objective, "best_bound": r.best_bound, "gap": r.gap,
-         "seconds": round(r.seconds, 4)}
+    d = {
+        "phase": name,
+        "status": r.status,
+        "objective": r.objective,
+        "best_bound": r.best_bound,
+        "gap": r.gap,
+        "seconds": round(r.seconds, 4),
+    }
     if r.message:
         d["message"] = r.message
     if extra:
@@ -139,8 +175,17 @@ def _worst(results: list[SolveResult]) -> str:
     return max((r.status for r in results), key=lambda s: order.get(s, 4))
 
 
-def _solve_phases(fn, b: Builder, lay: Layout, cands: Candidates, opts: PlanOptions, time_limit: float,
-                  gap: float, check=None, start: np.ndarray | None = None):
+def _solve_phases(
+    fn,
+    b: Builder,
+    lay: Layout,
+    cands: Candidates,
+    opts: PlanOptions,
+    time_limit: float,
+    gap: float,
+    check=None,
+    start: np.ndarray | None = None,
+):
     """Run the objective phases; returns (result holding the final x, phase reports, final arrays).
 
     ``check(x)`` lists pools whose servers do not pack; the phases stop early (returning that x) as
@@ -197,9 +242,9 @@ def _solve_phases(fn, b: Builder, lay: Layout, cands: Candidates, opts: PlanOpti
             # start: phase 1's plan, the headroom block routing the nominal rates (every alpha = 1)
             x0 = _pad(r1.x, ah.n_cols)
             on = served[np.asarray(cands.ded.m, dtype=np.int64)] > 0 if lay.K else np.zeros(0, bool)
-            x0[n0:n0 + lay.K] = np.where(on, r1.x[lay.ix[lay.nominal]], 0.0)
+            x0[n0 : n0 + lay.K] = np.where(on, r1.x[lay.ix[lay.nominal]], 0.0)
             ons = served[np.asarray(cands.sh.m, dtype=np.int64)] > 0 if lay.J else np.zeros(0, bool)
-            x0[n0 + lay.K:n0 + lay.K + lay.J] = np.where(ons, r1.x[lay.ixs[lay.nominal]], 0.0)
+            x0[n0 + lay.K : n0 + lay.K + lay.J] = np.where(ons, r1.x[lay.ixs[lay.nominal]], 0.0)
             x0[list(ia.values())] = 1.0
             x0[it] = 1.0
             rh1 = fn(ah.with_objective(c), left(0.25), gap, x0=x0)
@@ -233,8 +278,19 @@ def _solve_phases(fn, b: Builder, lay: Layout, cands: Candidates, opts: PlanOpti
     done.append(r2)
     if r2.x is None:
         x = _pad(best.x, a2.n_cols)
-        return SolveResult(r2.status, x, best.objective, best.best_bound, best.gap, sum(r.seconds for r in done),
-                           f"energy phase: {r2.status} ({r2.message}); returning the previous phase's plan"), phases, a2
+        return (
+            SolveResult(
+                r2.status,
+                x,
+                best.objective,
+                best.best_bound,
+                best.gap,
+                sum(r.seconds for r in done),
+                f"energy phase: {r2.status} ({r2.message}); returning the previous phase's plan",
+            ),
+            phases,
+            a2,
+        )
     status = _worst(done)
     msg = "; ".join(f"{p['phase']}: {p['status']}" for p in phases if p["status"] != "optimal")
     return SolveResult(status, r2.x, r2.objective, r2.best_bound, r2.gap, sum(r.seconds for r in done), msg), phases, a2
@@ -248,4 +304,3 @@ def _set_lb(b: Builder, col: int, value: float) -> None:
             blk[col - start] = value
             return
         start += len(blk)
-

@@ -64,6 +64,7 @@ candidate (``plan.candidates``: fits and p99 response <= the deadline; any that 
 known), its service taken as the candidate's p99 (deterministic, conservative).
 Pure and deterministic given the times it is handed; the clock is injectable.
 """
+
 from __future__ import annotations
 
 import math
@@ -74,7 +75,7 @@ from typing import Callable, Optional, Union
 
 from synergai.models import Plan
 
-from .service import ServiceModel, fixed_delay, z_score
+from .service import ServiceModel, z_score
 
 DEFAULT_QUANTILE = 0.99
 """The planner's response quantile (``PlanOptions.quantile``): the default deadline check."""
@@ -92,7 +93,7 @@ class ServerGroup:
     tier: str
     rtt_s: float
     replicas: int
-    first: int                      # global id of the group's first server
+    first: int  # global id of the group's first server
     shared: bool
     models: list[str]
     fallback: bool = False
@@ -111,25 +112,25 @@ class Group:
     pool: str
     tier: str
     config_id: str
-    server: str                     # server group name
+    server: str  # server group name
     sg: ServerGroup
     sm: ServiceModel
     replicas: int
     first_replica: int
     rtt_s: float
-    share: float                    # plan's fraction of the model's traffic routed here
-    energy_j: float                 # J per request
-    q: Optional[float]              # check quantile (None: the mean call)
+    share: float  # plan's fraction of the model's traffic routed here
+    energy_j: float  # J per request
+    q: Optional[float]  # check quantile (None: the mean call)
     fallback: bool = False
     shared: bool = False
     sent: int = 0
-    drift: float = 1.0              # observed / profiled call duration (EWMA)
+    drift: float = 1.0  # observed / profiled call duration (EWMA)
     # derived, recomputed by _calibrate()
-    work_s: float = 0.0             # server-seconds per request
-    mean_s: float = 0.0             # mean call duration
-    fixed_s: float = 0.0            # batch wait + S(q) + RTT
-    cap_fixed_s: float = 0.0        # batch wait + S(cap quantile) + RTT
-    var_rate: float = 0.0           # Var(S) / (slots * E[S]): backlog variance per second of backlog
+    work_s: float = 0.0  # server-seconds per request
+    mean_s: float = 0.0  # mean call duration
+    fixed_s: float = 0.0  # batch wait + S(q) + RTT
+    cap_fixed_s: float = 0.0  # batch wait + S(cap quantile) + RTT
+    var_rate: float = 0.0  # Var(S) / (slots * E[S]): backlog variance per second of backlog
     inv_share: float = INF
     order: list = field(default_factory=list)  # the server group's order list (shared, mutated in place)
     _base: Optional[tuple] = None
@@ -138,16 +139,21 @@ class Group:
         """Derive the per-decision constants (the service model's figures, computed once, times drift)."""
         if self._base is None:
             sm = self.sm
-            var = max(0.0, sm.second_moment - sm.mean ** 2)
-            self._base = (sm.work_per_request, sm.mean, sm.mean if self.q is None else sm.quantile(self.q),
-                          sm.quantile(cap_q), var / (sm.slots * sm.mean) if sm.mean > 0 else 0.0)
+            var = max(0.0, sm.second_moment - sm.mean**2)
+            self._base = (
+                sm.work_per_request,
+                sm.mean,
+                sm.mean if self.q is None else sm.quantile(self.q),
+                sm.quantile(cap_q),
+                var / (sm.slots * sm.mean) if sm.mean > 0 else 0.0,
+            )
         work, mean, svc, svc_cap, var_rate = self._base
         d = self.drift
         self.work_s = work * d
         self.mean_s = mean * d
         self.fixed_s = self.sm.batch_wait + svc * d + self.rtt_s
         self.cap_fixed_s = self.sm.batch_wait + max(svc, svc_cap) * d + self.rtt_s
-        self.var_rate = var_rate * d    # Var scales with d^2, the mean with d
+        self.var_rate = var_rate * d  # Var scales with d^2, the mean with d
         self.inv_share = 1.0 / self.share if self.share > 0 else INF
 
     # compatibility with callers of the former per-assignment groups
@@ -159,21 +165,21 @@ class Group:
 @dataclass(slots=True)
 class Decision:
     model: str
-    replica: int           # global server id (-1: not served -- unknown model, or shed)
-    group: int             # index in sched.groups (-1 when replica is -1)
+    replica: int  # global server id (-1: not served -- unknown model, or shed)
+    group: int  # index in sched.groups (-1 when replica is -1)
     pool: str
-    start_s: float         # estimated start (the server's queued work done)
-    finish_s: float        # expected finish incl. RTT
-    meets: bool            # check_s <= arrival + deadline
-    lateness_ms: float     # max(0, check_s - due)
+    start_s: float  # estimated start (the server's queued work done)
+    finish_s: float  # expected finish incl. RTT
+    meets: bool  # check_s <= arrival + deadline
+    lateness_ms: float  # max(0, check_s - due)
     reason: str = ""
     candidates: list = field(default_factory=list)
     est_free_s: float = 0.0  # when the scheduler believes the server is free again after this request
-    corr: float = 0.0        # the server's cumulative correction when the decision was made (see complete())
-    server: str = ""         # server group name
-    check_s: float = 0.0     # the check-quantile finish the deadline was checked with
-    end_s: float = 0.0       # expected end of service (finish without the RTT): complete() compares with it
-    shed: bool = False       # overload="shed" refused it: count as a violation
+    corr: float = 0.0  # the server's cumulative correction when the decision was made (see complete())
+    server: str = ""  # server group name
+    check_s: float = 0.0  # the check-quantile finish the deadline was checked with
+    end_s: float = 0.0  # expected end of service (finish without the RTT): complete() compares with it
+    shed: bool = False  # overload="shed" refused it: count as a violation
 
 
 def _quantile(check_quantile: Union[float, str, None]) -> Optional[float]:
@@ -191,17 +197,27 @@ def _quantile(check_quantile: Union[float, str, None]) -> Optional[float]:
 
 def _fallback_model(p99_ms: float) -> ServiceModel:
     s = p99_ms / 1000.0
-    return ServiceModel(mu=math.log(s), sigma=0.0, lo=0.5 * s, hi=3.0 * s, batch=1, slots=1, batch_wait=0.0,
-                        throughput=1.0 / s)
+    return ServiceModel(
+        mu=math.log(s), sigma=0.0, lo=0.5 * s, hi=3.0 * s, batch=1, slots=1, batch_wait=0.0, throughput=1.0 / s
+    )
 
 
 class OnlineScheduler:
     """Greedy per-request placement over a plan's servers (see the module docstring)."""
 
-    def __init__(self, plan: Plan, *, clock: Callable[[], float] | None = None,
-                 check_quantile: Union[float, str] = DEFAULT_QUANTILE, overload: str = "sacrifice",
-                 sacrifice_cap: float = 2.0, beyond_cap: str = "least-lateness", cap_quantile: float = 0.999,
-                 slack_fraction: float = 0.2, drift_alpha: float = 0.02):
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        clock: Callable[[], float] | None = None,
+        check_quantile: Union[float, str] = DEFAULT_QUANTILE,
+        overload: str = "sacrifice",
+        sacrifice_cap: float = 2.0,
+        beyond_cap: str = "least-lateness",
+        cap_quantile: float = 0.999,
+        slack_fraction: float = 0.2,
+        drift_alpha: float = 0.02,
+    ):
         if overload not in OVERLOAD_RULES:
             raise ValueError(f"unknown overload rule {overload!r} (one of {', '.join(OVERLOAD_RULES)})")
         if beyond_cap not in ("least-lateness", "shed"):
@@ -235,8 +251,9 @@ class OnlineScheduler:
             assigns = plan.assignments_of(srv.name)
             if not assigns:
                 continue
-            sg = self._add_servers(srv.name, srv.pool, srv.replicas, srv.shared or len(assigns) > 1,
-                                   sorted({a.model for a in assigns}))
+            sg = self._add_servers(
+                srv.name, srv.pool, srv.replicas, srv.shared or len(assigns) > 1, sorted({a.model for a in assigns})
+            )
             for a in assigns:
                 cfg = a.config
                 sm = ServiceModel.of(cfg)
@@ -247,12 +264,23 @@ class OnlineScheduler:
         self._fallback_added: set[str] = set()
 
     # ------------------------------------------------------------------ construction
-    def _add_servers(self, name: str, pool: str, n: int, shared: bool, models: list[str],
-                     fallback: bool = False) -> ServerGroup:
+    def _add_servers(
+        self, name: str, pool: str, n: int, shared: bool, models: list[str], fallback: bool = False
+    ) -> ServerGroup:
         p = self._pools[pool]
         first = len(self.servers)
-        sg = ServerGroup(index=len(self.server_groups), name=name, pool=pool, tier=p.tier, rtt_s=p.rtt_ms / 1000.0,
-                         replicas=n, first=first, shared=shared, models=models, fallback=fallback)
+        sg = ServerGroup(
+            index=len(self.server_groups),
+            name=name,
+            pool=pool,
+            tier=p.tier,
+            rtt_s=p.rtt_ms / 1000.0,
+            replicas=n,
+            first=first,
+            shared=shared,
+            models=models,
+            fallback=fallback,
+        )
         sg.order = [(0.0, first + i) for i in range(n)]
         self.servers.extend((name, i) for i in range(n))
         self.free.extend([0.0] * n)
@@ -260,11 +288,27 @@ class OnlineScheduler:
         self.server_groups.append(sg)
         return sg
 
-    def _add_route(self, sg: ServerGroup, model: str, config_id: str, sm: ServiceModel, share: float,
-                   energy: float) -> Group:
-        g = Group(gid=len(self.groups), model=model, pool=sg.pool, tier=sg.tier, config_id=config_id, server=sg.name,
-                  sg=sg, sm=sm, replicas=sg.replicas, first_replica=sg.first, rtt_s=sg.rtt_s, share=share,
-                  energy_j=energy, q=self.q, fallback=sg.fallback, shared=sg.shared)
+    def _add_route(
+        self, sg: ServerGroup, model: str, config_id: str, sm: ServiceModel, share: float, energy: float
+    ) -> Group:
+        g = Group(
+            gid=len(self.groups),
+            model=model,
+            pool=sg.pool,
+            tier=sg.tier,
+            config_id=config_id,
+            server=sg.name,
+            sg=sg,
+            sm=sm,
+            replicas=sg.replicas,
+            first_replica=sg.first,
+            rtt_s=sg.rtt_s,
+            share=share,
+            energy_j=energy,
+            q=self.q,
+            fallback=sg.fallback,
+            shared=sg.shared,
+        )
         g.order = sg.order
         g._calibrate(self.cap_q)
         self.groups.append(g)
@@ -283,12 +327,21 @@ class OnlineScheduler:
                 continue
             if deadline is not None and c.response_p99_ms > deadline:
                 continue
-            if c.pool not in best or (c.latency_p99_ms, c.config_id) < (best[c.pool].latency_p99_ms, best[c.pool].config_id):
+            if c.pool not in best or (c.latency_p99_ms, c.config_id) < (
+                best[c.pool].latency_p99_ms,
+                best[c.pool].config_id,
+            ):
                 best[c.pool] = c
         for pool, c in sorted(best.items()):
             sg = self._add_servers(f"fallback-{model}-{pool}", pool, 1, False, [model], fallback=True)
-            self._add_route(sg, model, c.config_id, _fallback_model(c.latency_p99_ms), 1.0 / len(best),
-                            c.energy_j_per_request or 0.0)
+            self._add_route(
+                sg,
+                model,
+                c.config_id,
+                _fallback_model(c.latency_p99_ms),
+                1.0 / len(best),
+                c.energy_j_per_request or 0.0,
+            )
         return self.by_model.get(model, [])
 
     def ensure_model(self, model: str) -> list[Group]:
@@ -323,8 +376,14 @@ class OnlineScheduler:
         insort(order, (new, s))
 
     # ------------------------------------------------------------------ decisions
-    def assign(self, model: str, deadline_ms: Optional[float] = None, now: Optional[float] = None,
-               origin: Optional[str] = None, explain: bool = False) -> Decision:
+    def assign(
+        self,
+        model: str,
+        deadline_ms: Optional[float] = None,
+        now: Optional[float] = None,
+        origin: Optional[str] = None,
+        explain: bool = False,
+    ) -> Decision:
         """Pick a server for one request arriving at ``now`` (seconds, from the injected clock by default)."""
         if now is None:
             now = self.clock()
@@ -334,8 +393,9 @@ class OnlineScheduler:
         due = now + dl
         groups = self.by_model.get(model) or self._fallback(model)
         if not groups:
-            return Decision(model, -1, -1, "", now, INF, False, INF, "no pool has a profile for this model",
-                            check_s=INF, end_s=INF)
+            return Decision(
+                model, -1, -1, "", now, INF, False, INF, "no pool has a profile for this model", check_s=INF, end_s=INF
+            )
         margin = self.slack_fraction * dl
         best: Optional[tuple] = None
         best_key = None
@@ -359,11 +419,23 @@ class OnlineScheduler:
             elif check < late_check:
                 late, late_check = (g, s, start, check), check
             if cands is not None:
-                cands.append({"server": g.server, "pool": g.pool, "config": g.config_id, "replica": s,
-                              "shared": g.shared, "start_s": float(start), "check_s": float(check),
-                              "slack_ms": float(slack * 1000.0), "meets": slack >= 0.0,
-                              "comfortable": slack >= margin, "share": g.share, "sent": g.sent,
-                              "fallback": g.fallback})
+                cands.append(
+                    {
+                        "server": g.server,
+                        "pool": g.pool,
+                        "config": g.config_id,
+                        "replica": s,
+                        "shared": g.shared,
+                        "start_s": float(start),
+                        "check_s": float(check),
+                        "slack_ms": float(slack * 1000.0),
+                        "meets": slack >= 0.0,
+                        "comfortable": slack >= margin,
+                        "share": g.share,
+                        "sent": g.sent,
+                        "fallback": g.fallback,
+                    }
+                )
         pick: Optional[tuple]
         if best is not None:
             pick, reason = best, "meets deadline with slack; furthest behind the plan's routing share"
@@ -382,11 +454,26 @@ class OnlineScheduler:
                 assert late is not None  # groups is non-empty, so some server was considered
                 if rule == "shed":
                     g, s, start, check = late
-                    return Decision(model, -1, -1, g.pool, start, INF, False, max(0.0, check - due) * 1000.0,
-                                    "shed", cands or [], server="", check_s=check, end_s=INF, shed=True)
+                    return Decision(
+                        model,
+                        -1,
+                        -1,
+                        g.pool,
+                        start,
+                        INF,
+                        False,
+                        max(0.0, check - due) * 1000.0,
+                        "shed",
+                        cands or [],
+                        server="",
+                        check_s=check,
+                        end_s=INF,
+                        shed=True,
+                    )
                 pick = late
                 reason = "no server meets the deadline; least lateness" + (
-                    " (no server within the sacrifice cap)" if self.overload == "sacrifice" else "")
+                    " (no server within the sacrifice cap)" if self.overload == "sacrifice" else ""
+                )
         assert pick is not None
         g, s, start, check = pick
         free_before = self.free[s]
@@ -394,9 +481,23 @@ class OnlineScheduler:
         self._move(g.sg, s, est)
         g.sent += 1
         end = start + (g.sm.batch_wait if free_before <= now else 0.0) + g.mean_s
-        return Decision(model, s, g.gid, g.pool, start, end + g.rtt_s, check <= due, max(0.0, check - due) * 1000.0,
-                        reason + (" (fallback: model not in plan)" if g.fallback else ""), cands or [],
-                        est, self.corr[s], g.server, check, end)
+        return Decision(
+            model,
+            s,
+            g.gid,
+            g.pool,
+            start,
+            end + g.rtt_s,
+            check <= due,
+            max(0.0, check - due) * 1000.0,
+            reason + (" (fallback: model not in plan)" if g.fallback else ""),
+            cands or [],
+            est,
+            self.corr[s],
+            g.server,
+            check,
+            end,
+        )
 
     def _victim(self, groups: list[Group], now: float, due: float, dl: float):
         """Most backlogged server whose pessimistic finish stays within the sacrifice cap (None if none)."""

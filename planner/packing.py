@@ -6,6 +6,7 @@ check; a pool it cannot pack is not repaired after the fact -- the offline stage
 that pool modelled node by node (family P in ``milp.py``), which is exact, so every plan packs by
 construction and its status describes the model that was solved.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,9 +20,11 @@ Item = tuple[float, float, float]
 
 def pack_ffd(items: Sequence[Item], node_cap: Item, nodes: int) -> list[list[int]] | None:
     """First-fit decreasing of server footprints onto identical nodes; None when they do not fit."""
+
     def size(i: int):
         r = [a / b if b > 0 else (0.0 if a == 0 else math.inf) for a, b in zip(items[i], node_cap)]
         return (-max(r), -sum(r), tuple(-a for a in items[i]))
+
     order = sorted(range(len(items)), key=size)  # a total order: the result depends only on the multiset
     free = [list(node_cap) for _ in range(nodes)]
     placed: list[list[int]] = [[] for _ in range(nodes)]

@@ -68,6 +68,7 @@ Power
     60 W per accelerator -- and flagged as an estimate.  Energy per request is power divided by the
     usable capacity (the device draws that power while all slots are busy).
 """
+
 from __future__ import annotations
 
 import math
@@ -152,7 +153,7 @@ class ServiceModel:
     """Profiled throughput, requests/s."""
 
     @classmethod
-    def of(cls, cfg: ConfigLike) -> "ServiceModel":
+    def of(cls, cfg: ConfigLike) -> ServiceModel:
         p50, p90, p99 = cfg.latency_p50_ms / 1e3, cfg.latency_p90_ms / 1e3, cfg.latency_p99_ms / 1e3
         mu, sigma = fit_lognormal(p50, p90, p99)
         b = int(cfg.batch_size)
@@ -164,7 +165,7 @@ class ServiceModel:
         """E[X^k; lo <= X <= hi] for the unclipped log-normal X."""
         if self.sigma == 0.0:
             x = math.exp(self.mu)
-            return x ** k if self.lo <= x <= self.hi else 0.0
+            return x**k if self.lo <= x <= self.hi else 0.0
         s = self.sigma
         a = (math.log(self.lo) - self.mu - k * s * s) / s
         b = (math.log(self.hi) - self.mu - k * s * s) / s
@@ -174,8 +175,10 @@ class ServiceModel:
         if self.sigma == 0.0:
             x = math.exp(self.mu)
             return float(x < self.lo), float(x > self.hi)
-        return (_phi((math.log(self.lo) - self.mu) / self.sigma),
-                1.0 - _phi((math.log(self.hi) - self.mu) / self.sigma))
+        return (
+            _phi((math.log(self.lo) - self.mu) / self.sigma),
+            1.0 - _phi((math.log(self.hi) - self.mu) / self.sigma),
+        )
 
     @cached_property
     def mean(self) -> float:
@@ -187,7 +190,7 @@ class ServiceModel:
     def second_moment(self) -> float:
         """E[S^2] of one call (clipped law), s^2."""
         pl, ph = self._tails()
-        return self.lo ** 2 * pl + self.hi ** 2 * ph + self._partial(2)
+        return self.lo**2 * pl + self.hi**2 * ph + self._partial(2)
 
     def quantile(self, q: float) -> float:
         """q-quantile of one call's duration, s."""
@@ -229,10 +232,10 @@ class ServiceArrays:
     batch: np.ndarray
     slots: np.ndarray
     batch_wait: np.ndarray
-    quantile: np.ndarray       # service quantile at q, s
+    quantile: np.ndarray  # service quantile at q, s
     capacity: np.ndarray
-    work: np.ndarray           # 1 / capacity
-    residual: np.ndarray       # a, s^2
+    work: np.ndarray  # 1 / capacity
+    residual: np.ndarray  # a, s^2
     mu: np.ndarray
     sigma: np.ndarray
     lo: np.ndarray
@@ -240,30 +243,78 @@ class ServiceArrays:
     mean: np.ndarray
     second_moment: np.ndarray
 
-    _FIELDS = ("batch", "slots", "batch_wait", "quantile", "capacity", "work", "residual", "mu", "sigma", "lo",
-               "hi", "mean", "second_moment")
+    _FIELDS = (
+        "batch",
+        "slots",
+        "batch_wait",
+        "quantile",
+        "capacity",
+        "work",
+        "residual",
+        "mu",
+        "sigma",
+        "lo",
+        "hi",
+        "mean",
+        "second_moment",
+    )
 
     @classmethod
-    def of(cls, cfgs: Sequence[ConfigLike], q: float) -> "ServiceArrays":
-        sms = [ServiceModel.of(c) for c in cfgs]   # the same objects as the scalar path (exact agreement)
+    def of(cls, cfgs: Sequence[ConfigLike], q: float) -> ServiceArrays:
+        sms = [ServiceModel.of(c) for c in cfgs]  # the same objects as the scalar path (exact agreement)
         g = lambda f: np.array([f(s) for s in sms], dtype=float)  # noqa: E731
-        return cls(g(lambda s: s.batch), g(lambda s: s.slots), g(lambda s: s.batch_wait),
-                   g(lambda s: s.quantile(q)), g(lambda s: s.capacity), g(lambda s: s.work_per_request),
-                   g(lambda s: s.residual_per_request), g(lambda s: s.mu), g(lambda s: s.sigma), g(lambda s: s.lo),
-                   g(lambda s: s.hi), g(lambda s: s.mean), g(lambda s: s.second_moment))
+        return cls(
+            g(lambda s: s.batch),
+            g(lambda s: s.slots),
+            g(lambda s: s.batch_wait),
+            g(lambda s: s.quantile(q)),
+            g(lambda s: s.capacity),
+            g(lambda s: s.work_per_request),
+            g(lambda s: s.residual_per_request),
+            g(lambda s: s.mu),
+            g(lambda s: s.sigma),
+            g(lambda s: s.lo),
+            g(lambda s: s.hi),
+            g(lambda s: s.mean),
+            g(lambda s: s.second_moment),
+        )
 
-    def take(self, idx: np.ndarray) -> "ServiceArrays":
+    def take(self, idx: np.ndarray) -> ServiceArrays:
         return ServiceArrays(*(getattr(self, f)[idx] for f in self._FIELDS))
 
     def max_utilisation(self, budget_s: np.ndarray, cap: float, q: float) -> np.ndarray:
         """Vectorised :func:`max_utilisation` (the same code)."""
-        return _max_util(budget_s, cap, q, self.slots, self.batch, self.mean, self.second_moment, self.batch_wait,
-                         self.mu, self.sigma, self.lo, self.hi)
+        return _max_util(
+            budget_s,
+            cap,
+            q,
+            self.slots,
+            self.batch,
+            self.mean,
+            self.second_moment,
+            self.batch_wait,
+            self.mu,
+            self.sigma,
+            self.lo,
+            self.hi,
+        )
 
     def shared_budget(self, budget_s: np.ndarray, rho_bar: float, q: float) -> np.ndarray:
         """Vectorised :func:`shared_budget` (the same code)."""
-        return _shared_budget(budget_s, rho_bar, q, self.slots, self.batch, self.mean, self.second_moment,
-                              self.batch_wait, self.mu, self.sigma, self.lo, self.hi)
+        return _shared_budget(
+            budget_s,
+            rho_bar,
+            q,
+            self.slots,
+            self.batch,
+            self.mean,
+            self.second_moment,
+            self.batch_wait,
+            self.mu,
+            self.sigma,
+            self.lo,
+            self.hi,
+        )
 
 
 def batch_wait_s(cfg: ConfigLike) -> float:
@@ -329,7 +380,7 @@ def _exceed_at(nodes, pi, theta):
     th = np.where(theta > 0, theta, 1.0)[..., None]
     x = d / th
     np.minimum(x, 0.0, out=x)
-    np.maximum(x, -60.0, out=x)   # no denormals
+    np.maximum(x, -60.0, out=x)  # no denormals
     np.exp(x, out=x)
     e = np.einsum("...j,j->...", x, _GL_W) * F
     return (1.0 - F) + np.where(theta > 0, pi, 0.0) * e
@@ -346,7 +397,7 @@ def _wait_law(rho, R, c, b, m1, m2, bw, dedicated: bool):
     with np.errstate(divide="ignore", invalid="ignore"):
         if dedicated:
             pi_o = _erlang_c(c, rho)
-            mean_o = pi_o * (m2 - (1.0 - 1.0 / b) * m1 ** 2) / (2.0 * c * m1 * (1.0 - rho))
+            mean_o = pi_o * (m2 - (1.0 - 1.0 / b) * m1**2) / (2.0 * c * m1 * (1.0 - rho))
         else:
             pi_o = rho
             mean_o = np.where(rho > 0, R / (1.0 - rho), 0.0)
@@ -383,8 +434,9 @@ def _sum_quantile(pi, theta, mu, sig, lo, hi, q, iters: int = 60):
     return up
 
 
-def response_quantile(loads: Sequence[tuple[ServiceModel, float]], target: ServiceModel, q: float,
-                      rtt_s: float = 0.0) -> float:
+def response_quantile(
+    loads: Sequence[tuple[ServiceModel, float]], target: ServiceModel, q: float, rtt_s: float = 0.0
+) -> float:
     """Predicted q-quantile response (s) of a request served by ``target`` on a server carrying
     ``loads`` = [(service model, routed req/s), ...] (the target's own load included; one entry: a
     dedicated server)."""
@@ -397,8 +449,16 @@ def response_quantile(loads: Sequence[tuple[ServiceModel, float]], target: Servi
     else:
         cmin = min(sm.slots for sm, _ in loads)
         R = sum(x * sm.second_moment / (2.0 * sm.batch * sm.slots * cmin) for sm, x in loads)
-    pi, theta = _wait_law(np.array([rho]), R, np.array([float(t.slots)]), np.array([float(t.batch)]), t.mean,
-                          t.second_moment, t.batch_wait, len(loads) == 1)
+    pi, theta = _wait_law(
+        np.array([rho]),
+        R,
+        np.array([float(t.slots)]),
+        np.array([float(t.batch)]),
+        t.mean,
+        t.second_moment,
+        t.batch_wait,
+        len(loads) == 1,
+    )
     a = _arr(t)
     return float(_sum_quantile(pi, theta, *a, q)[0]) + rtt_s
 
@@ -437,8 +497,11 @@ def max_utilisation(sm: ServiceModel, budget_s: float, *, cap: float = 0.9, q: f
     """Largest utilisation in [0, cap] of a dedicated server of ``sm`` whose q-quantile response fits
     ``budget_s`` (the deadline minus RTT); 0 when even an idle server misses it (bisection on rho)."""
     f = lambda v: np.array([float(v)])  # noqa: E731
-    return float(_max_util(f(budget_s), cap, q, f(sm.slots), f(sm.batch), f(sm.mean), f(sm.second_moment),
-                           f(sm.batch_wait), *_arr(sm))[0])
+    return float(
+        _max_util(
+            f(budget_s), cap, q, f(sm.slots), f(sm.batch), f(sm.mean), f(sm.second_moment), f(sm.batch_wait), *_arr(sm)
+        )[0]
+    )
 
 
 def _max_theta(budget, pi, pre, q, mu, sig, lo, hi, iters: int = 30):
@@ -470,8 +533,19 @@ def shared_budget(sm: ServiceModel, budget_s: float, rho_bar: float, q: float) -
     """``B_k`` (s) of the linear shared-server condition ``G(rho_bar) sum_j a_j x_j <= B_k sum_j w_j x_j``
     for a request served by ``sm`` with ``budget_s`` = deadline - RTT (<= 0: cannot be shared)."""
     f = lambda v: np.array([float(v)])  # noqa: E731
-    return float(_shared_budget(f(budget_s), rho_bar, q, f(sm.slots), f(sm.batch), f(sm.mean),
-                                f(sm.second_moment), f(sm.batch_wait), *_arr(sm))[0])
+    return float(
+        _shared_budget(
+            f(budget_s),
+            rho_bar,
+            q,
+            f(sm.slots),
+            f(sm.batch),
+            f(sm.mean),
+            f(sm.second_moment),
+            f(sm.batch_wait),
+            *_arr(sm),
+        )[0]
+    )
 
 
 def shared_coefficients(models: Iterable[ServiceModel], budget_s: float, rho_bar: float, q: float) -> list[float]:

@@ -4,6 +4,7 @@ Every back-end takes the same ``MilpArrays`` and returns a ``SolveResult``; stat
 normalised and never taken on a wrapper's word alone (a time-limited CBC run reports
 "Optimal" through ``LpStatus``; we read PuLP's ``sol_status`` instead).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -18,7 +19,7 @@ from .milp import MilpArrays
 
 @dataclass
 class SolveResult:
-    status: str              # optimal | time_limit | gap_limit | infeasible | error
+    status: str  # optimal | time_limit | gap_limit | infeasible | error
     x: Optional[np.ndarray]  # column values, None when no incumbent
     objective: Optional[float]
     best_bound: Optional[float]
@@ -37,6 +38,7 @@ def register(name: str, available: Callable[[], bool], doc: str):
     def deco(fn: SolverFn) -> SolverFn:
         _REGISTRY[name] = (fn, available, doc)
         return fn
+
     return deco
 
 
@@ -65,6 +67,7 @@ def _gap(obj: Optional[float], bound: Optional[float]) -> Optional[float]:
 
 # --- HiGHS (in process, default) -------------------------------------------------------------
 
+
 def _has(mod: str) -> Callable[[], bool]:
     def ok() -> bool:
         try:
@@ -72,6 +75,7 @@ def _has(mod: str) -> Callable[[], bool]:
             return True
         except Exception:
             return False
+
     return ok
 
 
@@ -84,6 +88,7 @@ def _new_highs():
     import sys
 
     import highspy
+
     global _BANNER_DONE
     if _BANNER_DONE:
         h = highspy.Highs()
@@ -189,8 +194,12 @@ def _solve_highs(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.n
         status = "optimal"
     elif ms == highspy.HighsModelStatus.kInfeasible:
         status = "infeasible"
-    elif ms in (highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kIterationLimit,
-                highspy.HighsModelStatus.kSolutionLimit, highspy.HighsModelStatus.kInterrupt):
+    elif ms in (
+        highspy.HighsModelStatus.kTimeLimit,
+        highspy.HighsModelStatus.kIterationLimit,
+        highspy.HighsModelStatus.kSolutionLimit,
+        highspy.HighsModelStatus.kInterrupt,
+    ):
         status = "time_limit"
     else:
         status = "error"
@@ -204,11 +213,13 @@ def _solve_highs(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.n
 
 # --- CBC through PuLP (optional) ----------------------------------------------------------------
 
+
 def _cbc_command(time_limit: float, gap: float):
     """A CBC on PATH (PuLP 4 / `pulp[cbc]`) first; PuLP 3's bundled binary otherwise; None if neither."""
     import warnings
 
     import pulp
+
     kw = dict(msg=False, timeLimit=max(1, int(np.ceil(time_limit))), gapRel=gap)
     if shutil.which("cbc"):
         return pulp.COIN_CMD(path=shutil.which("cbc"), **kw)
@@ -239,8 +250,11 @@ def solve_cbc(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndar
     for j, name in enumerate(m.col_names):
         ub = float(m.ub[j]) if np.isfinite(m.ub[j]) else None
         cat = pulp.LpInteger if m.integer[j] else pulp.LpContinuous
-        vs.append(add(f"c{j}", float(m.lb[j]), ub, cat=cat) if add else
-                  pulp.LpVariable(f"c{j}", lowBound=float(m.lb[j]), upBound=ub, cat=cat))
+        vs.append(
+            add(f"c{j}", float(m.lb[j]), ub, cat=cat)
+            if add
+            else pulp.LpVariable(f"c{j}", lowBound=float(m.lb[j]), upBound=ub, cat=cat)
+        )
     prob += pulp.lpSum(float(v) * vs[j] for j, v in enumerate(m.c) if v != 0) + m.offset
     A = m.A.tocsr()
     for i in range(m.n_rows):
@@ -273,12 +287,20 @@ def solve_cbc(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndar
     else:
         x, obj = None, None
     # PuLP exposes neither CBC's bound nor its gap: "optimal" means proven within gapRel, gap unknown
-    return SolveResult(status, x, obj, None, None if status != "optimal" or gap > 0 else 0.0,
-                       secs, f"CBC: LpStatus={pulp.LpStatus[prob.status]}, sol_status={sol}"
-                       + (f" (stops within relative gap {gap:g}; its gap is not reported)" if status == "optimal" and gap > 0 else ""))
+    return SolveResult(
+        status,
+        x,
+        obj,
+        None,
+        None if status != "optimal" or gap > 0 else 0.0,
+        secs,
+        f"CBC: LpStatus={pulp.LpStatus[prob.status]}, sol_status={sol}"
+        + (f" (stops within relative gap {gap:g}; its gap is not reported)" if status == "optimal" and gap > 0 else ""),
+    )
 
 
 # --- OR-Tools (SCIP and CP-SAT through the linear solver wrapper) -------------------------------
+
 
 def _ortools(backend: str, m: MilpArrays, time_limit: float, gap: float) -> SolveResult:
     from ortools.linear_solver import pywraplp
@@ -287,14 +309,18 @@ def _ortools(backend: str, m: MilpArrays, time_limit: float, gap: float) -> Solv
     if s is None:
         return SolveResult("error", None, None, None, None, 0.0, f"OR-Tools has no {backend} here")
     inf = s.infinity()
-    vs = [(s.IntVar if m.integer[j] else s.NumVar)(float(m.lb[j]), float(m.ub[j]) if np.isfinite(m.ub[j]) else inf,
-                                                  m.col_names[j]) for j in range(m.n_cols)]
+    vs = [
+        (s.IntVar if m.integer[j] else s.NumVar)(
+            float(m.lb[j]), float(m.ub[j]) if np.isfinite(m.ub[j]) else inf, m.col_names[j]
+        )
+        for j in range(m.n_cols)
+    ]
     A = m.A.tocsr()
     for i in range(m.n_rows):
         lo = float(m.row_lo[i]) if np.isfinite(m.row_lo[i]) else -inf
         hi = float(m.row_hi[i]) if np.isfinite(m.row_hi[i]) else inf
         ct = s.Constraint(lo, hi, m.row_names[i])
-        for j, v in zip(A.indices[A.indptr[i]:A.indptr[i + 1]], A.data[A.indptr[i]:A.indptr[i + 1]]):
+        for j, v in zip(A.indices[A.indptr[i] : A.indptr[i + 1]], A.data[A.indptr[i] : A.indptr[i + 1]]):
             ct.SetCoefficient(vs[j], float(v))
     obj = s.Objective()
     for j, v in enumerate(m.c):
@@ -330,9 +356,11 @@ def _ortools_has(backend: str) -> Callable[[], bool]:
     def ok() -> bool:
         try:
             from ortools.linear_solver import pywraplp
+
             return pywraplp.Solver.CreateSolver(backend) is not None
         except Exception:
             return False
+
     return ok
 
 
@@ -343,12 +371,19 @@ def solve_cpsat(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.nd
     cont = ~m.integer
     scale = np.where(cont, S, 1.0)
     A = m.A.tocsc() @ __import__("scipy.sparse", fromlist=["diags"]).diags(1.0 / scale)
-    ms = MilpArrays(**{**m.__dict__, "c": m.c / scale, "A": A.tocsr(), "lb": np.ceil(m.lb * scale - 1e-9),
-                       "ub": np.where(np.isfinite(m.ub), np.floor(m.ub * scale + 1e-9), m.ub),
-                       "integer": np.ones_like(m.integer),
-                       # equalities over scaled columns get a +-1/S band so the integer grid can meet them
-                       "row_lo": np.where(m.row_lo == m.row_hi, m.row_lo - 1.0 / S, m.row_lo),
-                       "row_hi": np.where(m.row_lo == m.row_hi, m.row_hi + 1.0 / S, m.row_hi)})
+    ms = MilpArrays(
+        **{
+            **m.__dict__,
+            "c": m.c / scale,
+            "A": A.tocsr(),
+            "lb": np.ceil(m.lb * scale - 1e-9),
+            "ub": np.where(np.isfinite(m.ub), np.floor(m.ub * scale + 1e-9), m.ub),
+            "integer": np.ones_like(m.integer),
+            # equalities over scaled columns get a +-1/S band so the integer grid can meet them
+            "row_lo": np.where(m.row_lo == m.row_hi, m.row_lo - 1.0 / S, m.row_lo),
+            "row_hi": np.where(m.row_lo == m.row_hi, m.row_hi + 1.0 / S, m.row_hi),
+        }
+    )
     r = _ortools("CP-SAT", ms, time_limit, gap)
     if r.x is not None:
         r.x = r.x / scale

@@ -6,6 +6,7 @@ For every model the plan leaves (partly) unserved, two kinds of change are tried
 - a looser deadline: the smallest deadline under which some configuration on some pool becomes
   deadline-feasible (from the candidates already considered), when none is.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from .offline import plan_offline
 @dataclass
 class WhatIf:
     model: str
-    change: str          # human-readable change
+    change: str  # human-readable change
     unserved_before: float
     unserved_after: float
 
@@ -32,8 +33,16 @@ def _unserved(plan: Plan) -> dict[str, float]:
     return {u.model: u.rate_rps for u in plan.unserved}
 
 
-def what_if(plan: Plan, profiles: ProfileTable, cluster: ClusterSpec, workload: WorkloadSpec, *,
-            solver: str = "highs", time_limit: float = 10.0, options: PlanOptions | None = None) -> list[WhatIf]:
+def what_if(
+    plan: Plan,
+    profiles: ProfileTable,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    *,
+    solver: str = "highs",
+    time_limit: float = 10.0,
+    options: PlanOptions | None = None,
+) -> list[WhatIf]:
     """Suggestions per unserved model, best first (largest unserved rate removed)."""
     before = _unserved(plan)
     if not before:
@@ -42,8 +51,14 @@ def what_if(plan: Plan, profiles: ProfileTable, cluster: ClusterSpec, workload: 
     for i, pool in enumerate(cluster.pools):
         pools = list(cluster.pools)
         pools[i] = NodePool(**{**pool.model_dump(), "nodes": pool.nodes + 1})
-        alt = plan_offline(profiles, cluster.model_copy(update={"pools": pools}), workload, solver=solver,
-                           time_limit=time_limit, options=options)
+        alt = plan_offline(
+            profiles,
+            cluster.model_copy(update={"pools": pools}),
+            workload,
+            solver=solver,
+            time_limit=time_limit,
+            options=options,
+        )
         after = _unserved(alt)
         for m, u in before.items():
             if after.get(m, 0.0) < u - max(0.01, 1e-3 * u):
@@ -54,7 +69,14 @@ def what_if(plan: Plan, profiles: ProfileTable, cluster: ClusterSpec, workload: 
         missing = [c for c in plan.candidates if c.model == m and c.status == "misses_deadline"]
         if not feasible and missing:
             best = min(missing, key=lambda c: c.response_p99_ms)
-            out.append(WhatIf(m, f"loosen the deadline from {d.deadline_ms:g} ms to {best.response_p99_ms:.1f} ms "
-                                 f"({best.config_id} on {best.pool} becomes feasible)", u, float("nan")))
+            out.append(
+                WhatIf(
+                    m,
+                    f"loosen the deadline from {d.deadline_ms:g} ms to {best.response_p99_ms:.1f} ms "
+                    f"({best.config_id} on {best.pool} becomes feasible)",
+                    u,
+                    float("nan"),
+                )
+            )
     out.sort(key=lambda w: (w.model, -(w.served_gain if w.served_gain == w.served_gain else -1)))
     return out

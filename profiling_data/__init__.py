@@ -3,6 +3,7 @@
 Everything here loads from files committed in this package; nothing needs ``../shared`` at import or load
 time (that extract is only needed to *rebuild* the profiles: ``python -m synergai.profiling_data.build_default``).
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -17,8 +18,14 @@ DEFAULT_PROFILES = PACKAGE_DIR / "default_profiles.csv"
 DEFAULT_CLUSTER = PACKAGE_DIR / "default_cluster.yaml"
 DEFAULT_WORKLOAD = PACKAGE_DIR / "default_workload.yaml"
 
-__all__ = ["DEFAULT_PROFILES", "DEFAULT_CLUSTER", "DEFAULT_WORKLOAD", "default_profiles", "default_cluster",
-           "default_workload"]
+__all__ = [
+    "DEFAULT_PROFILES",
+    "DEFAULT_CLUSTER",
+    "DEFAULT_WORKLOAD",
+    "default_profiles",
+    "default_cluster",
+    "default_workload",
+]
 
 
 @lru_cache(maxsize=1)

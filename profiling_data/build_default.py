@@ -13,6 +13,7 @@ the v3.0 publication date 2023-04-05 (MLCommons, 5 April 2023; the extract's SOU
 2023"); both are pinned here so the rebuild stays reproducible. ``synergai import-mlperf`` defaults to the
 representative run instead (see ``profiling_data.mlperf``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ PICK = "lowest-p99"
 
 def build(data_dir: str | Path = DEFAULT_DATA_DIR, out_dir: str | Path = PACKAGE_DIR, *, quiet: bool = False) -> Path:
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    table, report = import_mlperf_with_report(data_dir / "results.csv", data_dir / "systems.csv",
-                                              published=V30_PUBLISHED, pick=PICK)
+    table, report = import_mlperf_with_report(
+        data_dir / "results.csv", data_dir / "systems.csv", published=V30_PUBLISHED, pick=PICK
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / OUT_NAME
     table.save(out)
@@ -53,9 +55,14 @@ def build(data_dir: str | Path = DEFAULT_DATA_DIR, out_dir: str | Path = PACKAGE
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m synergai.profiling_data.build_default", description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA_DIR),
-                    help="directory holding results.csv and systems.csv (default: %(default)s)")
+    ap = argparse.ArgumentParser(
+        prog="python -m synergai.profiling_data.build_default", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument(
+        "--data",
+        default=str(DEFAULT_DATA_DIR),
+        help="directory holding results.csv and systems.csv (default: %(default)s)",
+    )
     ap.add_argument("--out", default=str(PACKAGE_DIR), help="output directory (default: %(default)s)")
     args = ap.parse_args(argv)
     try:

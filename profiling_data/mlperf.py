@@ -101,6 +101,7 @@ upper median for an even count (so of two runs the slower; a lightly loaded Serv
 device). ``pick="lowest-p99"`` keeps the fastest instead (what the committed default table was built
 with, see ``build_default``). The others are counted as merged.
 """
+
 from __future__ import annotations
 
 import csv
@@ -121,11 +122,31 @@ from synergai.models.profiles import KEY_FIELDS, ProfileRecord, ProfileTable
 #: Where the shared MLPerf v3.0 extract lives relative to this repository (override with an argument).
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared/data/mlperf-inference-v3.0"
 
-RESULTS_REQUIRED = ("division", "submitter", "system_id", "model", "scenario_dir", "lat_mean_ns", "lat_p50_ns",
-                    "lat_p90_ns", "lat_p99_ns", "qps_without_loadgen_overhead", "completed_samples_per_s",
-                    "input_data_types", "weight_data_types")
-SYSTEMS_REQUIRED = ("division", "submitter", "system_id", "system_name", "host_processor_model_name",
-                    "host_processor_core_count", "accelerator_model_name", "accelerators_per_node")
+RESULTS_REQUIRED = (
+    "division",
+    "submitter",
+    "system_id",
+    "model",
+    "scenario_dir",
+    "lat_mean_ns",
+    "lat_p50_ns",
+    "lat_p90_ns",
+    "lat_p99_ns",
+    "qps_without_loadgen_overhead",
+    "completed_samples_per_s",
+    "input_data_types",
+    "weight_data_types",
+)
+SYSTEMS_REQUIRED = (
+    "division",
+    "submitter",
+    "system_id",
+    "system_name",
+    "host_processor_model_name",
+    "host_processor_core_count",
+    "accelerator_model_name",
+    "accelerators_per_node",
+)
 
 #: Columns of results.csv that may carry the round's publication date (first non-empty wins).
 DATE_COLUMNS = ("published", "publication_date", "round_date", "date")
@@ -133,8 +154,25 @@ DATE_COLUMNS = ("published", "publication_date", "round_date", "date")
 METADATA_FILES = ("round.yaml", "round.json", "SOURCE.md", "README.md")
 #: Columns of results.csv that may carry the run's own Server batch size (first positive integer wins).
 BATCH_COLUMNS = ("server_batch_size", "gpu_batch_size", "batch_size", "max_batch_size")
-_MONTHS = {m: i + 1 for i, m in enumerate(("january", "february", "march", "april", "may", "june", "july", "august",
-                                            "september", "october", "november", "december"))}
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        (
+            "january",
+            "february",
+            "march",
+            "april",
+            "may",
+            "june",
+            "july",
+            "august",
+            "september",
+            "october",
+            "november",
+            "december",
+        )
+    )
+}
 
 
 def round_date_from_metadata(data_dir: Path) -> tuple[Optional[datetime], str]:
@@ -154,8 +192,11 @@ def round_date_from_metadata(data_dir: Path) -> tuple[Optional[datetime], str]:
                 pass
         m = re.search(r"(" + "|".join(_MONTHS) + r")\s+(\d{4})\s+publication", text, re.I)
         if m:
-            return datetime(int(m.group(2)), _MONTHS[m.group(1).lower()], 1), f"{f.name}: {m.group(0)} (day unknown: 1st)"
+            return datetime(
+                int(m.group(2)), _MONTHS[m.group(1).lower()], 1
+            ), f"{f.name}: {m.group(0)} (day unknown: 1st)"
     return None, ""
+
 
 SCENARIOS = {"singlestream": "SingleStream", "server": "Server", "offline": "Offline", "multistream": "MultiStream"}
 
@@ -171,20 +212,35 @@ MODEL_RULES: list[tuple[str, Optional[str], str]] = [
     (r"^bert-99\.9$", None, "bert-99.9 (99.9% accuracy fp16 variant) dropped"),
     (r"^mobilenet-v(?P<v>[12])-(?P<w>[\d.]+)-(?P<r>\d+)-" + _Q + r"$", "mobilenet-v{v}", ""),
     (r"^mobilenet-v(?P<v>[12])-precision_" + _Q + r"-(?P<w>[\d.]+)-(?P<r>\d+)$", "mobilenet-v{v}", ""),
-    (r"^mobilenet-v3-(?P<size>large|small)(?P<min>-minimalistic)?_(?P<r>\d+)_(?P<w>[\d.]+)_" + _Q + r"$",
-     "mobilenet-v3", ""),
-    (r"^mobilenet-v3-precision_" + _Q + r"-(?P<size>large|small)(?P<min>-minimalistic)?-(?P<r>\d+)$",
-     "mobilenet-v3", ""),
+    (
+        r"^mobilenet-v3-(?P<size>large|small)(?P<min>-minimalistic)?_(?P<r>\d+)_(?P<w>[\d.]+)_" + _Q + r"$",
+        "mobilenet-v3",
+        "",
+    ),
+    (
+        r"^mobilenet-v3-precision_" + _Q + r"-(?P<size>large|small)(?P<min>-minimalistic)?-(?P<r>\d+)$",
+        "mobilenet-v3",
+        "",
+    ),
     (r"^efficientnet-(?P<lite>lite\d)-" + _Q + r"$", "efficientnet-{lite}", ""),
     (r"^efficientnet-" + _Q + r"-(?P<lite>lite\d)$", "efficientnet-{lite}", ""),
     (r"^(rnnt|3d-unet-99(\.9)?|dlrm-99(\.9)?|ssd-resnet34)$", None, "model out of scope"),
 ]
 #: Canonical zoo variant kept per family; everything else in the zoo is skipped.
-ZOO_CANONICAL = {"mobilenet-v1": {"w": "1.0", "r": "224"}, "mobilenet-v2": {"w": "1.0", "r": "224"},
-                 "mobilenet-v3": {"w": "1.0", "r": "224", "size": "large", "min": None},
-                 "efficientnet-lite0": {}}
-_Q_PRECISION = {"quantized": "int8", "uint8": "int8", "int8": "int8",
-                "non-quantized": "fp32", "float": "fp32", "fp32": "fp32"}
+ZOO_CANONICAL = {
+    "mobilenet-v1": {"w": "1.0", "r": "224"},
+    "mobilenet-v2": {"w": "1.0", "r": "224"},
+    "mobilenet-v3": {"w": "1.0", "r": "224", "size": "large", "min": None},
+    "efficientnet-lite0": {},
+}
+_Q_PRECISION = {
+    "quantized": "int8",
+    "uint8": "int8",
+    "int8": "int8",
+    "non-quantized": "fp32",
+    "float": "fp32",
+    "fp32": "fp32",
+}
 
 
 def normalize_model(name: str) -> tuple[Optional[str], Optional[str], str]:
@@ -282,8 +338,14 @@ CPU_RULES: list[tuple[str, str]] = [
 ]
 #: Cloud instance vCPUs (what Kubernetes sees), matched on system_id lowercased.
 INSTANCE_VCPUS: list[tuple[str, int]] = [
-    (r"c5\.4xlarge", 16), (r"m7g\.2xlarge", 8), (r"a1\.2xlarge", 8), (r"t2\.medium", 2), (r"inf1\.2xlarge", 8),
-    (r"g4dn\.xlarge", 4), (r"n1_standard_4|n1-standard-4", 4), (r"n1_highmem_4|n1-highmem-4", 4),
+    (r"c5\.4xlarge", 16),
+    (r"m7g\.2xlarge", 8),
+    (r"a1\.2xlarge", 8),
+    (r"t2\.medium", 2),
+    (r"inf1\.2xlarge", 8),
+    (r"g4dn\.xlarge", 4),
+    (r"n1_standard_4|n1-standard-4", 4),
+    (r"n1_highmem_4|n1-highmem-4", 4),
 ]
 _ARM_HINT = re.compile(r"arm|cortex|carmel|graviton|aarch64|neoverse|snapdragon|rk3|amlogic|bcm")
 
@@ -355,6 +417,7 @@ def _alias_rules(entries, file: str, section: str) -> list[AliasRule]:
 def load_aliases(extra: Iterable[str | Path] = (), *, bundled: bool = True) -> Aliases:
     """The alias table: ``extra`` files (first = highest priority), then the bundled ``device_aliases.yaml``."""
     from synergai.models.cluster import load_structured
+
     files = [Path(f) for f in extra] + ([ALIASES_FILE] if bundled else [])
     acc: list[AliasRule] = []
     hosts: list[AliasRule] = []
@@ -377,7 +440,7 @@ def load_aliases(extra: Iterable[str | Path] = (), *, bundled: bool = True) -> A
         if not isinstance(mg, dict):
             raise InputError("must be a mapping spelling -> device", file=name, field="merge")
         for k, v in mg.items():
-            merge.setdefault(str(k).lower(), str(v).lower())   # earlier (user) files win
+            merge.setdefault(str(k).lower(), str(v).lower())  # earlier (user) files win
     return Aliases(tuple(acc), tuple(hosts), tuple(fam), tuple(merge.items()), tuple(str(f) for f in files))
 
 
@@ -458,8 +521,9 @@ def _normalize_gpu(accelerator_model_name: str, host: str, al: Aliases) -> Devic
     raise _Skip(f"unknown accelerator: {accelerator_model_name.strip() or '<empty>'}")
 
 
-def normalize_board(system_id: str, system_name: str, host: str, core_count: str = "",
-                    aliases: Optional[Aliases] = None) -> Device:
+def normalize_board(
+    system_id: str, system_name: str, host: str, core_count: str = "", aliases: Optional[Aliases] = None
+) -> Device:
     """The CPU/SoC a run executed on (CPU engines, or the board of an on-SoC GPU)."""
     al = aliases or default_aliases()
     d = _normalize_board(system_id, system_name, host, core_count, al)
@@ -480,15 +544,17 @@ def _normalize_board(system_id: str, system_name: str, host: str, core_count: st
         if re.search(pat, hay):
             if dev is None:
                 raise _Skip(str(cores))
-            return Device(dev, arch, vcpus if vcpus is not None else (cores if isinstance(cores, int)
-                                                                     else _parse_cores(core_count)))
+            return Device(
+                dev,
+                arch,
+                vcpus if vcpus is not None else (cores if isinstance(cores, int) else _parse_cores(core_count)),
+            )
     h = host.lower()
     for pat, tmpl in CPU_RULES:
         m = re.search(pat, h)
         if m:
             g = {k: (v or "") for k, v in m.groupdict().items()}
-            return Device(_slug(tmpl.format(**g)), "amd64",
-                          vcpus if vcpus is not None else _parse_cores(core_count))
+            return Device(_slug(tmpl.format(**g)), "amd64", vcpus if vcpus is not None else _parse_cores(core_count))
     hit = _apply_alias(al.cpu_families, hay, _arch(host), vcpus if vcpus is not None else _parse_cores(core_count))
     if hit is not None:
         return hit
@@ -502,11 +568,21 @@ POWER_MODE_RULES: list[tuple[str, str]] = [
     (r"max-?q", "maxq"),
     (r"power\.0|maxn", "maxn"),
 ]
-PRECISION_ALIASES = {"int8": "int8", "in8": "int8", "uint8": "int8", "fp16": "fp16", "half": "fp16",
-                     "fp32": "fp32", "float": "fp32", "float32": "fp32", "bf16": "bf16", "fp8": "fp8"}
+PRECISION_ALIASES = {
+    "int8": "int8",
+    "in8": "int8",
+    "uint8": "int8",
+    "fp16": "fp16",
+    "half": "fp16",
+    "fp32": "fp32",
+    "float": "fp32",
+    "float32": "fp32",
+    "bf16": "bf16",
+    "fp8": "fp8",
+}
 #: Known metadata errors: (submitter regex, system_id regex, model regex, precision).
 PRECISION_OVERRIDES: list[tuple[str, str, str, str]] = [
-    (r"^ctuning$", r"nvidia_original-gpu-tensorrt", r"^(resnet50|retinanet|bert-99)$", "int8"),
+    (r"^ctuning$", r"nvidia_original-gpu-tensorrt", r"^(resnet50|retinanet|bert-99)$", "int8")
 ]
 
 
@@ -546,18 +622,31 @@ def parse_threads(*texts: str) -> Optional[int]:
 #: NVIDIA v3.0 Server ``gpu_batch_size`` (closed/NVIDIA/configs/<model>/Server) per (device, model),
 #: then the per-model fallback used for GPUs/submitters without a published config value.
 SERVER_BATCH: dict[tuple[str, str], int] = {
-    ("nvidia-l4", "resnet50"): 16, ("nvidia-l40", "resnet50"): 64, ("nvidia-a100-pcie-80gb", "resnet50"): 64,
-    ("nvidia-a100-sxm-80gb", "resnet50"): 128, ("nvidia-h100-pcie-80gb", "resnet50"): 128,
+    ("nvidia-l4", "resnet50"): 16,
+    ("nvidia-l40", "resnet50"): 64,
+    ("nvidia-a100-pcie-80gb", "resnet50"): 64,
+    ("nvidia-a100-sxm-80gb", "resnet50"): 128,
+    ("nvidia-h100-pcie-80gb", "resnet50"): 128,
     ("nvidia-h100-sxm-80gb", "resnet50"): 256,
-    ("nvidia-l4", "bert"): 16, ("nvidia-l40", "bert"): 64, ("nvidia-a100-pcie-80gb", "bert"): 64,
-    ("nvidia-a100-sxm-80gb", "bert"): 48, ("nvidia-h100-pcie-80gb", "bert"): 64,
+    ("nvidia-l4", "bert"): 16,
+    ("nvidia-l40", "bert"): 64,
+    ("nvidia-a100-pcie-80gb", "bert"): 64,
+    ("nvidia-a100-sxm-80gb", "bert"): 48,
+    ("nvidia-h100-pcie-80gb", "bert"): 64,
     ("nvidia-h100-sxm-80gb", "bert"): 128,
 }
 SERVER_BATCH_DEFAULT = {"resnet50": 64, "bert": 32, "retinanet": 8}
 _BATCH_IN_ID = re.compile(r"(?:batch_size|batch|bs)[._-]?(\d+)", re.I)
 
-MODEL_MEMORY_MB = {"resnet50": 1024, "retinanet": 2048, "bert": 3072, "mobilenet-v1": 256, "mobilenet-v2": 256,
-                   "mobilenet-v3": 256, "efficientnet-lite0": 256}
+MODEL_MEMORY_MB = {
+    "resnet50": 1024,
+    "retinanet": 2048,
+    "bert": 3072,
+    "mobilenet-v1": 256,
+    "mobilenet-v2": 256,
+    "mobilenet-v3": 256,
+    "efficientnet-lite0": 256,
+}
 MODEL_MEMORY_DEFAULT_MB = 2048
 GPU_RUNTIME_MB = 1024
 MALI_RUNTIME_MB = 256
@@ -587,12 +676,18 @@ class ImportReport:
         self.skipped[reason] += 1
 
     def summary(self) -> str:
-        how = {"representative": "merged into a representative run (median p99, upper median)",
-               "lowest-p99": "merged into the lowest-p99 run"}[self.pick]
-        lines = [f"{self.file}: {self.rows} rows -> {self.records} records; "
-                 f"{sum(self.skipped.values())} skipped, {self.merged} {how}"]
+        how = {
+            "representative": "merged into a representative run (median p99, upper median)",
+            "lowest-p99": "merged into the lowest-p99 run",
+        }[self.pick]
+        lines = [
+            f"{self.file}: {self.rows} rows -> {self.records} records; "
+            f"{sum(self.skipped.values())} skipped, {self.merged} {how}"
+        ]
         date = self.published.date().isoformat() if self.published else "none found (pass --published YYYY-MM-DD)"
-        lines.append(f"  round date (measured_at): {date}" + (f"  [{self.published_from}]" if self.published_from else ""))
+        lines.append(
+            f"  round date (measured_at): {date}" + (f"  [{self.published_from}]" if self.published_from else "")
+        )
         if self.alias_files:
             lines.append(f"  device aliases: {', '.join(self.alias_files)}")
         for reason, n in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -634,10 +729,15 @@ def _system_key(r: dict) -> tuple[str, str, str]:
     return (r.get("division", "").lower(), r.get("submitter", ""), r.get("system_id", ""))
 
 
-def import_mlperf_with_report(results_csv: str | Path, systems_csv: str | Path, *,
-                              round_label: Optional[str] = None, published: Optional[datetime] = None,
-                              aliases: Optional[Aliases] = None,
-                              pick: str = "representative") -> tuple[ProfileTable, ImportReport]:
+def import_mlperf_with_report(
+    results_csv: str | Path,
+    systems_csv: str | Path,
+    *,
+    round_label: Optional[str] = None,
+    published: Optional[datetime] = None,
+    aliases: Optional[Aliases] = None,
+    pick: str = "representative",
+) -> tuple[ProfileTable, ImportReport]:
     """Like :func:`import_mlperf`, also returning the :class:`ImportReport`."""
     if pick not in ("representative", "lowest-p99"):
         raise InputError(f"unknown pick {pick!r}; choose representative or lowest-p99", field="--pick")
@@ -654,8 +754,11 @@ def import_mlperf_with_report(results_csv: str | Path, systems_csv: str | Path, 
             try:
                 rep.published, rep.published_from = datetime.fromisoformat(col.strip()[:10]), "results.csv column"
             except ValueError:
-                raise InputError(f"not a date (YYYY-MM-DD): {col!r}", file=str(results_csv),
-                                 field=next(c for c in DATE_COLUMNS if c in rows[0])) from None
+                raise InputError(
+                    f"not a date (YYYY-MM-DD): {col!r}",
+                    file=str(results_csv),
+                    field=next(c for c in DATE_COLUMNS if c in rows[0]),
+                ) from None
         else:
             rep.published, rep.published_from = round_date_from_metadata(results_csv.parent)
     groups: dict[tuple, list[ProfileRecord]] = {}
@@ -689,8 +792,9 @@ def import_mlperf_with_report(results_csv: str | Path, systems_csv: str | Path, 
     return table, rep
 
 
-def import_mlperf(results_csv: str | Path, systems_csv: str | Path, *,
-                  round_label: Optional[str] = None, **kw) -> ProfileTable:
+def import_mlperf(
+    results_csv: str | Path, systems_csv: str | Path, *, round_label: Optional[str] = None, **kw
+) -> ProfileTable:
     """Import an MLPerf Inference results/systems extract as a validated ``ProfileTable``.
 
     ``round_label`` overrides the ``round`` column (e.g. ``"v3.1"``); ``published`` (a datetime) overrides the
@@ -707,8 +811,12 @@ def _fastest(a: ProfileRecord) -> tuple:
 
 
 def _sort_key(r: ProfileRecord) -> tuple:
-    return tuple("" if getattr(r, f) is None else (f"{getattr(r, f):09d}" if isinstance(getattr(r, f), int)
-                                                    else str(getattr(r, f))) for f in KEY_FIELDS)
+    return tuple(
+        ""
+        if getattr(r, f) is None
+        else (f"{getattr(r, f):09d}" if isinstance(getattr(r, f), int) else str(getattr(r, f)))
+        for f in KEY_FIELDS
+    )
 
 
 def _server_batch(row: dict, sysrow: dict, system_id: str) -> Optional[int]:
@@ -727,8 +835,9 @@ def _server_batch(row: dict, sysrow: dict, system_id: str) -> Optional[int]:
     return None
 
 
-def _convert(row: dict, systems: dict, round_label: Optional[str], published: Optional[datetime],
-             al: Aliases) -> tuple[ProfileRecord, list[str]]:
+def _convert(
+    row: dict, systems: dict, round_label: Optional[str], published: Optional[datetime], al: Aliases
+) -> tuple[ProfileRecord, list[str]]:
     flags: list[str] = []
     division = row.get("division", "").lower()
     submitter, system_id = row.get("submitter", ""), row.get("system_id", "")
@@ -767,15 +876,20 @@ def _convert(row: dict, systems: dict, round_label: Optional[str], published: Op
         dev = normalize_gpu(acc_name, host, al)
     elif engine == "armnn-opencl":
         accelerator = "gpu"  # the SoC's Mali GPU
-        dev = normalize_board(system_id, sysrow.get("system_name", ""), host,
-                              sysrow.get("host_processor_core_count", ""), al)
+        dev = normalize_board(
+            system_id, sysrow.get("system_name", ""), host, sysrow.get("host_processor_core_count", ""), al
+        )
     else:
         accelerator = "none"
-        if "-cpu-" not in sid and engine not in CPU_ENGINES and re.search(
-                r"qualcomm|moffett|rbln|atom|mlsoc|recaccel|npu", acc_name.lower()):
+        if (
+            "-cpu-" not in sid
+            and engine not in CPU_ENGINES
+            and re.search(r"qualcomm|moffett|rbln|atom|mlsoc|recaccel|npu", acc_name.lower())
+        ):
             raise _Skip(f"exotic accelerator: {acc_name}")
-        dev = normalize_board(system_id, sysrow.get("system_name", ""), host,
-                              sysrow.get("host_processor_core_count", ""), al)
+        dev = normalize_board(
+            system_id, sysrow.get("system_name", ""), host, sysrow.get("host_processor_core_count", ""), al
+        )
 
     precision = normalize_precision(row.get("weight_data_types", ""), row.get("input_data_types", ""), prec_hint)
     for sub_re, sys_re, mod_re, p in PRECISION_OVERRIDES:
@@ -837,12 +951,27 @@ def _convert(row: dict, systems: dict, round_label: Optional[str], published: Op
 
     try:
         return ProfileRecord(
-            model=model, engine=engine, device=dev.name, architecture=dev.architecture, accelerator=accelerator,
-            precision=precision, batch_size=batch, threads=threads, power_mode=power_mode,
-            latency_p50_ms=p50 / 1e6, latency_p90_ms=p90 / 1e6, latency_p99_ms=p99 / 1e6, throughput_rps=tput,
-            power_w=power if power and power > 0 else None, memory_mb=None, cpu_cores=cores,
-            memory_request_mb=float(mem_req), accelerators=n_acc, source=source,
-            measured_at=published), flags
+            model=model,
+            engine=engine,
+            device=dev.name,
+            architecture=dev.architecture,
+            accelerator=accelerator,
+            precision=precision,
+            batch_size=batch,
+            threads=threads,
+            power_mode=power_mode,
+            latency_p50_ms=p50 / 1e6,
+            latency_p90_ms=p90 / 1e6,
+            latency_p99_ms=p99 / 1e6,
+            throughput_rps=tput,
+            power_w=power if power and power > 0 else None,
+            memory_mb=None,
+            cpu_cores=cores,
+            memory_request_mb=float(mem_req),
+            accelerators=n_acc,
+            source=source,
+            measured_at=published,
+        ), flags
     except ValidationError:
         raise _Skip("record fails validation (e.g. unordered percentiles)") from None
 

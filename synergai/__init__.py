@@ -9,6 +9,7 @@ The repository's top-level folders install as sub-packages of this namespace:
 ``synergai.profiling_data``. Names below are imported lazily, so ``import synergai`` (and
 ``synergai --version``) stays cheap.
 """
+
 from __future__ import annotations
 
 from importlib import import_module
@@ -38,9 +39,24 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
-    from synergai.models import ClusterSpec, InputError, Plan, ProfileTable, Trace, WorkloadSpec
-    from synergai.planner import OnlineScheduler, PlanOptions, plan_offline
-    from synergai.profiling_data import default_cluster, default_profiles, default_workload
+    from synergai.models import (
+        ClusterSpec as ClusterSpec,
+        InputError as InputError,
+        Plan as Plan,
+        ProfileTable as ProfileTable,
+        Trace as Trace,
+        WorkloadSpec as WorkloadSpec,
+    )
+    from synergai.planner import (
+        OnlineScheduler as OnlineScheduler,
+        PlanOptions as PlanOptions,
+        plan_offline as plan_offline,
+    )
+    from synergai.profiling_data import (
+        default_cluster as default_cluster,
+        default_profiles as default_profiles,
+        default_workload as default_workload,
+    )
 
 
 def __getattr__(name: str) -> Any:

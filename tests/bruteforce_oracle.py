@@ -19,6 +19,7 @@ Exactness of the enumeration (why it may skip what it skips):
 - lower bounds (capacity per model for phase 1, idle power plus the cheapest serving energy for the
   energy phase) only skip combinations that cannot beat the incumbent.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -38,8 +39,8 @@ from synergai.planner.service import (
     shared_budget,
 )
 
-LEX_EPS = 1e-7          # the planner holds phase 1 at OPT1 (1 + eps) + eps
-ALPHA_HOLD = 1e-4       # ... and each alpha at alpha* (1 - 1e-4) in the energy phase
+LEX_EPS = 1e-7  # the planner holds phase 1 at OPT1 (1 + eps) + eps
+ALPHA_HOLD = 1e-4  # ... and each alpha at alpha* (1 - 1e-4) in the energy phase
 FIT = 1e-9
 
 
@@ -48,10 +49,10 @@ class Ded:
     m: int
     p: int
     rec: object
-    c: float            # usable req/s per replica
+    c: float  # usable req/s per replica
     rho: float
-    e: float            # J per request
-    res: tuple          # cpu, mem, acc
+    e: float  # J per request
+    res: tuple  # cpu, mem, acc
     mode: str
 
 
@@ -60,10 +61,10 @@ class Sh:
     m: int
     p: int
     rec: object
-    w: float            # server-s per request
-    a: float            # residual work per req/s
-    B: float            # queueing budget, s
-    mem: float          # footprint
+    w: float  # server-s per request
+    a: float  # residual work per req/s
+    B: float  # queueing budget, s
+    mem: float  # footprint
     e: float
     mode: str
 
@@ -71,10 +72,10 @@ class Sh:
 @dataclass(frozen=True)
 class PoolOption:
     p: int
-    ded: tuple          # ((k, n), ...)
-    sh: tuple           # (j, ...) loaded shared configurations
-    sigma: int          # shared servers
-    o: int              # powered nodes
+    ded: tuple  # ((k, n), ...)
+    sh: tuple  # (j, ...) loaded shared configurations
+    sigma: int  # shared servers
+    o: int  # powered nodes
 
 
 class Oracle:
@@ -119,17 +120,25 @@ class Oracle:
                     e = serving_power(rec, ceiling)[0] / sm.capacity
                     need = (rec.cpu_cores, rec.memory_request_mb, float(rec.accelerators))
                     have = (pool.cpu, pool.memory_mb, float(pool.accelerators))
-                    rho = min(opts.util_cap, max_utilisation(sm, (dem.deadline_ms - pool.rtt_ms) / 1e3,
-                                                             cap=opts.util_cap, q=self.q))
+                    rho = min(
+                        opts.util_cap,
+                        max_utilisation(sm, (dem.deadline_ms - pool.rtt_ms) / 1e3, cap=opts.util_cap, q=self.q),
+                    )
                     if all(a <= b + FIT for a, b in zip(need, have)) and rho > 1e-6:
                         self.ded.append(Ded(m, p, rec, rho * sm.capacity, rho, e, need, rec.power_mode))
                     sl = self.raw_slice.get(p)
                     fp = rec.memory_mb or rec.memory_request_mb
                     B = shared_budget(sm, (dem.deadline_ms - pool.rtt_ms) / 1e3, opts.util_cap, self.q)
-                    if (sl is not None and rec.cpu_cores <= sl[0] + FIT and fp <= sl[1] + FIT
-                            and rec.accelerators <= sl[2] + FIT and B > 0):
-                        group.append(Sh(m, p, rec, sm.work_per_request, sm.residual_per_request, B, fp, e,
-                                        rec.power_mode))
+                    if (
+                        sl is not None
+                        and rec.cpu_cores <= sl[0] + FIT
+                        and fp <= sl[1] + FIT
+                        and rec.accelerators <= sl[2] + FIT
+                        and B > 0
+                    ):
+                        group.append(
+                            Sh(m, p, rec, sm.work_per_request, sm.residual_per_request, B, fp, e, rec.power_mode)
+                        )
                 self.sh.extend(_undominated(group))
         # the shared server's reservation: what its candidates can use, never more than the slice
         self.slice: dict[int, tuple] = {}
@@ -144,8 +153,9 @@ class Oracle:
         self.Bmp = {}
         for s in self.sh:
             self.Bmp[(s.m, s.p)] = min(self.Bmp.get((s.m, s.p), math.inf), s.B)
-        self.has_cand = np.array([any(d.m == m for d in self.ded) or any(s.m == m for s in self.sh)
-                                  for m in range(len(self.models))])
+        self.has_cand = np.array(
+            [any(d.m == m for d in self.ded) or any(s.m == m for s in self.sh) for m in range(len(self.models))]
+        )
         self.options = [self._pool_options(p) for p in range(len(self.pools))]
         self.n_lp = 0
 
@@ -272,7 +282,7 @@ class Oracle:
             x0 = s * (nb + M)
             u0 = x0 + nb
             block_rows(x0, f * self.lam, f * self.lam)
-            ub[u0:u0 + M] = f * self.lam
+            ub[u0 : u0 + M] = f * self.lam
             for m in range(M):
                 row = np.zeros(nv)
                 for i in range(nb):
@@ -282,7 +292,7 @@ class Oracle:
                 Aeq.append(row)
                 beq.append(f * self.lam[m])
             if kind == "p1":
-                c[u0:u0 + M] = pr * self.wt
+                c[u0 : u0 + M] = pr * self.wt
             elif kind == "e":
                 for i in range(nb):
                     c[x0 + i] = pr * (self.ded[D[i][0]].e if i < len(D) else self.sh[J[i - len(D)][0]].e)
@@ -290,7 +300,7 @@ class Oracle:
             row = np.zeros(nv)
             for s, (f, pr) in enumerate(blocks):
                 u0 = s * (nb + M) + nb
-                row[u0:u0 + M] = pr * self.wt
+                row[u0 : u0 + M] = pr * self.wt
             Aub.append(row)
             bub.append(opt1 * (1 + LEX_EPS) + LEX_EPS)
         if H:
@@ -307,8 +317,8 @@ class Oracle:
                     row[a0 + hm.index(m)] = -served[m]
                 Aeq.append(row)
                 beq.append(0.0)
-            lb[a0:a0 + len(hm)] = 1.0
-            ub[a0:a0 + len(hm) + 1] = self.amax
+            lb[a0 : a0 + len(hm)] = 1.0
+            ub[a0 : a0 + len(hm) + 1] = self.amax
             lb[tcol] = max(1.0, t_low)
             if alpha_low is not None:
                 for i, m in enumerate(hm):
@@ -322,11 +332,18 @@ class Oracle:
             if kind == "h1":
                 c[tcol] = -1.0
             elif kind == "h2":
-                c[a0:a0 + len(hm)] = -1.0
+                c[a0 : a0 + len(hm)] = -1.0
         if np.any(lb > ub + 1e-12):
             return None
-        r = linprog(c, A_ub=np.array(Aub) if Aub else None, b_ub=np.array(bub) if bub else None,
-                    A_eq=np.array(Aeq), b_eq=np.array(beq), bounds=list(zip(lb, ub)), method="highs")
+        r = linprog(
+            c,
+            A_ub=np.array(Aub) if Aub else None,
+            b_ub=np.array(bub) if bub else None,
+            A_eq=np.array(Aeq),
+            b_eq=np.array(beq),
+            bounds=list(zip(lb, ub)),
+            method="highs",
+        )
         if r.status != 0:
             return None
         if kind == "e":
@@ -442,7 +459,7 @@ def placements(items, bound, cap, nodes):
     for cnt in itertools.product(*rng):
         if not any(cnt) or not fits(cnt):
             continue
-        maximal = all(cnt[i] >= bound[i] or not fits(cnt[:i] + (cnt[i] + 1,) + cnt[i + 1:]) for i in range(n))
+        maximal = all(cnt[i] >= bound[i] or not fits(cnt[:i] + (cnt[i] + 1,) + cnt[i + 1 :]) for i in range(n))
         if maximal:
             pats.append(cnt)
     out = []

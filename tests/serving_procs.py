@@ -3,6 +3,7 @@
 Every process is started with a port file, waited for (readiness, bounded), and stopped (SIGTERM, then
 SIGKILL) by :func:`stop_all` / the context manager; nothing listens beyond 127.0.0.0/8.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,14 +31,33 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
 
 
 class Proc:
-    def __init__(self, kind: str, args: list[str], host: str = "127.0.0.1", ready_path: str = "/readyz",
-                 env: Optional[dict] = None, port: int = 0, log_dir: Optional[str] = None):
+    def __init__(
+        self,
+        kind: str,
+        args: list[str],
+        host: str = "127.0.0.1",
+        ready_path: str = "/readyz",
+        env: Optional[dict] = None,
+        port: int = 0,
+        log_dir: Optional[str] = None,
+    ):
         self.kind, self.host = kind, host
         self.dir = Path(log_dir or tempfile.mkdtemp(prefix=f"synergai-{kind}-"))
         self.port_file = self.dir / f"{kind}-{os.getpid()}-{time.monotonic_ns()}.port"
         self.log_path = self.dir / f"{self.port_file.stem}.log"
-        self.args = [*ENTRY, kind, *args, "--host", host, "--port", str(port), "--port-file", str(self.port_file),
-                     "--log-level", "warning"]
+        self.args = [
+            *ENTRY,
+            kind,
+            *args,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--port-file",
+            str(self.port_file),
+            "--log-level",
+            "warning",
+        ]
         self.ready_path = ready_path
         self.env = {**os.environ, **(env or {})}
         self.proc: Optional[subprocess.Popen] = None
@@ -47,10 +67,11 @@ class Proc:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 30.0, wait_ready: bool = True) -> "Proc":
+    def start(self, timeout: float = 30.0, wait_ready: bool = True) -> Proc:
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -109,7 +130,7 @@ class Procs:
         self.items.append(p)
         return p.start()
 
-    def __enter__(self) -> "Procs":
+    def __enter__(self) -> Procs:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -2,6 +2,7 @@
 
 Needs the binaries from `bash .ci/build-kube.sh` (the tests fail, never skip, without them).
 """
+
 from __future__ import annotations
 
 import copy
@@ -69,8 +70,12 @@ def changed_plan(plan: Plan) -> tuple[Plan, dict]:
     d["assignments"] = [a for a in d["assignments"] if a["server"] != dropped["name"]]
     b = Plan.model_validate(d)
     b = b.model_copy(update={"plan_id": b.compute_id()})
-    return b, {"scaled": scaled["name"], "reconfigured": reconf["name"], "dropped": dropped["name"],
-               "dropped_models": list(dropped["models"])}
+    return b, {
+        "scaled": scaled["name"],
+        "reconfigured": reconf["name"],
+        "dropped": dropped["name"],
+        "dropped_models": list(dropped["models"]),
+    }
 
 
 def name_of(ms, group) -> str:
@@ -152,8 +157,9 @@ def test_apply_default_plan(kube_admin, kube_namespace, fake_kubelet):
         assert pod["nodeSelector"] == want["nodeSelector"]
         got_c, want_c = pod["containers"][0], want["containers"][0]
         for sec in ("requests", "limits"):
-            assert {k: parse_quantity(v) for k, v in got_c["resources"][sec].items()} == \
-                   {k: parse_quantity(v) for k, v in want_c["resources"][sec].items()}
+            assert {k: parse_quantity(v) for k, v in got_c["resources"][sec].items()} == {
+                k: parse_quantity(v) for k, v in want_c["resources"][sec].items()
+            }
         assert got_c["securityContext"] == want_c["securityContext"]
         assert got_c["env"] == want_c["env"]
         assert got_c["volumeMounts"] == want_c["volumeMounts"]
@@ -162,8 +168,16 @@ def test_apply_default_plan(kube_admin, kube_namespace, fake_kubelet):
     assert any(s.shared and len(s.models) > 1 for s in ms.servers)
     # the controllers accept what we made: every Deployment becomes available (fake kubelet runs the pods)
     for w in ms.servers:
-        wait_for(lambda w=w: (kube_admin.get("apps/v1", "Deployment", w.name, kube_namespace).get("status") or {})
-                 .get("availableReplicas") == w.replicas, timeout=60, what=f"{w.name} available")
+        wait_for(
+            lambda w=w: (
+                (kube_admin.get("apps/v1", "Deployment", w.name, kube_namespace).get("status") or {}).get(
+                    "availableReplicas"
+                )
+                == w.replicas
+            ),
+            timeout=60,
+            what=f"{w.name} available",
+        )
     # every Service selects exactly the pods it should
     pods, _ = kube_admin.list("v1", "Pod", kube_namespace)
     for d in docs:
@@ -190,11 +204,13 @@ def test_reapply_is_a_no_op(kube_admin, kube_namespace):
     assert not any(ch.written for ch in res.changes)
     assert our_writes(kube_admin, kube_namespace) == before
     # Services have no status: not even their resourceVersion moved
-    svc = {k: v["metadata"]["resourceVersion"] for k, v in managed(kube_admin, kube_namespace).items()
-           if k[0] == "Service"}
+    svc = {
+        k: v["metadata"]["resourceVersion"] for k, v in managed(kube_admin, kube_namespace).items() if k[0] == "Service"
+    }
     apply_objects(kube_admin, docs, kube_namespace, prune=True)
-    assert svc == {k: v["metadata"]["resourceVersion"] for k, v in managed(kube_admin, kube_namespace).items()
-                   if k[0] == "Service"}
+    assert svc == {
+        k: v["metadata"]["resourceVersion"] for k, v in managed(kube_admin, kube_namespace).items() if k[0] == "Service"
+    }
 
 
 def test_changed_plan_updates_in_place_and_prunes_only_what_it_should(kube_admin, kube_namespace, other_namespace):
@@ -220,8 +236,14 @@ def test_changed_plan_updates_in_place_and_prunes_only_what_it_should(kube_admin
     helm["spec"]["selector"] = {"matchLabels": {"app": "by-helm"}}
     helm["spec"]["template"]["metadata"] = {"labels": {"app": "by-helm"}}
     kube_admin.create(helm, kube_namespace)
-    kube_admin.create({"apiVersion": "v1", "kind": "ConfigMap",
-                       "metadata": {"name": "keep-me", "labels": {LABEL_MANAGED_BY: MANAGER}}}, kube_namespace)
+    kube_admin.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "keep-me", "labels": {LABEL_MANAGED_BY: MANAGER}},
+        },
+        kube_namespace,
+    )
 
     # dry run: reports, writes nothing (prune included)
     dry = apply_objects(kube_admin, ms_b.dicts(), kube_namespace, prune=True, dry_run=True)
@@ -258,7 +280,9 @@ def test_changed_plan_updates_in_place_and_prunes_only_what_it_should(kube_admin
         assert live[k]["metadata"]["uid"] == uids[k]
     dep = live[("Deployment", scaled)]
     assert dep["spec"]["replicas"] == ms_b.server_for(what["scaled"]).replicas
-    env = {e["name"]: e["value"] for e in live[("Deployment", reconf)]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e["value"] for e in live[("Deployment", reconf)]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     (w,) = [w for w in ms_b.workloads if w.server == what["reconfigured"]]
     assert env["CONFIG_ID"] == w.config_id
     conf = json.loads(live[("ConfigMap", reconf)]["data"]["server.json"])
@@ -267,8 +291,13 @@ def test_changed_plan_updates_in_place_and_prunes_only_what_it_should(kube_admin
     assert kube_admin.get("apps/v1", "Deployment", "hand-made", kube_namespace)
     assert kube_admin.get("apps/v1", "Deployment", "by-helm", kube_namespace)
     assert kube_admin.get("v1", "ConfigMap", "keep-me", kube_namespace)
-    for api, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ServiceAccount"),
-                      ("networking.k8s.io/v1", "NetworkPolicy"), ("v1", "ConfigMap")):
+    for api, kind in (
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+        ("v1", "ServiceAccount"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("v1", "ConfigMap"),
+    ):
         name = "synergai-gateway-plan" if kind == "ConfigMap" else "synergai-gateway"
         assert kube_admin.get(api, kind, name, kube_namespace), f"{kind}/{name} pruned"
     assert set(managed(kube_admin, other_namespace)) == desired_keys(ms_a.dicts())
@@ -294,14 +323,24 @@ def test_field_manager_conflict_409_is_resolved_by_forcing(kube_admin, kube_name
     apply_objects(kube_admin, ms.dicts(), kube_namespace)
     w = ms.servers[0]
     # another field manager (an autoscaler, say) takes spec.replicas with its own apply
-    kube_admin.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": w.name},
-                      "spec": {"replicas": w.replicas + 5}}, kube_namespace, force=True,
-                     field_manager="autoscaler")
+    kube_admin.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": w.name},
+            "spec": {"replicas": w.replicas + 5},
+        },
+        kube_namespace,
+        force=True,
+        field_manager="autoscaler",
+    )
     # a non-forced apply by synergai is now a real 409 from the server
     with pytest.raises(KubeError) as e:
-        kube_admin.apply(next(d for d in ms.dicts(kube_namespace)
-                              if d["kind"] == "Deployment" and d["metadata"]["name"] == w.name),
-                         kube_namespace, force=False)
+        kube_admin.apply(
+            next(d for d in ms.dicts(kube_namespace) if d["kind"] == "Deployment" and d["metadata"]["name"] == w.name),
+            kube_namespace,
+            force=False,
+        )
     assert e.value.status == 409 and any("spec.replicas" in f for f in e.value.conflict_fields())
     # policy 1: report the conflict, write nothing
     with pytest.raises(ApplyError, match="autoscaler"):
@@ -390,7 +429,8 @@ def test_cli_apply_api_error_is_one_line(kube_cluster, tmp_path, capsys):
 
 
 def test_cli_apply_to_a_missing_namespace_says_how_and_create_namespace_creates_it(
-        kube_cluster, kube_admin, tmp_path, capsys):
+    kube_cluster, kube_admin, tmp_path, capsys
+):
     import uuid
 
     f = tmp_path / "a.json"
@@ -399,7 +439,7 @@ def test_cli_apply_to_a_missing_namespace_says_how_and_create_namespace_creates_
     kc = ["--kubeconfig", kube_cluster.kubeconfig_path, "-n", ns]
     assert cli_main(["apply", str(f), *kc]) == 1
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "--create-namespace" in err and f"kubectl create namespace" in err, err
+    assert "\n" not in err and "--create-namespace" in err and "kubectl create namespace" in err, err
     assert kube_admin.get("v1", "Namespace", ns) is None
     # a dry run cannot check objects in a namespace that does not exist: it says so, creates nothing
     assert cli_main(["apply", str(f), *kc, "--create-namespace", "--dry-run"]) == 1

@@ -2,13 +2,19 @@
 per-request rule), slo-mael-dedicated's demand-proportional sizing, k8s-native's cheapest feasible
 configuration, 70% autoscaler target and least-outstanding-requests balancing; the exact optimum on shared and
 multi-slot servers."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from synergai.experiments.policies import (RunContext, get_policy, k8s_deployment, slo_mael_dedicated_deployment,
-                                           slo_mael_deployment)
+from synergai.experiments.policies import (
+    RunContext,
+    get_policy,
+    k8s_deployment,
+    slo_mael_dedicated_deployment,
+    slo_mael_deployment,
+)
 from synergai.experiments.sim import Arrivals, Deployment, Replica
 from synergai.models import ClusterSpec, ModelDemand, NodePool, ProfileRecord, ProfileTable, WorkloadSpec
 
@@ -16,16 +22,37 @@ from synergai.models import ClusterSpec, ModelDemand, NodePool, ProfileRecord, P
 def rec(model, p50, *, cpu=1.0, acc=0, batch=1, mem=500.0, thr=None, engine=None, p99=None):
     """A record with a deterministic service time (p50 = p90 = p99 unless p99 is given)."""
     p99 = p50 if p99 is None else p99
-    return ProfileRecord(model=model, engine=engine or ("trt" if acc else "cpu"), device="d", architecture="amd64",
-                         precision="fp32", batch_size=batch, threads=int(cpu * 10), latency_p50_ms=p50,
-                         latency_p90_ms=p99, latency_p99_ms=p99,
-                         throughput_rps=thr if thr is not None else batch * 1000.0 / p50,
-                         cpu_cores=cpu, memory_request_mb=mem, accelerators=acc, power_w=10.0)
+    return ProfileRecord(
+        model=model,
+        engine=engine or ("trt" if acc else "cpu"),
+        device="d",
+        architecture="amd64",
+        precision="fp32",
+        batch_size=batch,
+        threads=int(cpu * 10),
+        latency_p50_ms=p50,
+        latency_p90_ms=p99,
+        latency_p99_ms=p99,
+        throughput_rps=thr if thr is not None else batch * 1000.0 / p50,
+        cpu_cores=cpu,
+        memory_request_mb=mem,
+        accelerators=acc,
+        power_w=10.0,
+    )
 
 
 def pool(nodes, cpu, acc=0, rtt=2.0, mem=8192):
-    return NodePool(name="p", device="d", architecture="amd64", tier="edge", nodes=nodes, cpu=cpu, memory_mb=mem,
-                    accelerators=acc, rtt_ms=rtt)
+    return NodePool(
+        name="p",
+        device="d",
+        architecture="amd64",
+        tier="edge",
+        nodes=nodes,
+        cpu=cpu,
+        memory_mb=mem,
+        accelerators=acc,
+        rtt_ms=rtt,
+    )
 
 
 def ctx_of(records, p, demands):
@@ -82,7 +109,7 @@ def test_slo_mael_rule_hand_computed():
     pol2 = get_policy("slo-mael")(ctx)
     pol2.deploy()
     for i in range(4):
-        pol2.choose(_Req(i, "a", 0.0, 0.1), None)        # 2 a's per GPU server: 4 ms backlog each
+        pol2.choose(_Req(i, "a", 0.0, 0.1), None)  # 2 a's per GPU server: 4 ms backlog each
     ids, lat, _ = pol2.expected("b", 0.0)
     exp = {g0: 0.004 + 0.005 + 0.002, g1: 0.004 + 0.005 + 0.002, c0: 0.030 + 0.002, c1: 0.030 + 0.002}
     assert dict(zip(ids.tolist(), lat.tolist())) == pytest.approx(exp)
@@ -101,7 +128,7 @@ def test_slo_mael_rule_prefers_slo_meeting_candidate():
     pol.deploy()
     # expected: fast = 2k + 2 + 2 after k requests; slow = 9 + 2 = 11
     got = [pol.choose(_Req(i, "a", 0.0, 0.030), None) for i in range(5)]
-    assert got == [0, 0, 0, 0, 1]     # fast: 4, 6, 8, 10, then 12 > 11 -> slow
+    assert got == [0, 0, 0, 0, 1]  # fast: 4, 6, 8, 10, then 12 > 11 -> slow
     # nothing meets 1.5x (deadline 10 ms: needs <= 6.67 ms): the least expected overall (slow: 11 ms + its
     # 9 ms backlog = 20 vs fast 12) -> fast
     assert pol.choose(_Req(5, "a", 0.0, 0.010), None) == 0
@@ -109,8 +136,8 @@ def test_slo_mael_rule_prefers_slo_meeting_candidate():
 
 # ------------------------------------------------------------------------------------------ slo-mael-dedicated
 def test_slo_mael_dedicated_sizes_replicas_by_demand():
-    a, b = rec("a", 10, cpu=2), rec("b", 20, cpu=2)           # capacities 100 and 50 req/s
-    b_batch = rec("b", 5, cpu=2, batch=4)                     # not batch 1: never used
+    a, b = rec("a", 10, cpu=2), rec("b", 20, cpu=2)  # capacities 100 and 50 req/s
+    b_batch = rec("b", 5, cpu=2, batch=4)  # not batch 1: never used
     b_late = rec("b", 1, cpu=2, engine="late", p99=1)
     ctx = ctx_of([a, b, b_batch, b_late], pool(3, 4, rtt=0.0), [("a", 3, 100), ("b", 1, 0.5)])
     # b's deadline 0.5 ms: only b_late (p50 1 ms) is faster, but p50 + RTT > deadline for every b config
@@ -128,10 +155,10 @@ def test_slo_mael_dedicated_sizes_replicas_by_demand():
 
 # ------------------------------------------------------------------------------------------ k8s-native
 def test_k8s_native_cheapest_feasible_config_and_70pct_target():
-    a1 = rec("a", 10, cpu=1)                     # 0.25 node, 100 req/s -> 0.0025 node per req/s (cheapest feasible)
-    a2 = rec("a", 4, cpu=4, engine="big")        # 1 node, 250 req/s -> 0.004
-    a3 = rec("a", 50, cpu=1, engine="slow")      # 0.25 node, 20 req/s -> 0.0125
-    a4 = rec("a", 150, cpu=0.5, thr=1000, engine="late")   # 1000 req/s, far cheaper, but p99 150 > deadline
+    a1 = rec("a", 10, cpu=1)  # 0.25 node, 100 req/s -> 0.0025 node per req/s (cheapest feasible)
+    a2 = rec("a", 4, cpu=4, engine="big")  # 1 node, 250 req/s -> 0.004
+    a3 = rec("a", 50, cpu=1, engine="slow")  # 0.25 node, 20 req/s -> 0.0125
+    a4 = rec("a", 150, cpu=0.5, thr=1000, engine="late")  # 1000 req/s, far cheaper, but p99 150 > deadline
     ctx = ctx_of([a1, a2, a3, a4], pool(3, 4, rtt=2.0), [("a", 150, 100)])
     dep = k8s_deployment(ctx)
     # 150 / 0.7 = 214.3 req/s -> 3 replicas of 100 req/s (2 would be 200 < 214.3)
@@ -139,7 +166,7 @@ def test_k8s_native_cheapest_feasible_config_and_70pct_target():
     assert not dep.notes
     ctx2 = ctx_of([a1, a2, a3, a4], pool(1, 2, rtt=2.0), [("a", 150, 100)])
     dep2 = k8s_deployment(ctx2)
-    assert len(dep2) == 2 and dep2.notes      # only 2 fit the pool: capacity short of the target, noted
+    assert len(dep2) == 2 and dep2.notes  # only 2 fit the pool: capacity short of the target, noted
 
 
 def test_k8s_native_least_outstanding_requests():
@@ -151,6 +178,7 @@ def test_k8s_native_least_outstanding_requests():
 
     class S:
         outstanding = [2, 0, 1]
+
     assert pol.choose(_Req(0, "a", 0.0, 0.1), S) == 1
     S.outstanding = [1, 1, 1]
     assert pol.choose(_Req(1, "a", 0.0, 0.1), S) == 0
@@ -167,12 +195,12 @@ def test_optimal_on_multi_slot_and_shared_servers():
     from synergai.experiments.optimal import solve_optimal
 
     p = pool(1, 8, rtt=0.0)
-    two = rec("a", 10, thr=200)                  # 10 ms calls, 2 slots (200 x 0.01 / 1)
+    two = rec("a", 10, thr=200)  # 10 ms calls, 2 slots (200 x 0.01 / 1)
     one = rec("a", 10)
-    arr = _arr([0, 0, 0], ["a"], 0.012)          # three at t = 0, deadline 12 ms
+    arr = _arr([0, 0, 0], ["a"], 0.012)  # three at t = 0, deadline 12 ms
     r2 = solve_optimal(arr, Deployment([Replica.single(p, "a", two)]), time_limit=10)
     r1 = solve_optimal(arr, Deployment([Replica.single(p, "a", one)]), time_limit=10)
-    assert (r2.status, r2.violations) == ("optimal", 1)      # two in parallel, the third ends at 20 ms
+    assert (r2.status, r2.violations) == ("optimal", 1)  # two in parallel, the third ends at 20 ms
     assert (r1.status, r1.violations) == ("optimal", 2)
     # shared server: a (1 slot: the whole device) and b (2 slots: half each); a, b, b at t = 0, deadline 12 ms:
     # b, b together then a -> one late (a first would make both b's late)

@@ -18,6 +18,7 @@ Checks
 Regimes where the prediction does NOT hold are marked ``xfail(strict=True)`` with the errors measured when
 the mark was set, so a model fix shows up as an XPASS (and the mark must go).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,9 +31,8 @@ from synergai.planner.service import ServiceModel, response_quantile
 Q = 0.99
 RTT_MS = 4.0
 TOL = 0.20
-WARM = 0.05          # fraction of each run discarded as warm-up (the server starts empty)
-POOL = NodePool(name="p", device="d", architecture="amd64", tier="edge", nodes=1, cpu=8, memory_mb=8192,
-                rtt_ms=RTT_MS)
+WARM = 0.05  # fraction of each run discarded as warm-up (the server starts empty)
+POOL = NodePool(name="p", device="d", architecture="amd64", tier="edge", nodes=1, cpu=8, memory_mb=8192, rtt_ms=RTT_MS)
 BANDS = {"low": (0.3, 0.5), "high": (0.6, 0.8)}
 
 
@@ -52,9 +52,20 @@ def _record(rng, model: str, batch: int, slots: int) -> ProfileRecord:
     p90 = p50 * float(rng.uniform(1.1, 1.6))
     p99 = p90 * float(rng.uniform(1.1, 1.8))
     # throughput that makes the service model give this many slots: round(thr * p50 / b) = slots
-    return ProfileRecord(model=model, engine="e", device="d", architecture="amd64", precision="fp32",
-                         batch_size=batch, latency_p50_ms=p50, latency_p90_ms=p90, latency_p99_ms=p99,
-                         throughput_rps=slots * batch * 1000.0 / p50, cpu_cores=1, memory_request_mb=100)
+    return ProfileRecord(
+        model=model,
+        engine="e",
+        device="d",
+        architecture="amd64",
+        precision="fp32",
+        batch_size=batch,
+        latency_p50_ms=p50,
+        latency_p90_ms=p90,
+        latency_p99_ms=p99,
+        throughput_rps=slots * batch * 1000.0 / p50,
+        cpu_cores=1,
+        memory_request_mb=100,
+    )
 
 
 def _server(seed: int, batches, slots):
@@ -120,8 +131,9 @@ def _errors(regime: str, band: str) -> list[tuple[str, float, float, float]]:
 
 
 def _fmt(errs) -> str:
-    return "; ".join(f"{c} rho {rho:.2f}: pred {p * 1e3:.1f} ms / meas {m * 1e3:.1f} ms = {p / m - 1:+.0%}"
-                     for c, rho, p, m in errs)
+    return "; ".join(
+        f"{c} rho {rho:.2f}: pred {p * 1e3:.1f} ms / meas {m * 1e3:.1f} ms = {p / m - 1:+.0%}" for c, rho, p, m in errs
+    )
 
 
 # Measured when the marks were set (see the module docstring), with the model of planner/service.py (q-quantile
@@ -150,8 +162,11 @@ def _cases():
     for regime in REGIMES:
         for band in BANDS:
             reason = XFAIL.get((regime, band))
-            marks = [pytest.mark.xfail(strict=True, reason=f"prediction off by more than 20%, measured {reason}")] \
-                if reason is not None else []
+            marks = (
+                [pytest.mark.xfail(strict=True, reason=f"prediction off by more than 20%, measured {reason}")]
+                if reason is not None
+                else []
+            )
             yield pytest.param(regime, band, marks=marks, id=f"{regime}-{band}")
 
 
@@ -165,7 +180,7 @@ def test_simulator_matches_pollaczek_khinchine():
     wait = (res.start - res.dispatch)[keep]
     rho = lam * s.mean()
     assert 0.55 < rho < 0.65
-    pk = lam * float(np.mean(s ** 2)) / (2 * (1 - rho))
+    pk = lam * float(np.mean(s**2)) / (2 * (1 - rho))
     assert wait.mean() == pytest.approx(pk, rel=0.1)
 
 
@@ -192,4 +207,3 @@ def test_no_violations_below_0_8_of_planned_rates():
             if rate > 1 - Q:
                 bad.append(f"{regime} {m}: {rate:.2%} late (deadline {deadline[m] * 1e3:.1f} ms)")
     assert not bad, "; ".join(bad)
-

@@ -1,4 +1,5 @@
 """What people read: --version, help, the plan table at 100 columns, where outputs go, assign's checks."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,14 @@ from tests.test_manifests import default_plan
 
 def run(*args, cwd, columns=100):
     env = dict(os.environ, COLUMNS=str(columns))
-    r = subprocess.run([sys.executable, "-c", "from synergai.cli import main; main()", *map(str, args)],
-                       capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", "from synergai.cli import main; main()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
     return r.returncode, r.stdout, r.stderr
 
 
@@ -48,7 +55,9 @@ def test_plan_table_fits_100_columns_and_keeps_batch_and_power_mode(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written without --out
     assert "plan not saved (add --out plan.json to write it)" in out
     plan = default_plan()
-    rows = [line for line in out.splitlines() if line.split()[:1] and line.split()[0] in {d.model for d in plan.demands}]
+    rows = [
+        line for line in out.splitlines() if line.split()[:1] and line.split()[0] in {d.model for d in plan.demands}
+    ]
     assert len(rows) == len(plan.assignments)
     for a in plan.assignments:
         mine = [r.split() for r in rows if r.split()[:2] == [a.model, a.pool]]
@@ -105,8 +114,11 @@ def test_imputed_power_is_marked_as_an_estimate_in_the_table_and_in_explain(tmp_
     row = next(line for line in text.splitlines() if line.split()[:2] == [victim["model"], victim["pool"]])
     assert row.rstrip().endswith("*") and "~" in row.split()[-1]
     assert "* estimated: imputed power" in " ".join(text.split())
-    others = [line for line in text.splitlines()
-              if line.split()[:1] == [victim["model"]] and line.split()[1] != victim["pool"]]
+    others = [
+        line
+        for line in text.splitlines()
+        if line.split()[:1] == [victim["model"]] and line.split()[1] != victim["pool"]
+    ]
     assert all(not line.rstrip().endswith("*") for line in others)
     f = tmp_path / "p.json"
     est.save(f)
@@ -125,6 +137,7 @@ def test_summary_names_what_is_not_served():
 
 
 # ------------------------------------------------------------------------------------------ assign
+
 
 def sample_trace():
     import synergai.profiling_data as pd_
@@ -150,10 +163,13 @@ def test_the_sample_trace_ships_with_the_package_and_assign_replays_it(tmp_path)
     assert d["replica"].max() < max(reps.values())
 
 
-@pytest.mark.parametrize("rows,field,needle", [
-    ("0,resnet50,,edge\n0.1,gpt2,,cloud\n", "model", "gpt2"),
-    ("0,resnet50,,edge\n0.1,bert,,moon\n", "origin", "moon"),
-])
+@pytest.mark.parametrize(
+    "rows,field,needle",
+    [
+        ("0,resnet50,,edge\n0.1,gpt2,,cloud\n", "model", "gpt2"),
+        ("0,resnet50,,edge\n0.1,bert,,moon\n", "origin", "moon"),
+    ],
+)
 def test_assign_rejects_unknown_models_and_origins(tmp_path, rows, field, needle):
     default_plan().save(tmp_path / "plan.json")
     (tmp_path / "t.csv").write_text("time_s,model,deadline_ms,origin\n" + rows)

@@ -1,4 +1,5 @@
 """Offline: ClusterSpec from Node labels, plan sources, and the daemon's request validation."""
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,20 @@ def node(name, labels, cpu="8", memory="16Gi", extra=None, ready=True, unschedul
     alloc.update(extra or {})
     lb = {"kubernetes.io/arch": arch, "kubernetes.io/os": "linux", "kubernetes.io/hostname": name}
     lb.update(labels)
-    return {"metadata": {"name": name, "labels": lb},
-            "spec": {"unschedulable": True} if unschedulable else {},
-            "status": {"allocatable": alloc, "nodeInfo": {"architecture": arch},
-                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    return {
+        "metadata": {"name": name, "labels": lb},
+        "spec": {"unschedulable": True} if unschedulable else {},
+        "status": {
+            "allocatable": alloc,
+            "nodeInfo": {"architecture": arch},
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
 
 
 def test_parse_quantity():
     assert parse_quantity("7500m") == 7.5
-    assert parse_quantity("16Gi") == 16 * 2 ** 30
+    assert parse_quantity("16Gi") == 16 * 2**30
     assert parse_quantity("1e3") == 1000
     assert parse_quantity("2") == 2
     assert parse_quantity("100k") == 1e5
@@ -34,19 +40,50 @@ def test_parse_quantity():
 
 def test_inventory_groups_nodes_into_pools():
     nodes = [
-        node("orin-1", {"synergai.io/device": "jetson-agx-orin", "synergai.io/tier": "edge",
-                        "synergai.io/pool": "edge-orin", "synergai.io/rtt-ms": "2"},
-             cpu="12", memory="30Gi", extra={"nvidia.com/gpu": "1"}),
-        node("orin-2", {"synergai.io/device": "jetson-agx-orin", "synergai.io/tier": "edge",
-                        "synergai.io/pool": "edge-orin", "synergai.io/rtt-ms": "3"},
-             cpu="11500m", memory="29Gi", extra={"nvidia.com/gpu": "1"}),
+        node(
+            "orin-1",
+            {
+                "synergai.io/device": "jetson-agx-orin",
+                "synergai.io/tier": "edge",
+                "synergai.io/pool": "edge-orin",
+                "synergai.io/rtt-ms": "2",
+            },
+            cpu="12",
+            memory="30Gi",
+            extra={"nvidia.com/gpu": "1"},
+        ),
+        node(
+            "orin-2",
+            {
+                "synergai.io/device": "jetson-agx-orin",
+                "synergai.io/tier": "edge",
+                "synergai.io/pool": "edge-orin",
+                "synergai.io/rtt-ms": "3",
+            },
+            cpu="11500m",
+            memory="29Gi",
+            extra={"nvidia.com/gpu": "1"},
+        ),
         node("rpi-1", {"synergai.io/device": "rpi4", "synergai.io/tier": "edge"}, cpu="4", memory="3800Mi"),
-        node("x86-1", {"synergai.io/device": "x86-xeon-8275cl", "synergai.io/tier": "cloud"}, arch="amd64",
-             cpu="16", memory="32Gi"),
-        node("x86-cordoned", {"synergai.io/device": "x86-xeon-8275cl", "synergai.io/tier": "cloud"}, arch="amd64",
-             unschedulable=True),
-        node("x86-notready", {"synergai.io/device": "x86-xeon-8275cl", "synergai.io/tier": "cloud"}, arch="amd64",
-             ready=False),
+        node(
+            "x86-1",
+            {"synergai.io/device": "x86-xeon-8275cl", "synergai.io/tier": "cloud"},
+            arch="amd64",
+            cpu="16",
+            memory="32Gi",
+        ),
+        node(
+            "x86-cordoned",
+            {"synergai.io/device": "x86-xeon-8275cl", "synergai.io/tier": "cloud"},
+            arch="amd64",
+            unschedulable=True,
+        ),
+        node(
+            "x86-notready",
+            {"synergai.io/device": "x86-xeon-8275cl", "synergai.io/tier": "cloud"},
+            arch="amd64",
+            ready=False,
+        ),
         node("plain", {}),
         node("weird-tier", {"synergai.io/device": "rpi4", "synergai.io/tier": "fog"}),
     ]
@@ -108,9 +145,14 @@ def test_parse_document_plan_and_workload(tmp_path):
     assert isinstance(parse_document(_doc(plan.model_dump_json(), True)), Plan)
     wl = parse_document(_doc("models:\n  - {model: resnet50, rate_rps: 10, deadline_ms: 15}\n"))
     assert isinstance(wl, WorkloadSpec) and wl.models[0].model == "resnet50"
-    for text, needle in (("{not json", "JSON"), ('{"schema_version": "v0"}', "schema version"),
-                         ("- a\n- b", "expected"), ("", "empty"), ("name: x", "expected"),
-                         ('{"schema_version": "synergai.plan/v1"}', "pools")):
+    for text, needle in (
+        ("{not json", "JSON"),
+        ('{"schema_version": "v0"}', "schema version"),
+        ("- a\n- b", "expected"),
+        ("", "empty"),
+        ("name: x", "expected"),
+        ('{"schema_version": "synergai.plan/v1"}', "pools"),
+    ):
         with pytest.raises(InputError) as e:
             parse_document(_doc(text, text.startswith("{")))
         assert needle in str(e.value) and "\n" not in str(e.value)
@@ -138,9 +180,16 @@ def test_assign_request_validation(tmp_path):
     f.write_text("{}")
     d = Daemon(DaemonConfig(plan_source=f"file:{f}", namespace="ns", port=-1), kube=_FakeKube())
     assert d.assign_http(b'{"model": "resnet50"}')[0] == 503  # no live plan yet
-    for body in (b"not json", b"[1]", b"{}", b'{"model": 3}', b'{"model": "x", "deadline_ms": -1}',
-                 b'{"model": "x", "deadline_ms": "soon"}', b'{"model": "x", "origin": "moon"}',
-                 b'{"model": "x", "deadline_ms": true}'):
+    for body in (
+        b"not json",
+        b"[1]",
+        b"{}",
+        b'{"model": 3}',
+        b'{"model": "x", "deadline_ms": -1}',
+        b'{"model": "x", "deadline_ms": "soon"}',
+        b'{"model": "x", "origin": "moon"}',
+        b'{"model": "x", "deadline_ms": true}',
+    ):
         code, out = d.assign_http(body)
         assert code == 400 and "error" in out, body
     assert d.ready()[0] is False

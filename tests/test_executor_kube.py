@@ -2,6 +2,7 @@
 
 (The behaviour against a real API server is in test_apply_kube.py / test_daemon_kube.py.)
 """
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,17 @@ class RecordingStop(threading.Event):
 def test_retries_429_honouring_retry_after_and_5xx_with_backoff():
     stop = RecordingStop()
     seen = []
-    c = ScriptedClient([KubeError(429, "slow down", retry_after=3), KubeError(503, "unavailable"),
-                        KubeError(0, "connection refused"), {"ok": 1}],
-                       stop=stop, retry=RetryPolicy(attempts=5, base=0.1, cap=1.0, jitter=0), on_retry=seen.append)
+    c = ScriptedClient(
+        [
+            KubeError(429, "slow down", retry_after=3),
+            KubeError(503, "unavailable"),
+            KubeError(0, "connection refused"),
+            {"ok": 1},
+        ],
+        stop=stop,
+        retry=RetryPolicy(attempts=5, base=0.1, cap=1.0, jitter=0),
+        on_retry=seen.append,
+    )
     assert c.request("GET", "/x") == {"ok": 1}
     assert c.calls == 4
     assert [e.status for e in seen] == [429, 503, 0]
@@ -51,9 +60,17 @@ def test_retries_429_honouring_retry_after_and_5xx_with_backoff():
     assert stop.waits[1:] == [0.2, 0.4]  # exponential
 
 
-@pytest.mark.parametrize("err", [KubeError(409, "conflict"), KubeError(422, "invalid"), KubeError(403, "no"),
-                                 KubeError(404, "gone"), KubeError(400, "bad"),
-                                 KubeError(500, "failed to create typed patch object: .spec.x: field not declared")])
+@pytest.mark.parametrize(
+    "err",
+    [
+        KubeError(409, "conflict"),
+        KubeError(422, "invalid"),
+        KubeError(403, "no"),
+        KubeError(404, "gone"),
+        KubeError(400, "bad"),
+        KubeError(500, "failed to create typed patch object: .spec.x: field not declared"),
+    ],
+)
 def test_no_retry_on_permanent_errors(err):
     c = ScriptedClient([err, {"never": 1}], stop=RecordingStop())
     with pytest.raises(KubeError) as e:
@@ -86,9 +103,20 @@ def test_backoff_is_capped_and_jittered():
 
 
 def test_error_classes_and_conflict_fields():
-    e = KubeError(409, "Apply failed with 1 conflict", reason="Conflict", verb="PATCH", what="/apis/x",
-                  body={"details": {"causes": [{"reason": "FieldManagerConflict", "message": 'conflict with "hpa"',
-                                                "field": ".spec.replicas"}]}})
+    e = KubeError(
+        409,
+        "Apply failed with 1 conflict",
+        reason="Conflict",
+        verb="PATCH",
+        what="/apis/x",
+        body={
+            "details": {
+                "causes": [
+                    {"reason": "FieldManagerConflict", "message": 'conflict with "hpa"', "field": ".spec.replicas"}
+                ]
+            }
+        },
+    )
     assert e.conflict and not e.retryable
     assert e.conflict_fields() == ['.spec.replicas (conflict with "hpa")']
     assert "\n" not in str(e) and "HTTP 409" in str(e)
@@ -109,12 +137,21 @@ class FakeStream:
 
 
 def test_watch_decodes_split_lines_and_raises_410():
-    evs = [{"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "5"}}},
-           {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}},
-           {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
-                                        "message": "too old resource version: 1 (5)"}}]
+    evs = [
+        {"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "5"}}},
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}},
+        {
+            "type": "ERROR",
+            "object": {
+                "kind": "Status",
+                "code": 410,
+                "reason": "Expired",
+                "message": "too old resource version: 1 (5)",
+            },
+        },
+    ]
     data = b"".join(json.dumps(e).encode() + b"\n" for e in evs)
-    chunks = [data[i:i + 17] for i in range(0, len(data), 17)]  # events split across chunks
+    chunks = [data[i : i + 17] for i in range(0, len(data), 17)]  # events split across chunks
     c = ScriptedClient([FakeStream(chunks)], stop=RecordingStop())
     got = []
     with pytest.raises(KubeError) as e:
@@ -139,11 +176,20 @@ def test_paths():
 def test_diff_and_normalise():
     from synergai.executor.apply import _plan_id_only, diff, normalise
 
-    live = {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "x", "resourceVersion": "5", "generation": 2, "uid": "u", "managedFields": [{}],
-                         "annotations": {"synergai.io/plan-id": "a", "deployment.kubernetes.io/revision": "3"}},
-            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c", "image": "i:1"}]}}},
-            "status": {"replicas": 2}}
+    live = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "x",
+            "resourceVersion": "5",
+            "generation": 2,
+            "uid": "u",
+            "managedFields": [{}],
+            "annotations": {"synergai.io/plan-id": "a", "deployment.kubernetes.io/revision": "3"},
+        },
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c", "image": "i:1"}]}}},
+        "status": {"replicas": 2},
+    }
     would = json.loads(json.dumps(live))
     would["metadata"]["resourceVersion"] = "6"
     would["metadata"]["generation"] = 3

@@ -1,16 +1,49 @@
 """Offline: Kubernetes names from hostile model/pool names are valid, stable and distinct."""
+
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from synergai.executor.names import (Namer, dns_name, is_dns1035_label, is_dns1123_subdomain, label_key_error,
-                            label_value_error, slug)
+from synergai.executor.names import (
+    Namer,
+    dns_name,
+    is_dns1035_label,
+    is_dns1123_subdomain,
+    label_key_error,
+    label_value_error,
+    slug,
+)
 
 HOSTILE = [
-    "ResNet50", "resnet50", "resnet.50", "resnet-50", "resnet_50", "RESNET 50", "résnet50", "ｒｅｓｎｅｔ５０",
-    "模型", "🙂", "", " ", "-", ".", "..", "a" * 300, "9lives", "-leading", "trailing-", "a/b", "a\\b", "a\nb",
-    "x" * 62, "x" * 63, "x" * 64, "Ω≈ç√", "\u0000", "a.b.c.d.e.f", "UPPER.lower-Mixed_case",
+    "ResNet50",
+    "resnet50",
+    "resnet.50",
+    "resnet-50",
+    "resnet_50",
+    "RESNET 50",
+    "résnet50",
+    "ｒｅｓｎｅｔ５０",
+    "模型",
+    "🙂",
+    "",
+    " ",
+    "-",
+    ".",
+    "..",
+    "a" * 300,
+    "9lives",
+    "-leading",
+    "trailing-",
+    "a/b",
+    "a\\b",
+    "a\nb",
+    "x" * 62,
+    "x" * 63,
+    "x" * 64,
+    "Ω≈ç√",
+    "\u0000",
+    "a.b.c.d.e.f",
+    "UPPER.lower-Mixed_case",
 ]
 
 
@@ -27,7 +60,9 @@ def test_hostile_names_are_valid_dns1035_and_distinct():
 
 
 def test_names_are_deterministic_and_readable():
-    assert dns_name("ResNet.50", "edge-Orin", kind="deployment") == dns_name("ResNet.50", "edge-Orin", kind="deployment")
+    assert dns_name("ResNet.50", "edge-Orin", kind="deployment") == dns_name(
+        "ResNet.50", "edge-Orin", kind="deployment"
+    )
     n = dns_name("ResNet.50", "edge-Orin", kind="deployment")
     assert n.startswith("resnet-50-edge-orin-")
     # the kind is part of the identity: a model Service never collides with a Deployment name

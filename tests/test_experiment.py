@@ -1,15 +1,28 @@
 """`synergai experiment` end to end: outputs, determinism, user scenarios, one-line errors."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from synergai.experiments.runner import RESULT_COLUMNS, TIMING_COLUMNS
 from synergai.cli import main
+from synergai.experiments.runner import RESULT_COLUMNS, TIMING_COLUMNS
 
-REQUIRED = ["scenario", "policy", "seed", "load", "requests", "violations", "violation_rate", "excess_ms_total",
-            "excess_ms_mean", "p99_latency_ms", "energy_j", "decision_us_mean", "decision_us_p99"]
+REQUIRED = [
+    "scenario",
+    "policy",
+    "seed",
+    "load",
+    "requests",
+    "violations",
+    "violation_rate",
+    "excess_ms_total",
+    "excess_ms_mean",
+    "p99_latency_ms",
+    "energy_j",
+    "decision_us_mean",
+    "decision_us_p99",
+]
 
 USER = """
 name: my-scenario
@@ -25,8 +38,12 @@ policies: [synergai, slo-mael, least-loaded]
 
 def test_quick_end_to_end(tmp_path):
     out = tmp_path / "q"
-    assert main(["experiment", "--quick", "--scenario", "poisson-mlperf", "--scenario", "optimal-small",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["experiment", "--quick", "--scenario", "poisson-mlperf", "--scenario", "optimal-small", "--out", str(out)]
+        )
+        == 0
+    )
     df = pd.read_csv(out / "results.csv")
     assert set(REQUIRED) <= set(df.columns)
     assert {"synergai", "slo-mael", "slo-mael-bw", "optimal"} <= set(df["policy"])
@@ -44,8 +61,15 @@ def test_quick_end_to_end(tmp_path):
 
 def test_same_seed_identical_results(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    args = ["experiment", "--quick", "--scenario", "bursty-mmpp", "--policies", "synergai,slo-mael,random",
-            "--no-plots"]
+    args = [
+        "experiment",
+        "--quick",
+        "--scenario",
+        "bursty-mmpp",
+        "--policies",
+        "synergai,slo-mael,random",
+        "--no-plots",
+    ]
     assert main(args + ["--out", str(a)]) == 0
     assert main(args + ["--out", str(b)]) == 0
     da, db = (pd.read_csv(p / "results.csv").drop(columns=TIMING_COLUMNS) for p in (a, b))
@@ -63,13 +87,16 @@ def test_user_scenario_file_runs(tmp_path):
     assert (df["scenario"] == "my-scenario").all() and (df["requests"] == 400).all()
 
 
-@pytest.mark.parametrize("body,needle", [
-    (USER.replace("process: onoff", "process: telepathy"), "arrivals.process"),
-    (USER.replace("loads: [0.7]", "loads: [0.7]\nbogus: 1"), "bogus"),
-    (USER.replace("[synergai, slo-mael, least-loaded]", "[synergai, nope]"), "policies.1"),
-    (USER.replace("remove_pools: [cloud-x86]", "remove_pools: [atlantis]"), "cluster.remove_pools"),
-    ("name: [unclosed", "YAML syntax error"),
-])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        (USER.replace("process: onoff", "process: telepathy"), "arrivals.process"),
+        (USER.replace("loads: [0.7]", "loads: [0.7]\nbogus: 1"), "bogus"),
+        (USER.replace("[synergai, slo-mael, least-loaded]", "[synergai, nope]"), "policies.1"),
+        (USER.replace("remove_pools: [cloud-x86]", "remove_pools: [atlantis]"), "cluster.remove_pools"),
+        ("name: [unclosed", "YAML syntax error"),
+    ],
+)
 def test_bad_scenario_is_one_line_exit_2(tmp_path, capsys, body, needle):
     f = tmp_path / "bad.yaml"
     f.write_text(body)
@@ -92,33 +119,64 @@ def _rows(spec):
         cl = sc.split("@")[1] if "@" in sc else "default"
         for pol, per_load in pols.items():
             for load, v in per_load.items():
-                rows.append({"scenario": sc, "cluster": cl, "policy": pol, "seed": 0, "load": load, "requests": 100,
-                             "violations": v, "excess_ms_total": float(v), "energy_j": 1.0, "decision_us_mean": 1.0,
-                             "decision_us_p99": 1.0, "p99_latency_ms": 1.0, "unplaced": 0, "shed": 0,
-                             "late_p50_dl": 0.0, "late_p99_dl": 0.0, "late_max_dl": 0.0, "headline": True,
-                             "status": "ok", "capacity_rps": 100.0, "rate_rps": 100.0 * load,
-                             "violation_rate": v / 100, "excess_ms_mean": v / 100})
+                rows.append(
+                    {
+                        "scenario": sc,
+                        "cluster": cl,
+                        "policy": pol,
+                        "seed": 0,
+                        "load": load,
+                        "requests": 100,
+                        "violations": v,
+                        "excess_ms_total": float(v),
+                        "energy_j": 1.0,
+                        "decision_us_mean": 1.0,
+                        "decision_us_p99": 1.0,
+                        "p99_latency_ms": 1.0,
+                        "unplaced": 0,
+                        "shed": 0,
+                        "late_p50_dl": 0.0,
+                        "late_p99_dl": 0.0,
+                        "late_max_dl": 0.0,
+                        "headline": True,
+                        "status": "ok",
+                        "capacity_rps": 100.0,
+                        "rate_rps": 100.0 * load,
+                        "violation_rate": v / 100,
+                        "excess_ms_mean": v / 100,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def test_headline_against_strongest_baseline_lists_every_loss(tmp_path):
     from synergai.experiments.report import summarise, write_report
 
-    res = _rows({
-        # s1: strongest = b2 (6); factor (6+1)/(2+1)
-        "s1": {"synergai": {0.5: 0, 0.9: 2}, "b1": {0.5: 4, 0.9: 6}, "b2": {0.5: 1, 0.9: 5},
-               "slo-mael+plan": {0.5: 3, 0.9: 9}},
-        # s2: strongest = b1 (4) beats synergai (5): a loss, summed and at load 0.9
-        "s2": {"synergai": {0.5: 1, 0.9: 4}, "b1": {0.5: 2, 0.9: 2}, "b2": {0.5: 3, 0.9: 6},
-               "slo-mael+plan": {0.5: 1, 0.9: 3}},
-        "s1@edge-lite": {"synergai": {0.5: 1}, "b1": {0.5: 3}},
-    })
+    res = _rows(
+        {
+            # s1: strongest = b2 (6); factor (6+1)/(2+1)
+            "s1": {
+                "synergai": {0.5: 0, 0.9: 2},
+                "b1": {0.5: 4, 0.9: 6},
+                "b2": {0.5: 1, 0.9: 5},
+                "slo-mael+plan": {0.5: 3, 0.9: 9},
+            },
+            # s2: strongest = b1 (4) beats synergai (5): a loss, summed and at load 0.9
+            "s2": {
+                "synergai": {0.5: 1, 0.9: 4},
+                "b1": {0.5: 2, 0.9: 2},
+                "b2": {0.5: 3, 0.9: 6},
+                "slo-mael+plan": {0.5: 1, 0.9: 3},
+            },
+            "s1@edge-lite": {"synergai": {0.5: 1}, "b1": {0.5: 3}},
+        }
+    )
     s = summarise(res)
     h = s["headline"]["default"]
     assert h["baseline_violations"] == 6 + 4 and h["synergai_violations"] == 2 + 5
     assert h["pooled"] == pytest.approx(10 / 7)
     assert h["geomean"] == pytest.approx(((7 / 3) * (5 / 6)) ** 0.5)
-    assert h["plan_rule_ok"] is False                    # s2: synergai 5 > slo-mael+plan 4
+    assert h["plan_rule_ok"] is False  # s2: synergai 5 > slo-mael+plan 4
     assert s["headline"]["edge-lite"]["pooled"] == pytest.approx(3.0)
     sc = s["scenarios"].set_index("scenario")
     assert sc.loc["s1", "strongest"] == "b2" and sc.loc["s2", "strongest"] == "b1"
@@ -127,7 +185,9 @@ def test_headline_against_strongest_baseline_lists_every_loss(tmp_path):
     assert "b2 @ 0.5 (1 vs 0)" not in sc.loc["s1", "lost at loads"]
     losses = s["losses"]
     assert set(zip(losses["scenario"], losses["load"], losses["baseline"])) == {
-        ("s2", 0.9, "b1"), ("s2", 0.9, "slo-mael+plan")}
+        ("s2", 0.9, "b1"),
+        ("s2", 0.9, "slo-mael+plan"),
+    }
     rep = write_report(tmp_path, res).read_text()
     assert "strongest baseline" in rep and "MISSED" in rep and "b1 @ 0.9 (2 vs 4)" in rep
 

@@ -1,4 +1,5 @@
 """`synergai import-mlperf`: MLPerf results table -> ProfileRecords, rebuilding the default data."""
+
 from __future__ import annotations
 
 import csv
@@ -32,8 +33,17 @@ def test_default_import_rebuilds_the_committed_default_profiles(tmp_path, capsys
     assert "coverage" in so and f"wrote {out}" in " ".join(so.split())
     code, so, se = run_cli(capsys, "import-mlperf", "--data", DEFAULT_DATA_DIR, "--out", tmp_path / "b.csv", "-q")
     assert code == 0 and (tmp_path / "b.csv").read_bytes() == out.read_bytes()
-    code, so, se = run_cli(capsys, "import-mlperf", "--results", DEFAULT_DATA_DIR / "results.csv", "--systems",
-                           DEFAULT_DATA_DIR / "systems.csv", "--out", tmp_path / "c.csv", "-q")
+    code, so, se = run_cli(
+        capsys,
+        "import-mlperf",
+        "--results",
+        DEFAULT_DATA_DIR / "results.csv",
+        "--systems",
+        DEFAULT_DATA_DIR / "systems.csv",
+        "--out",
+        tmp_path / "c.csv",
+        "-q",
+    )
     assert code == 0 and (tmp_path / "c.csv").read_bytes() == out.read_bytes()
 
 
@@ -43,7 +53,7 @@ def _second_round(src: Path, dst: Path, label: str, keep_every: int = 3) -> Path
     with open(src / "results.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     cols = list(rows[0].keys())
-    cols = cols[::-1]                          # column order must not matter
+    cols = cols[::-1]  # column order must not matter
     with open(dst / "results.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()

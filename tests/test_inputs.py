@@ -1,4 +1,5 @@
 """Bad input: one line naming file, row and field, exit code 2, never a traceback."""
+
 from __future__ import annotations
 
 import json
@@ -27,6 +28,7 @@ def set_cell(lines, row, col, value):
     i = header.index(col)
     import csv
     import io
+
     cells = next(csv.reader(io.StringIO(lines[row])))
     cells[i] = value
     buf = io.StringIO()
@@ -37,20 +39,36 @@ def set_cell(lines, row, col, value):
 
 
 def run_cli(*args, cwd=None):
-    r = subprocess.run([sys.executable, "-c", "from synergai.cli import main; main()", *args],
-                       capture_output=True, text=True, cwd=cwd, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", "from synergai.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
     return r.returncode, r.stdout, r.stderr
 
 
 CASES = {
-    "missing column": (lambda ls: [",".join(c for c in ls[0].split(",") if c != "latency_p90_ms")]
-                       + [",".join(v for j, v in enumerate(_split(l)) if j != ls[0].split(",").index("latency_p90_ms"))
-                          for l in ls[1:]], "latency_p90_ms"),
+    "missing column": (
+        lambda ls: (
+            [",".join(c for c in ls[0].split(",") if c != "latency_p90_ms")]
+            + [
+                ",".join(v for j, v in enumerate(_split(l)) if j != ls[0].split(",").index("latency_p90_ms"))
+                for l in ls[1:]
+            ]
+        ),
+        "latency_p90_ms",
+    ),
     "nan latency": (lambda ls: set_cell(ls, 3, "latency_p50_ms", "nan"), "latency_p50_ms"),
     "negative latency": (lambda ls: set_cell(ls, 3, "latency_p99_ms", "-4"), "latency_p99_ms"),
     "text in number": (lambda ls: set_cell(ls, 5, "throughput_rps", "fast"), "throughput_rps"),
-    "ns instead of ms": (lambda ls: set_cell(set_cell(set_cell(ls, 2, "latency_p50_ms", "4e6"), 2, "latency_p90_ms", "5e6"),
-                                         2, "latency_p99_ms", "6e6"), "milliseconds"),
+    "ns instead of ms": (
+        lambda ls: set_cell(
+            set_cell(set_cell(ls, 2, "latency_p50_ms", "4e6"), 2, "latency_p90_ms", "5e6"), 2, "latency_p99_ms", "6e6"
+        ),
+        "milliseconds",
+    ),
     "duplicate key": (lambda ls: ls + [ls[1]], "duplicate"),
     "bad architecture": (lambda ls: set_cell(ls, 4, "architecture", "x86"), "architecture"),
 }
@@ -59,6 +77,7 @@ CASES = {
 def _split(line):
     import csv
     import io
+
     return next(csv.reader(io.StringIO(line)))
 
 
@@ -91,7 +110,9 @@ def test_yaml_syntax_error_names_line(tmp_path):
 
 def test_cluster_field_error_names_field(tmp_path):
     p = tmp_path / "cluster.yaml"
-    p.write_text("pools:\n  - {name: a, device: rpi4, architecture: arm64, tier: edge, nodes: -1, cpu: 4, memory_mb: 4096}\n")
+    p.write_text(
+        "pools:\n  - {name: a, device: rpi4, architecture: arm64, tier: edge, nodes: -1, cpu: 4, memory_mb: 4096}\n"
+    )
     with pytest.raises(InputError) as e:
         ClusterSpec.load(p)
     assert "pools.0.nodes" in str(e.value)
@@ -117,7 +138,9 @@ def test_cli_bad_input_exit_2_one_line(tmp_path, kind):
     args = ["plan", "--out", str(tmp_path / "plan.json")]
     if kind == "unknown device":
         c = tmp_path / "c.yaml"
-        c.write_text("pools:\n  - {name: a, device: quantum-board, architecture: arm64, tier: edge, nodes: 1, cpu: 4, memory_mb: 4096}\n")
+        c.write_text(
+            "pools:\n  - {name: a, device: quantum-board, architecture: arm64, tier: edge, nodes: 1, cpu: 4, memory_mb: 4096}\n"
+        )
         args += ["--cluster", str(c)]
         needle = "quantum-board"
     elif kind == "unknown model":
@@ -157,9 +180,14 @@ def test_parquet_roundtrip_and_merge_newer_wins(tmp_path):
     back = ProfileTable.load(p)
     assert len(back) == len(t) and back.records[0] == t.records[0]
     from datetime import datetime, timezone
-    newer = t.records[0].model_copy(update={"latency_p50_ms": t.records[0].latency_p50_ms * 0.5,
-                                            "measured_at": datetime(2030, 1, 1, tzinfo=timezone.utc),
-                                            "source": "measured:test"})
+
+    newer = t.records[0].model_copy(
+        update={
+            "latency_p50_ms": t.records[0].latency_p50_ms * 0.5,
+            "measured_at": datetime(2030, 1, 1, tzinfo=timezone.utc),
+            "source": "measured:test",
+        }
+    )
     merged = ProfileTable.merge([t, ProfileTable([newer], source="mine.csv")])
     assert len(merged) == len(t)
     rec = next(r for r in merged.records if r.key == newer.key)

@@ -6,7 +6,6 @@ Needs the binaries from `bash .ci/build-kube.sh`; deselect with `-m "not kube"`.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 import uuid
 

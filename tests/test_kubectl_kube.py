@@ -8,6 +8,7 @@ Uses the kubectl v1.20 built from Debian's source with the API server (``bash .c
 * ``kubectl apply --server-side`` after ``synergai apply`` reports no conflicts, and a second
   ``synergai apply`` then changes nothing.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,12 +31,14 @@ def kubectl(kube_cluster):
 
     exe = Path(default_cache_dir()) / "bin" / "kubectl"
     if not exe.exists():
-        pytest.fail(f"{exe} is missing: build it with `bash .ci/build-kube.sh` (the kube tests never skip)",
-                    pytrace=False)
+        pytest.fail(
+            f"{exe} is missing: build it with `bash .ci/build-kube.sh` (the kube tests never skip)", pytrace=False
+        )
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(exe), "--kubeconfig", kube_cluster.kubeconfig_path, *args],
-                              capture_output=True, text=True, timeout=180)
+        return subprocess.run(
+            [str(exe), "--kubeconfig", kube_cluster.kubeconfig_path, *args], capture_output=True, text=True, timeout=180
+        )
 
     v = run("version", "--client", "--short")
     assert v.returncode == 0 and "v1.20" in v.stdout, v.stdout + v.stderr
@@ -98,8 +101,9 @@ def test_kubectl_apply_k_accepts_the_directory(kubectl, kube_namespace, manifest
     assert set(results(r.stdout)) == expected_objects()
 
 
-def test_kubectl_server_side_apply_after_synergai_apply_has_no_conflicts(kube_cluster, kubectl, kube_namespace,
-                                                                          manifests_dir, capsys):
+def test_kubectl_server_side_apply_after_synergai_apply_has_no_conflicts(
+    kube_cluster, kubectl, kube_namespace, manifests_dir, capsys
+):
     plan, out = manifests_dir
     kc = ["--kubeconfig", kube_cluster.kubeconfig_path, "--namespace", kube_namespace]
     n = len(expected_objects())

@@ -1,4 +1,5 @@
 """Offline: Kubernetes objects from plans (shape, hardening, names) and strict schema validation."""
+
 from __future__ import annotations
 
 import copy
@@ -15,7 +16,6 @@ from synergai.executor.manifests import (
     ANN_PLAN_ID,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
-    LABEL_NAME,
     LABEL_POOL,
     MANAGER,
     build,
@@ -192,8 +192,13 @@ def test_default_plan_objects():
         assert sorted(m["model"] for m in conf["models"]) == sorted(want) == sorted(g.models)
         for m in conf["models"]:
             cfg = want[m["model"]]
-            assert (m["engine"], m["precision"], m["batch_size"], m["threads"], m["config_id"]) == \
-                   (cfg.engine, cfg.precision, cfg.batch_size, cfg.threads, cfg.config_id)
+            assert (m["engine"], m["precision"], m["batch_size"], m["threads"], m["config_id"]) == (
+                cfg.engine,
+                cfg.precision,
+                cfg.batch_size,
+                cfg.threads,
+                cfg.config_id,
+            )
             assert m["batch_wait_ms"] == pytest.approx(batch_wait_ms(cfg), abs=1e-6)
             assert m["slots"] == ServiceModel.of(cfg).slots
         mounts = {v["mountPath"]: v for v in c["volumeMounts"]}
@@ -229,10 +234,14 @@ def test_default_plan_objects():
             assert sel == dep["spec"]["selector"]["matchLabels"]
         else:  # per-model Service: the pods of every group that hosts the model (shared ones included)
             model = s["metadata"]["annotations"]["synergai.io/model"]
-            mine = [d for d in deployments(docs)
-                    if model in json.loads(d["metadata"]["annotations"]["synergai.io/models"])]
-            hosts = [d for d in deployments(docs)
-                     if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())]
+            mine = [
+                d for d in deployments(docs) if model in json.loads(d["metadata"]["annotations"]["synergai.io/models"])
+            ]
+            hosts = [
+                d
+                for d in deployments(docs)
+                if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())
+            ]
             assert mine and hosts == mine
 
 
@@ -268,8 +277,14 @@ def test_mixed_group_runs_triton_and_serves_the_cpu_model_on_its_cpu_backend():
     d = default_plan().model_dump(mode="json")
     shared = next(s for s in d["servers"] if s["shared"])
     a = next(x for x in d["assignments"] if x["server"] == shared["name"])
-    a["config"].update(engine="onnxruntime", accelerator="none", accelerators=0, threads=4,
-                       config_id="onnxruntime/fp32/b4/t4/default", batch_size=4)
+    a["config"].update(
+        engine="onnxruntime",
+        accelerator="none",
+        accelerators=0,
+        threads=4,
+        config_id="onnxruntime/fp32/b4/t4/default",
+        batch_size=4,
+    )
     p = Plan.model_validate(d)
     ms = build(p)
     docs = ms.dicts()
@@ -301,14 +316,20 @@ def test_a_changed_configuration_rolls_the_pods_and_a_new_plan_id_does_not():
     x["config"]["batch_size"] = 8
     x["routed_rate_rps"] *= 0.5  # rates are not part of the server configuration
     b = build(Plan.model_validate(d)).dicts()
-    ha = {dd["metadata"]["name"]: dd["spec"]["template"]["metadata"]["annotations"]["synergai.io/config-hash"]
-          for dd in deployments(a)}
-    hb = {dd["metadata"]["name"]: dd["spec"]["template"]["metadata"]["annotations"]["synergai.io/config-hash"]
-          for dd in deployments(b)}
+    ha = {
+        dd["metadata"]["name"]: dd["spec"]["template"]["metadata"]["annotations"]["synergai.io/config-hash"]
+        for dd in deployments(a)
+    }
+    hb = {
+        dd["metadata"]["name"]: dd["spec"]["template"]["metadata"]["annotations"]["synergai.io/config-hash"]
+        for dd in deployments(b)
+    }
     changed = {n for n in ha if ha[n] != hb[n]}
-    assert len(changed) == 1 and changed <= {dd["metadata"]["name"] for dd in deployments(a)
-                                             if dd["metadata"]["annotations"]["synergai.io/server-group"]
-                                             == shared["name"]}
+    assert len(changed) == 1 and changed <= {
+        dd["metadata"]["name"]
+        for dd in deployments(a)
+        if dd["metadata"]["annotations"]["synergai.io/server-group"] == shared["name"]
+    }
 
 
 def test_groups_that_need_different_images_are_an_input_error():
@@ -393,7 +414,7 @@ def test_quantities():
     assert memory_quantity(1536.0) == "1536Mi"
     assert memory_quantity(1024.0 * 1024 * 3) == "3Ti"
     assert memory_quantity(100.2) == "101Mi"
-    assert memory_quantity(1023.5) == "1Gi"   # rounded up to whole MiB first
+    assert memory_quantity(1023.5) == "1Gi"  # rounded up to whole MiB first
 
 
 def test_every_quantity_in_the_manifests_is_canonical():
@@ -433,9 +454,12 @@ def test_threads_raise_the_cpu_limit_not_the_request():
             g["cpu_cores"] = 1.0
             g["replicas"] = max(1, g["replicas"])
     p = Plan.model_validate(d)
-    dep = next(x for x in deployments(build(p).dicts())
-               if x["metadata"]["annotations"]["synergai.io/model"] == a["model"]
-               and x["metadata"]["annotations"]["synergai.io/pool-name"] == a["pool"])
+    dep = next(
+        x
+        for x in deployments(build(p).dicts())
+        if x["metadata"]["annotations"]["synergai.io/model"] == a["model"]
+        and x["metadata"]["annotations"]["synergai.io/pool-name"] == a["pool"]
+    )
     c = dep["spec"]["template"]["spec"]["containers"][0]
     assert c["resources"]["requests"]["cpu"] == "1" and c["resources"]["limits"]["cpu"] == "4"
     env = {e["name"]: e["value"] for e in c["env"]}
@@ -510,8 +534,9 @@ def test_hostile_names_give_valid_distinct_names():
                 assert label_value_error(v) is None, v
     # the raw names survive in annotations and env
     raw_models = {a.model for a in plan.assignments if a.replicas > 0}
-    assert {m for d in deployments(docs) for m in json.loads(d["metadata"]["annotations"]["synergai.io/models"])} \
-        == raw_models
+    assert {
+        m for d in deployments(docs) for m in json.loads(d["metadata"]["annotations"]["synergai.io/models"])
+    } == raw_models
     assert len(ms.model_services) == len(raw_models)
     # models that differ only in case or punctuation do not collide
     assert "ResNet.50/v1" in raw_models or "resnet.50/v1" in raw_models
@@ -573,8 +598,11 @@ def test_random_plans_validate_strict(seed):
 def test_default_and_hostile_plans_validate_strict():
     assert validate_all(build(default_plan()).dicts())
     assert validate_all(build(hostile_plan(2)).dicts())
-    assert validate_all(build(renamed(default_plan(), {"bert": "BERT.large/ü"}, {"cloud-gpu-l4": "Cloud GPU.L4"},
-                                      keep_labels=True)).dicts())
+    assert validate_all(
+        build(
+            renamed(default_plan(), {"bert": "BERT.large/ü"}, {"cloud-gpu-l4": "Cloud GPU.L4"}, keep_labels=True)
+        ).dicts()
+    )
 
 
 @pytest.mark.parametrize("name,path", scenario_plans())
@@ -593,6 +621,7 @@ def test_bundled_scenarios_validate_strict(name, path):
 
 def test_every_engine_of_the_default_profiles_has_an_image():
     import synergai.profiling_data as pdd
+
     imap = ImageMap.default()
     pairs = {(r.engine, r.architecture) for r in pdd.default_profiles().records}
     for engine, arch in sorted(pairs):
@@ -606,8 +635,16 @@ def test_deploy_manifests_validate_strict():
             continue
         docs.extend(d for d in yaml.safe_load_all(f.read_text()) if d)
     kinds = {d["kind"] for d in docs}
-    assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
-            "Deployment", "Service"} <= kinds
+    assert {
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+    } <= kinds
     validate_all(docs)
     dep = next(d for d in docs if d["kind"] == "Deployment")
     # the daemon's own objects must never carry the label prune selects on
@@ -640,31 +677,39 @@ def test_engine_without_image_for_the_architecture():
 
 def test_user_image_map(tmp_path):
     f = tmp_path / "images.yaml"
-    f.write_text("version: 1\ndefaults: {port: 9000, readiness_path: /ready}\nimages:\n"
-                 "  tensorrt: {'*': {image: my.reg.example/trt:1, args: ['--fast'], env: {A: b}}}\n"
-                 "  armnn-neon: {arm64: my/armnn:2}\n  armnn-opencl: {arm64: my/armnn:2}\n"
-                 "  tflite: {'*': my/tflite:3}\n")
+    f.write_text(
+        "version: 1\ndefaults: {port: 9000, readiness_path: /ready}\nimages:\n"
+        "  tensorrt: {'*': {image: my.reg.example/trt:1, args: ['--fast'], env: {A: b}}}\n"
+        "  armnn-neon: {arm64: my/armnn:2}\n  armnn-opencl: {arm64: my/armnn:2}\n"
+        "  tflite: {'*': my/tflite:3}\n"
+    )
     imap = ImageMap.load(f)
     docs = build(default_plan(), imap).dicts()
     validate_all(docs)
     imgs = {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in deployments(docs)}
     assert imgs <= {"my.reg.example/trt:1", "my/armnn:2", "my/tflite:3"}
-    c = next(d for d in deployments(docs)
-             if d["spec"]["template"]["spec"]["containers"][0]["image"] == "my.reg.example/trt:1")["spec"]["template"]["spec"]["containers"][0]
+    c = next(
+        d
+        for d in deployments(docs)
+        if d["spec"]["template"]["spec"]["containers"][0]["image"] == "my.reg.example/trt:1"
+    )["spec"]["template"]["spec"]["containers"][0]
     assert c["args"] == ["--fast"] and c["ports"][0]["containerPort"] == 9000
     assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert {"name": "A", "value": "b"} in c["env"]
     assert {"name": "PORT", "value": "9000"} in c["env"]
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("images: [1, 2]", "images"),
-    ("version: 2\nimages: {x: {amd64: a/b}}", "version"),
-    ("images: {x: {amd64: 'Bad Image!'}}", "image"),
-    ("images: {x: {}}", "architecture"),
-    ("images: {x: {amd64: {image: a/b, env: {'1bad': x}}}}", "environment"),
-    ("{{{", "YAML"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("images: [1, 2]", "images"),
+        ("version: 2\nimages: {x: {amd64: a/b}}", "version"),
+        ("images: {x: {amd64: 'Bad Image!'}}", "image"),
+        ("images: {x: {}}", "architecture"),
+        ("images: {x: {amd64: {image: a/b, env: {'1bad': x}}}}", "environment"),
+        ("{{{", "YAML"),
+    ],
+)
 def test_bad_image_map(tmp_path, text, needle):
     f = tmp_path / "images.yaml"
     f.write_text(text)
@@ -687,8 +732,15 @@ def test_cli_manifests_writes_valid_yaml(tmp_path, capsys):
     assert kust["kind"] == "Kustomization" and not (out / "kustomization.yaml").exists()
     assert sorted(kust["resources"]) == sorted(f.name for f in files)
     docs = [yaml.safe_load(f.read_text()) for f in files]
-    assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment", "Service", "ServiceAccount", "Role",
-                                          "RoleBinding", "NetworkPolicy"}
+    assert {d["kind"] for d in docs} == {
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "NetworkPolicy",
+    }
     assert validate_all(docs) == len(build(default_plan(), gateway=True).objects)
     o = capsys.readouterr().out
     assert "validated offline for Kubernetes 1.20" in o and "(1 shared)" in o and "with the gateway" in o
@@ -707,8 +759,9 @@ def test_cli_manifests_removes_what_an_earlier_run_wrote_and_nothing_else(tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     # an older synergai wrote kustomization.yaml and an object the new plan does not have; the user keeps notes
-    (out / "kustomization.yaml").write_text("# generated by synergai from plan old\nkind: Kustomization\n"
-                                            "resources:\n- deployment-gone-abc.yaml\n")
+    (out / "kustomization.yaml").write_text(
+        "# generated by synergai from plan old\nkind: Kustomization\nresources:\n- deployment-gone-abc.yaml\n"
+    )
     (out / "deployment-gone-abc.yaml").write_text("# generated by synergai from plan old\nkind: Deployment\n")
     (out / "mine.yaml").write_text("kind: ConfigMap\n")
     assert cli_main(["manifests", str(plan), "--out", str(out), "--no-gateway"]) == 0
@@ -742,8 +795,11 @@ BAD_PLANS = {
 @pytest.mark.parametrize("command", ["manifests", "apply"])
 def test_cli_bad_plans_one_line_exit_2(tmp_path, capsys, case, command):
     f = _plan_file(tmp_path, **BAD_PLANS[case])
-    args = [command, str(f)] + (["--out", str(tmp_path / "o")] if command == "manifests" else
-                                ["--kubeconfig", str(tmp_path / "missing.kubeconfig")])
+    args = [command, str(f)] + (
+        ["--out", str(tmp_path / "o")]
+        if command == "manifests"
+        else ["--kubeconfig", str(tmp_path / "missing.kubeconfig")]
+    )
     assert cli_main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("synergai: error: ") and "\n" not in err, err

@@ -1,4 +1,5 @@
 """The embedded MLPerf-derived profiles, the importer, and the default cluster/workload."""
+
 from __future__ import annotations
 
 import csv
@@ -56,8 +57,20 @@ def _has(t: ProfileTable, device: str, model: str, **kw) -> bool:
 
 def test_coverage_devices_models_power_modes():
     t = default_profiles()
-    for dev in ("jetson-agx-orin", "jetson-orin-nx", "jetson-xavier", "rpi4", "rk3588s", "amlogic-s922x",
-                "amlogic-a311d2", "x86-xeon-8275cl", "graviton3", "nvidia-l4", "nvidia-a100-pcie-80gb", "nvidia-t4"):
+    for dev in (
+        "jetson-agx-orin",
+        "jetson-orin-nx",
+        "jetson-xavier",
+        "rpi4",
+        "rk3588s",
+        "amlogic-s922x",
+        "amlogic-a311d2",
+        "x86-xeon-8275cl",
+        "graviton3",
+        "nvidia-l4",
+        "nvidia-a100-pcie-80gb",
+        "nvidia-t4",
+    ):
         assert dev in t.devices, dev
     # Jetson AGX Orin GPU at several power modes, and its CPU engines (same device, accelerator none)
     for mode in ("maxn", "maxq"):
@@ -80,8 +93,15 @@ def test_coverage_devices_models_power_modes():
         assert _has(t, "nvidia-l4", model, batch_size=1)
         df = t.df
         assert ((df.device == "nvidia-l4") & (df.model == model) & (df.batch_size > 1)).any(), model
-    assert set(t.models) >= {"resnet50", "retinanet", "bert", "mobilenet-v1", "mobilenet-v2", "mobilenet-v3",
-                             "efficientnet-lite0"}
+    assert set(t.models) >= {
+        "resnet50",
+        "retinanet",
+        "bert",
+        "mobilenet-v1",
+        "mobilenet-v2",
+        "mobilenet-v3",
+        "efficientnet-lite0",
+    }
 
 
 @pytest.mark.skipif(not (SHARED / "results.csv").exists(), reason="shared MLPerf extract absent")
@@ -102,42 +122,248 @@ def test_import_report_counts_skips():
 
 
 # --------------------------------------------------------------------------- importer on synthetic input
-_RESULTS_COLS = ["round", "division", "submitter", "system_id", "model", "scenario_dir", "scenario_logged",
-                 "result_value", "qps_without_loadgen_overhead", "completed_samples_per_s", "lat_mean_ns",
-                 "lat_p50_ns", "lat_p90_ns", "lat_p99_ns", "input_data_types", "weight_data_types", "power_avg_W"]
-_SYSTEM_COLS = ["division", "submitter", "system_id", "system_name", "host_processor_model_name",
-                "host_processor_core_count", "accelerator_model_name", "accelerators_per_node", "framework",
-                "hw_notes", "sw_notes"]
+_RESULTS_COLS = [
+    "round",
+    "division",
+    "submitter",
+    "system_id",
+    "model",
+    "scenario_dir",
+    "scenario_logged",
+    "result_value",
+    "qps_without_loadgen_overhead",
+    "completed_samples_per_s",
+    "lat_mean_ns",
+    "lat_p50_ns",
+    "lat_p90_ns",
+    "lat_p99_ns",
+    "input_data_types",
+    "weight_data_types",
+    "power_avg_W",
+]
+_SYSTEM_COLS = [
+    "division",
+    "submitter",
+    "system_id",
+    "system_name",
+    "host_processor_model_name",
+    "host_processor_core_count",
+    "accelerator_model_name",
+    "accelerators_per_node",
+    "framework",
+    "hw_notes",
+    "sw_notes",
+]
 
 # Rows copied from the v3.0 extract, with the round label and system ids changed (a fake "v3.1" round).
 _RESULTS = [
-    ["v3.1", "closed", "NVIDIA", "Orin_TRT_v31", "resnet50", "SingleStream", "SingleStream", "633478", "1586.27", "",
-     "628000", "630245", "633478", "636517", "int8", "int8", ""],
-    ["v3.1", "closed", "NVIDIA", "Orin_TRT_MaxQ_v31", "bert-99", "singlestream", "SingleStream", "7875966", "159.74",
-     "", "6200000", "5974490", "7875966", "8872733", "int32", "int8", "25.5161"],
-    ["v3.1", "open", "Krai", "rpi4-tflite-v2.14.0-ruy", "mobilenet-v2-1.0-224-quantized", "singlestream",
-     "SingleStream", "30080022", "36.78", "", "27000000", "26046738", "30080022", "42238169", "int8", "int8", ""],
-    ["v3.1", "closed", "NVIDIA", "L4x2_TRT_v31", "resnet50", "Server", "Server", "24396.96", "", "24396.8",
-     "3000000", "3021530", "3200000", "3377286", "int8", "int8", "800"],
-    ["v3.1", "closed", "NVIDIA", "L4x2_TRT_v31", "resnet50", "Offline", "Offline", "25000", "", "", "", "1", "2", "3",
-     "int8", "int8", ""],
+    [
+        "v3.1",
+        "closed",
+        "NVIDIA",
+        "Orin_TRT_v31",
+        "resnet50",
+        "SingleStream",
+        "SingleStream",
+        "633478",
+        "1586.27",
+        "",
+        "628000",
+        "630245",
+        "633478",
+        "636517",
+        "int8",
+        "int8",
+        "",
+    ],
+    [
+        "v3.1",
+        "closed",
+        "NVIDIA",
+        "Orin_TRT_MaxQ_v31",
+        "bert-99",
+        "singlestream",
+        "SingleStream",
+        "7875966",
+        "159.74",
+        "",
+        "6200000",
+        "5974490",
+        "7875966",
+        "8872733",
+        "int32",
+        "int8",
+        "25.5161",
+    ],
+    [
+        "v3.1",
+        "open",
+        "Krai",
+        "rpi4-tflite-v2.14.0-ruy",
+        "mobilenet-v2-1.0-224-quantized",
+        "singlestream",
+        "SingleStream",
+        "30080022",
+        "36.78",
+        "",
+        "27000000",
+        "26046738",
+        "30080022",
+        "42238169",
+        "int8",
+        "int8",
+        "",
+    ],
+    [
+        "v3.1",
+        "closed",
+        "NVIDIA",
+        "L4x2_TRT_v31",
+        "resnet50",
+        "Server",
+        "Server",
+        "24396.96",
+        "",
+        "24396.8",
+        "3000000",
+        "3021530",
+        "3200000",
+        "3377286",
+        "int8",
+        "int8",
+        "800",
+    ],
+    [
+        "v3.1",
+        "closed",
+        "NVIDIA",
+        "L4x2_TRT_v31",
+        "resnet50",
+        "Offline",
+        "Offline",
+        "25000",
+        "",
+        "",
+        "",
+        "1",
+        "2",
+        "3",
+        "int8",
+        "int8",
+        "",
+    ],
     # odd rows: garbage latency, unknown system, unknown model -> skipped and counted, never a crash
-    ["v3.1", "closed", "NVIDIA", "Orin_TRT_v31", "retinanet", "SingleStream", "SingleStream", "x", "", "", "",
-     "n/a", "", "", "int8", "int8", ""],
-    ["v3.1", "closed", "Nobody", "ghost", "resnet50", "SingleStream", "SingleStream", "1", "1", "", "1", "1", "1",
-     "1", "int8", "int8", ""],
-    ["v3.1", "closed", "NVIDIA", "Orin_TRT_v31", "llama2-70b", "SingleStream", "SingleStream", "1", "1", "", "1",
-     "1", "1", "1", "fp8", "fp8", ""],
+    [
+        "v3.1",
+        "closed",
+        "NVIDIA",
+        "Orin_TRT_v31",
+        "retinanet",
+        "SingleStream",
+        "SingleStream",
+        "x",
+        "",
+        "",
+        "",
+        "n/a",
+        "",
+        "",
+        "int8",
+        "int8",
+        "",
+    ],
+    [
+        "v3.1",
+        "closed",
+        "Nobody",
+        "ghost",
+        "resnet50",
+        "SingleStream",
+        "SingleStream",
+        "1",
+        "1",
+        "",
+        "1",
+        "1",
+        "1",
+        "1",
+        "int8",
+        "int8",
+        "",
+    ],
+    [
+        "v3.1",
+        "closed",
+        "NVIDIA",
+        "Orin_TRT_v31",
+        "llama2-70b",
+        "SingleStream",
+        "SingleStream",
+        "1",
+        "1",
+        "",
+        "1",
+        "1",
+        "1",
+        "1",
+        "fp8",
+        "fp8",
+        "",
+    ],
 ]
 _SYSTEMS = [
-    ["closed", "NVIDIA", "Orin_TRT_v31", "NVIDIA Jetson AGX Orin (TensorRT)", "12-core ARM Cortex-A78AE CPU", "12",
-     "NVIDIA Jetson AGX Orin", "1", "TensorRT 9.0", "", ""],
-    ["closed", "NVIDIA", "Orin_TRT_MaxQ_v31", "NVIDIA Jetson AGX Orin (MaxQ, TensorRT)", "12-core ARM Cortex-A78AE CPU",
-     "12", "NVIDIA Jetson AGX Orin", "1", "TensorRT 9.0", "", ""],
-    ["open", "Krai", "rpi4-tflite-v2.14.0-ruy", "Raspberry Pi 4 Model B Rev 1.5 (rpi4)", "BCM2711 Arm Cortex-A72",
-     "4", "-", "0", "TFLite v2.14.0 (ruy)", "", ""],
-    ["closed", "NVIDIA", "L4x2_TRT_v31", "NVIDIA L4 (2x L4, TensorRT)", "AMD EPYC 7313P 16-Core Processor", "16",
-     "NVIDIA L4", "2", "TensorRT 9.0, CUDA 12.2", "", ""],
+    [
+        "closed",
+        "NVIDIA",
+        "Orin_TRT_v31",
+        "NVIDIA Jetson AGX Orin (TensorRT)",
+        "12-core ARM Cortex-A78AE CPU",
+        "12",
+        "NVIDIA Jetson AGX Orin",
+        "1",
+        "TensorRT 9.0",
+        "",
+        "",
+    ],
+    [
+        "closed",
+        "NVIDIA",
+        "Orin_TRT_MaxQ_v31",
+        "NVIDIA Jetson AGX Orin (MaxQ, TensorRT)",
+        "12-core ARM Cortex-A78AE CPU",
+        "12",
+        "NVIDIA Jetson AGX Orin",
+        "1",
+        "TensorRT 9.0",
+        "",
+        "",
+    ],
+    [
+        "open",
+        "Krai",
+        "rpi4-tflite-v2.14.0-ruy",
+        "Raspberry Pi 4 Model B Rev 1.5 (rpi4)",
+        "BCM2711 Arm Cortex-A72",
+        "4",
+        "-",
+        "0",
+        "TFLite v2.14.0 (ruy)",
+        "",
+        "",
+    ],
+    [
+        "closed",
+        "NVIDIA",
+        "L4x2_TRT_v31",
+        "NVIDIA L4 (2x L4, TensorRT)",
+        "AMD EPYC 7313P 16-Core Processor",
+        "16",
+        "NVIDIA L4",
+        "2",
+        "TensorRT 9.0, CUDA 12.2",
+        "",
+        "",
+    ],
 ]
 
 
@@ -156,7 +382,7 @@ def test_second_round_imports_without_code_changes(tmp_path):
     t, rep = import_mlperf_with_report(res, sysf)
     assert len(t) == 4
     assert t.df.source.str.startswith("mlperf-v3.1:").all()
-    assert (t.df.measured_at.astype(str).str[:10] == "2023-09-11").all()   # from the round's own metadata
+    assert (t.df.measured_at.astype(str).str[:10] == "2023-09-11").all()  # from the round's own metadata
     assert _has(t, "jetson-agx-orin", "resnet50", power_mode="maxn", engine="tensorrt", batch_size=1)
     assert _has(t, "jetson-agx-orin", "bert", power_mode="maxq", precision="int8")
     assert _has(t, "rpi4", "mobilenet-v2", engine="tflite", precision="int8", accelerator="none")
@@ -201,7 +427,9 @@ def test_normalisers():
     assert normalize_engine("orin-armnn-v22.11-neon") == "armnn-neon"
     assert normalize_engine("firefly-armnn-v22.11-opencl") == "armnn-opencl"
     assert normalize_engine("DGX-A100_A100-SXM-80GBx1_TRT_Triton") == "tensorrt"
-    assert normalize_engine("aws_graviton_m7g.2xlarge-tflite_armnn_cpp-cpu-armnn_tflite-v22.11-using_neon") == "armnn-neon"
+    assert (
+        normalize_engine("aws_graviton_m7g.2xlarge-tflite_armnn_cpp-cpu-armnn_tflite-v22.11-using_neon") == "armnn-neon"
+    )
     assert normalize_engine("nvidia_orin-reference-cpu-tvm-onnx-v1.14.0-default_config") == "tvm"
     assert normalize_precision("int8,fp16", "int32") == "int8"
     assert normalize_precision("No change.", "FP32") == "fp32"
@@ -222,7 +450,10 @@ def test_default_cluster_and_workload():
         recs = [r for r in t.records if r.device == p.device]
         assert {r.architecture for r in recs} == {p.architecture}, p.name
         # at least one configuration of a workload model fits on one node of the pool
-        assert any(r.cpu_cores <= p.cpu and r.memory_request_mb <= p.memory_mb and r.accelerators <= p.accelerators
-                   for r in recs if r.model in wmodels), p.name
+        assert any(
+            r.cpu_cores <= p.cpu and r.memory_request_mb <= p.memory_mb and r.accelerators <= p.accelerators
+            for r in recs
+            if r.model in wmodels
+        ), p.name
     for m in wmodels:
         assert any(t.for_model_device(m, p.device) for p in c.pools), m

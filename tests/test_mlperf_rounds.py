@@ -1,5 +1,6 @@
 """import-mlperf on other rounds without code changes: date from the round's metadata, Server batch from the
 run's settings (else flagged), representative run, device aliases (bundled and user), skip summary."""
+
 from __future__ import annotations
 
 import csv
@@ -18,23 +19,87 @@ from synergai.profiling_data.mlperf import (
     round_date_from_metadata,
 )
 
-RCOLS = ["round", "division", "submitter", "system_id", "model", "scenario_dir", "scenario_logged", "result_value",
-         "qps_without_loadgen_overhead", "completed_samples_per_s", "lat_mean_ns", "lat_p50_ns", "lat_p90_ns",
-         "lat_p99_ns", "input_data_types", "weight_data_types", "power_avg_W", "server_batch_size"]
-SCOLS = ["division", "submitter", "system_id", "system_name", "host_processor_model_name", "host_processor_core_count",
-         "accelerator_model_name", "accelerators_per_node", "framework", "hw_notes", "sw_notes"]
+RCOLS = [
+    "round",
+    "division",
+    "submitter",
+    "system_id",
+    "model",
+    "scenario_dir",
+    "scenario_logged",
+    "result_value",
+    "qps_without_loadgen_overhead",
+    "completed_samples_per_s",
+    "lat_mean_ns",
+    "lat_p50_ns",
+    "lat_p90_ns",
+    "lat_p99_ns",
+    "input_data_types",
+    "weight_data_types",
+    "power_avg_W",
+    "server_batch_size",
+]
+SCOLS = [
+    "division",
+    "submitter",
+    "system_id",
+    "system_name",
+    "host_processor_model_name",
+    "host_processor_core_count",
+    "accelerator_model_name",
+    "accelerators_per_node",
+    "framework",
+    "hw_notes",
+    "sw_notes",
+]
 
 
 def ss(sub, sid, p99_ms, qps, model="resnet50"):
     p99 = int(p99_ms * 1e6)
-    return ["v9.0", "closed", sub, sid, model, "SingleStream", "SingleStream", str(p99), str(qps), "", str(p99 - 1000),
-            str(p99 - 2000), str(p99 - 1000), str(p99), "int8", "int8", "", ""]
+    return [
+        "v9.0",
+        "closed",
+        sub,
+        sid,
+        model,
+        "SingleStream",
+        "SingleStream",
+        str(p99),
+        str(qps),
+        "",
+        str(p99 - 1000),
+        str(p99 - 2000),
+        str(p99 - 1000),
+        str(p99),
+        "int8",
+        "int8",
+        "",
+        "",
+    ]
 
 
 def server(sub, sid, p99_ms, total, batch=""):
     p99 = int(p99_ms * 1e6)
-    return ["v9.0", "closed", sub, sid, "resnet50", "Server", "Server", str(total), "", str(total), str(p99 // 2),
-            str(p99 // 2), str(p99 - 1000), str(p99), "int8", "int8", "", batch]
+    return [
+        "v9.0",
+        "closed",
+        sub,
+        sid,
+        "resnet50",
+        "Server",
+        "Server",
+        str(total),
+        "",
+        str(total),
+        str(p99 // 2),
+        str(p99 // 2),
+        str(p99 - 1000),
+        str(p99),
+        "int8",
+        "int8",
+        "",
+        batch,
+    ]
 
 
 def system(sub, sid, name, host, acc, accs="1", fw="TensorRT 10", sw=""):
@@ -82,8 +147,12 @@ def test_date_missing_is_flagged_and_given_date_wins(tmp_path):
 
 
 def test_server_batch_from_the_runs_settings_else_flagged(tmp_path):
-    r, s = write(tmp_path, [server("A", "srv1", 10, 2000, batch="48"), server("A", "srv2", 10, 2000),
-                            server("A", "srv3", 10, 2000)], SYSTEMS, "published: 2031-01-01\n")
+    r, s = write(
+        tmp_path,
+        [server("A", "srv1", 10, 2000, batch="48"), server("A", "srv2", 10, 2000), server("A", "srv3", 10, 2000)],
+        SYSTEMS,
+        "published: 2031-01-01\n",
+    )
     t, rep = import_mlperf_with_report(r, s, pick="lowest-p99")
     # batch 48 from the results column, 24 from the system's notes, the third assumed (and flagged)
     batches = sorted(x.batch_size for x in t.records)
@@ -97,23 +166,26 @@ def test_representative_run_not_the_fastest(tmp_path):
     rows = [ss("A", "gpu1", 1.0, 900), ss("B", "gpu2", 3.0, 800), ss("C", "gpu3", 2.0, 850)]
     r, s = write(tmp_path, rows, SYSTEMS, "published: 2031-01-01\n")
     t, rep = import_mlperf_with_report(r, s)
-    assert len(t) == 1 and t.records[0].latency_p99_ms == pytest.approx(2.0)      # the median of 1, 2, 3
+    assert len(t) == 1 and t.records[0].latency_p99_ms == pytest.approx(2.0)  # the median of 1, 2, 3
     assert rep.merged == 2
     t2, _ = import_mlperf_with_report(r, s, pick="lowest-p99")
     assert t2.records[0].latency_p99_ms == pytest.approx(1.0)
     r, s = write(tmp_path, rows[:2], SYSTEMS)
     t3, _ = import_mlperf_with_report(r, s)
-    assert t3.records[0].latency_p99_ms == pytest.approx(3.0)   # of two, the slower (upper median)
+    assert t3.records[0].latency_p99_ms == pytest.approx(3.0)  # of two, the slower (upper median)
 
 
-@pytest.mark.parametrize("acc,host,want", [
-    ("NVIDIA Jetson AGX Orin 64GB Developer Kit", "12-core Arm Cortex-A78AE", "jetson-agx-orin"),
-    ("NVIDIA Jetson Orin Nano 8GB", "6-core Arm Cortex-A78AE", "jetson-orin-nano"),
-    ("NVIDIA Jetson Xavier NX", "6-core Carmel", "jetson-xavier-nx"),
-    ("NVIDIA A100-SXM4-80GB", "AMD EPYC 7763", "nvidia-a100-sxm-80gb"),
-    ("NVIDIA A100-SXM-80GB", "AMD EPYC 7763", "nvidia-a100-sxm-80gb"),
-    ("NVIDIA H100 80GB HBM3", "Intel(R) Xeon(R) Platinum 8480C", "nvidia-h100-sxm-80gb"),
-])
+@pytest.mark.parametrize(
+    "acc,host,want",
+    [
+        ("NVIDIA Jetson AGX Orin 64GB Developer Kit", "12-core Arm Cortex-A78AE", "jetson-agx-orin"),
+        ("NVIDIA Jetson Orin Nano 8GB", "6-core Arm Cortex-A78AE", "jetson-orin-nano"),
+        ("NVIDIA Jetson Xavier NX", "6-core Carmel", "jetson-xavier-nx"),
+        ("NVIDIA A100-SXM4-80GB", "AMD EPYC 7763", "nvidia-a100-sxm-80gb"),
+        ("NVIDIA A100-SXM-80GB", "AMD EPYC 7763", "nvidia-a100-sxm-80gb"),
+        ("NVIDIA H100 80GB HBM3", "Intel(R) Xeon(R) Platinum 8480C", "nvidia-h100-sxm-80gb"),
+    ],
+)
 def test_gpu_aliases(acc, host, want):
     assert normalize_gpu(acc, host).name == want
 
@@ -125,15 +197,24 @@ def test_virtual_gpu_slices_are_skipped(acc):
     assert "slice" in str(ei.value)
 
 
-@pytest.mark.parametrize("sid,name,host,want,arch", [
-    ("vm", "c6i.4xlarge", "Intel Xeon Processor (Icelake)", "x86-xeon-icelake", "amd64"),
-    ("vm", "n2-standard-8", "Intel Xeon Processor (Cascadelake)", "x86-xeon-cascadelake", "amd64"),
-    ("vm", "c3-standard-8", "Intel(R) Xeon(R) CPU @ 2.00GHz (Sapphire Rapids)", "x86-xeon-sapphirerapids", "amd64"),
-    ("vm", "m7g.2xlarge", "AWS Graviton3", "graviton3", "arm64"),
-    ("vm", "c8g", "Neoverse-V2", "graviton4", "arm64"),
-    ("vm", "t2d", "AMD EPYC Processor", "x86-epyc", "amd64"),
-    ("box", "server", "Intel(R) Xeon(R) Platinum 8480+ (Sapphire Rapids)", "x86-xeon-8480plus", "amd64"),  # model wins
-])
+@pytest.mark.parametrize(
+    "sid,name,host,want,arch",
+    [
+        ("vm", "c6i.4xlarge", "Intel Xeon Processor (Icelake)", "x86-xeon-icelake", "amd64"),
+        ("vm", "n2-standard-8", "Intel Xeon Processor (Cascadelake)", "x86-xeon-cascadelake", "amd64"),
+        ("vm", "c3-standard-8", "Intel(R) Xeon(R) CPU @ 2.00GHz (Sapphire Rapids)", "x86-xeon-sapphirerapids", "amd64"),
+        ("vm", "m7g.2xlarge", "AWS Graviton3", "graviton3", "arm64"),
+        ("vm", "c8g", "Neoverse-V2", "graviton4", "arm64"),
+        ("vm", "t2d", "AMD EPYC Processor", "x86-epyc", "amd64"),
+        (
+            "box",
+            "server",
+            "Intel(R) Xeon(R) Platinum 8480+ (Sapphire Rapids)",
+            "x86-xeon-8480plus",
+            "amd64",
+        ),  # model wins
+    ],
+)
 def test_cpu_aliases(sid, name, host, want, arch):
     d = normalize_board(sid, name, host, "8")
     assert (d.name, d.architecture) == (want, arch)
@@ -141,23 +222,28 @@ def test_cpu_aliases(sid, name, host, want, arch):
 
 def test_user_alias_file_extends_and_overrides(tmp_path):
     f = tmp_path / "mine.yaml"
-    f.write_text("accelerators:\n  - {match: 'acme npu', device: acme-npu}\n"
-                 "hosts:\n  - {match: 'acme edge box', device: acme-box, vcpus: 6, architecture: arm64}\n"
-                 "merge:\n  nvidia-l4: my-l4\n")
+    f.write_text(
+        "accelerators:\n  - {match: 'acme npu', device: acme-npu}\n"
+        "hosts:\n  - {match: 'acme edge box', device: acme-box, vcpus: 6, architecture: arm64}\n"
+        "merge:\n  nvidia-l4: my-l4\n"
+    )
     al = load_aliases([f])
     assert normalize_gpu("ACME NPU v2", "x", al).name == "acme-npu"
     d = normalize_board("s", "ACME Edge Box", "some cpu", "", al)
     assert (d.name, d.vcpus, d.architecture) == ("acme-box", 6, "arm64")
     assert normalize_gpu("NVIDIA L4", "AMD EPYC 9654", al).name == "my-l4"
-    assert normalize_gpu("NVIDIA Jetson AGX Orin", "arm", al).name == "jetson-agx-orin"   # bundled still there
+    assert normalize_gpu("NVIDIA Jetson AGX Orin", "arm", al).name == "jetson-agx-orin"  # bundled still there
 
 
-@pytest.mark.parametrize("body,field", [
-    ("accelerators:\n  - {match: '(', device: x}\n", "accelerators.0.match"),
-    ("hosts:\n  - {match: 'a', device: X Y}\n", "hosts.0.device"),
-    ("hosts:\n  - {match: 'a'}\n", "hosts.0"),
-    ("bogus: []\n", "bogus"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ("accelerators:\n  - {match: '(', device: x}\n", "accelerators.0.match"),
+        ("hosts:\n  - {match: 'a', device: X Y}\n", "hosts.0.device"),
+        ("hosts:\n  - {match: 'a'}\n", "hosts.0"),
+        ("bogus: []\n", "bogus"),
+    ],
+)
 def test_bad_alias_file_names_file_and_field(tmp_path, body, field):
     f = tmp_path / "bad.yaml"
     f.write_text(body)
@@ -173,18 +259,37 @@ def test_cli_aliases_published_and_summary(tmp_path, capsys):
     f = tmp_path / "al.yaml"
     f.write_text("merge:\n  nvidia-l4: nvidia-l4-renamed\n")
     out = tmp_path / "p.csv"
-    assert main(["import-mlperf", "--results", str(r), "--systems", str(s), "--aliases", str(f),
-                 "--published", "2031-05-06", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "import-mlperf",
+                "--results",
+                str(r),
+                "--systems",
+                str(s),
+                "--aliases",
+                str(f),
+                "--published",
+                "2031-05-06",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr()
     blob = text.out + text.err
     assert "unknown accelerator: Quantum Coprocessor" in blob and "2031-05-06" in blob
     assert "nvidia-l4-renamed" in out.read_text()
     bad = tmp_path / "bad.yaml"
     bad.write_text("merge: [1, 2]\n")
-    assert main(["import-mlperf", "--results", str(r), "--systems", str(s), "--aliases", str(bad),
-                 "--out", str(out)]) == 2
+    assert (
+        main(["import-mlperf", "--results", str(r), "--systems", str(s), "--aliases", str(bad), "--out", str(out)]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(bad) in err and "merge" in err
-    assert main(["import-mlperf", "--results", str(r), "--systems", str(s), "--published", "May 2031",
-                 "--out", str(out)]) == 2
+    assert (
+        main(["import-mlperf", "--results", str(r), "--systems", str(s), "--published", "May 2031", "--out", str(out)])
+        == 2
+    )
     assert "--published" in capsys.readouterr().err

@@ -4,6 +4,7 @@ slack preference, overload rules, feedback and drift.
 Plans are built directly (``models.plan``), so the expected numbers below follow by hand from the
 configurations: a configuration with p50 = p90 = p99 has a deterministic call of that length.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,14 +22,28 @@ def cfg(p50, p90=None, p99=None, *, batch=1, thr=None, cid="c", power=10.0):
     p90 = p50 if p90 is None else p90
     p99 = p90 if p99 is None else p99
     thr = batch * 1000.0 / p50 if thr is None else thr  # one slot
-    return ConfigChoice(config_id=cid, engine="e", precision="fp32", batch_size=batch, power_mode="default",
-                        accelerator="none", latency_p50_ms=p50, latency_p90_ms=p90, latency_p99_ms=p99,
-                        throughput_rps=thr, power_w=power, cpu_cores=1, memory_request_mb=100, accelerators=0)
+    return ConfigChoice(
+        config_id=cid,
+        engine="e",
+        precision="fp32",
+        batch_size=batch,
+        power_mode="default",
+        accelerator="none",
+        latency_p50_ms=p50,
+        latency_p90_ms=p90,
+        latency_p99_ms=p99,
+        throughput_rps=thr,
+        power_w=power,
+        cpu_cores=1,
+        memory_request_mb=100,
+        accelerators=0,
+    )
 
 
 def pool(name, rtt=0.0, tier="edge"):
-    return NodePool(name=name, device=f"d-{name}", architecture="arm64", tier=tier, nodes=4, cpu=8,
-                    memory_mb=8192, rtt_ms=rtt)
+    return NodePool(
+        name=name, device=f"d-{name}", architecture="arm64", tier=tier, nodes=4, cpu=8, memory_mb=8192, rtt_ms=rtt
+    )
 
 
 def make_plan(groups, deadlines, pools=None, candidates=()):
@@ -36,21 +51,51 @@ def make_plan(groups, deadlines, pools=None, candidates=()):
     pools = pools or [pool("p")]
     servers, assigns = [], []
     for name, pl, n, hosted in groups:
-        servers.append(Server(name=name, pool=pl, replicas=n, shared=len(hosted) > 1, cpu_cores=1, memory_mb=100,
-                              models=[m for m, _, _ in hosted], routed_rate_rps=sum(r for _, _, r in hosted),
-                              utilisation=0.5, max_utilisation=0.9))
+        servers.append(
+            Server(
+                name=name,
+                pool=pl,
+                replicas=n,
+                shared=len(hosted) > 1,
+                cpu_cores=1,
+                memory_mb=100,
+                models=[m for m, _, _ in hosted],
+                routed_rate_rps=sum(r for _, _, r in hosted),
+                utilisation=0.5,
+                max_utilisation=0.9,
+            )
+        )
         for m, c, r in hosted:
-            assigns.append(Assignment(model=m, pool=pl, server=name, config=c, replicas=n, routed_rate_rps=r,
-                                      utilisation=0.5, max_utilisation=0.9, predicted_latency_ms=1.0, energy_w=1.0))
-    return Plan(pools=pools, demands=[ModelDemand(model=m, rate_rps=1.0, deadline_ms=d) for m, d in deadlines.items()],
-                servers=servers, assignments=assigns, candidates=list(candidates),
-                solver=SolverReport(backend="test", status="optimal", seconds=0.0))
+            assigns.append(
+                Assignment(
+                    model=m,
+                    pool=pl,
+                    server=name,
+                    config=c,
+                    replicas=n,
+                    routed_rate_rps=r,
+                    utilisation=0.5,
+                    max_utilisation=0.9,
+                    predicted_latency_ms=1.0,
+                    energy_w=1.0,
+                )
+            )
+    return Plan(
+        pools=pools,
+        demands=[ModelDemand(model=m, rate_rps=1.0, deadline_ms=d) for m, d in deadlines.items()],
+        servers=servers,
+        assignments=assigns,
+        candidates=list(candidates),
+        solver=SolverReport(backend="test", status="optimal", seconds=0.0),
+    )
 
 
 # ------------------------------------------------------------------------------------------ server ids
 def test_server_ids_follow_server_groups_and_decisions_name_the_group():
-    plan = make_plan([("g1", "p", 2, [("a", cfg(10), 1.0)]),
-                      ("g2", "p", 3, [("a", cfg(10), 1.0), ("b", cfg(10), 1.0)])], {"a": 100, "b": 100})
+    plan = make_plan(
+        [("g1", "p", 2, [("a", cfg(10), 1.0)]), ("g2", "p", 3, [("a", cfg(10), 1.0), ("b", cfg(10), 1.0)])],
+        {"a": 100, "b": 100},
+    )
     s = OnlineScheduler(plan)
     assert s.servers == [("g1", 0), ("g1", 1), ("g2", 0), ("g2", 1), ("g2", 2)]
     assert s.n_replicas == 5
@@ -62,8 +107,9 @@ def test_server_ids_follow_server_groups_and_decisions_name_the_group():
 
 def test_legacy_plan_without_servers_gets_one_group_per_assignment():
     plan = make_plan([("g1", "p", 2, [("a", cfg(10), 1.0)])], {"a": 100})
-    legacy = plan.model_copy(update={"servers": [], "assignments": [a.model_copy(update={"server": ""})
-                                                                    for a in plan.assignments]})
+    legacy = plan.model_copy(
+        update={"servers": [], "assignments": [a.model_copy(update={"server": ""}) for a in plan.assignments]}
+    )
     s = OnlineScheduler(legacy)
     assert s.n_replicas == 2 and len(s.groups) == 1
     assert s.assign("a", now=0.0).replica == 0
@@ -85,8 +131,9 @@ def test_request_waits_behind_another_models_work_on_a_shared_server():
     s.assign("b", now=0.0)
     assert not s.assign("a", deadline_ms=140.0, now=0.0).meets
     # the same models on dedicated servers do not wait for each other
-    ded = make_plan([("sa", "p", 1, [("a", cfg(100), 1.0)]), ("sb", "p", 1, [("b", cfg(50), 1.0)])],
-                    {"a": 200, "b": 200})
+    ded = make_plan(
+        [("sa", "p", 1, [("a", cfg(100), 1.0)]), ("sb", "p", 1, [("b", cfg(50), 1.0)])], {"a": 200, "b": 200}
+    )
     s2 = OnlineScheduler(ded)
     s2.assign("b", now=0.0)
     d = s2.assign("a", deadline_ms=140.0, now=0.0)
@@ -117,9 +164,9 @@ def test_check_uses_quantile_batch_wait_and_rtt():
     bw = 10.0  # half a median call for batch > 1
     d = OnlineScheduler(plan, check_quantile=0.99).assign("m", now=0.0)
     assert d.check_s * 1e3 == pytest.approx(bw + p99 + 10.0)
-    assert not d.meets and d.lateness_ms == pytest.approx(bw + p99 + 10.0 - 55.0)   # 60.2 ms > 55 ms
+    assert not d.meets and d.lateness_ms == pytest.approx(bw + p99 + 10.0 - 55.0)  # 60.2 ms > 55 ms
     d90 = OnlineScheduler(plan, check_quantile=0.9).assign("m", now=0.0)
-    assert d90.check_s * 1e3 == pytest.approx(bw + p90 + 10.0) and d90.meets       # 49.4 ms
+    assert d90.check_s * 1e3 == pytest.approx(bw + p90 + 10.0) and d90.meets  # 49.4 ms
     assert OnlineScheduler(plan, check_quantile="p90").assign("m", now=0.0).check_s == pytest.approx(d90.check_s)
     dm = OnlineScheduler(plan, check_quantile="mean").assign("m", now=0.0)
     assert dm.check_s == pytest.approx(bw / 1e3 + ServiceModel.of(c).mean + 0.010)
@@ -141,7 +188,7 @@ def test_earliest_free_server_is_chosen():
     plan = make_plan([("g", "p", 3, [("m", cfg(10), 1.0)])], {"m": 1000})
     s = OnlineScheduler(plan)
     ds = [s.assign("m", now=0.0) for _ in range(3)]
-    assert sorted(d.replica for d in ds) == [0, 1, 2]          # idle servers first
+    assert sorted(d.replica for d in ds) == [0, 1, 2]  # idle servers first
     assert all(d.start_s == 0.0 for d in ds)
     # server of ds[2] turns out to finish 4 ms early: it is now the earliest free
     s.complete(ds[2], ds[2].end_s - 0.004)
@@ -159,7 +206,7 @@ def test_sorted_state_matches_a_scan_under_random_feedback():
     t = 0.0
     for _ in range(3000):
         t += rng.expovariate(4000.0)
-        scan = min(s.free)                   # independent view of the state: every server's free time
+        scan = min(s.free)  # independent view of the state: every server's free time
         d = s.assign("m", now=t)
         assert s.free[d.replica] == pytest.approx(max(t, scan) + 0.010)
         assert d.start_s == max(t, scan)
@@ -172,8 +219,10 @@ def test_sorted_state_matches_a_scan_under_random_feedback():
 # ------------------------------------------------------------------------------------------ slack
 def test_prefers_comfortable_slack_over_plan_share():
     # a gets 90 % of the plan's traffic but its 90 ms call leaves 10 ms of a 100 ms deadline (< 20 %)
-    plan = make_plan([("slow", "p", 1, [("m", cfg(90, cid="slow"), 9.0)]),
-                      ("fast", "p", 1, [("m", cfg(50, cid="fast"), 1.0)])], {"m": 100.0})
+    plan = make_plan(
+        [("slow", "p", 1, [("m", cfg(90, cid="slow"), 9.0)]), ("fast", "p", 1, [("m", cfg(50, cid="fast"), 1.0)])],
+        {"m": 100.0},
+    )
     s = OnlineScheduler(plan)
     assert s.assign("m", now=0.0).server == "fast"
     # with room everywhere, the plan's shares (90/10)
@@ -199,8 +248,8 @@ def test_shed_refuses_without_queueing():
     d = s.assign("m", now=0.0)
     assert d.shed and d.replica == -1 and d.group == -1 and not d.meets and d.reason == "shed"
     assert d.lateness_ms == pytest.approx(5.0)
-    assert s.free == before                      # nothing was queued
-    s.complete(d, 1.0)                           # feedback for a shed decision is ignored
+    assert s.free == before  # nothing was queued
+    s.complete(d, 1.0)  # feedback for a shed decision is ignored
     assert s.free == before
 
 
@@ -240,7 +289,7 @@ def test_sacrifice_cap_includes_the_backlogs_randomness():
     ds = [s.assign("m", now=0.0) for _ in range(40)]
     victims = [d for d in ds if "most backlogged" in d.reason]
     assert victims
-    var = sm.second_moment - sm.mean ** 2
+    var = sm.second_moment - sm.mean**2
     z = 3.090232306167813  # z(0.999)
     for d in victims:
         backlog = d.start_s
@@ -252,12 +301,11 @@ def test_sacrifice_cap_includes_the_backlogs_randomness():
 
 
 def test_least_lateness_picks_the_earliest_quantile_finish():
-    plan = make_plan([("slow", "p", 1, [("m", cfg(30), 1.0)]), ("fast", "p", 1, [("m", cfg(20), 1.0)])],
-                     {"m": 5.0})
+    plan = make_plan([("slow", "p", 1, [("m", cfg(30), 1.0)]), ("fast", "p", 1, [("m", cfg(20), 1.0)])], {"m": 5.0})
     s = OnlineScheduler(plan, overload="least-lateness")
     d = s.assign("m", now=0.0)
     assert d.server == "fast" and d.lateness_ms == pytest.approx(15.0)
-    d = s.assign("m", now=0.0)   # fast now finishes at 40 ms, slow at 30 ms
+    d = s.assign("m", now=0.0)  # fast now finishes at 40 ms, slow at 30 ms
     assert d.server == "slow" and d.lateness_ms == pytest.approx(25.0)
 
 
@@ -272,9 +320,9 @@ def test_complete_does_not_double_count_fifo_errors():
     s = OnlineScheduler(plan)
     a, b = s.assign("m", now=0.0), s.assign("m", now=0.0)
     assert (a.end_s, b.end_s) == pytest.approx((0.010, 0.020))
-    s.complete(a, 0.015)                       # a ran 5 ms long: everything behind it shifts
+    s.complete(a, 0.015)  # a ran 5 ms long: everything behind it shifts
     assert s.free[0] == pytest.approx(0.025)
-    s.complete(b, 0.025)                       # so b ended 5 ms late too: not a new error
+    s.complete(b, 0.025)  # so b ended 5 ms late too: not a new error
     assert s.free[0] == pytest.approx(0.025)
     assert s.assign("m", now=0.0).start_s == pytest.approx(0.025)
 
@@ -283,7 +331,7 @@ def test_complete_on_shared_server_moves_every_models_queue():
     plan = make_plan([("s", "p", 1, [("a", cfg(10), 1.0), ("b", cfg(10), 1.0)])], {"a": 1000, "b": 1000})
     s = OnlineScheduler(plan)
     da = s.assign("a", now=0.0)
-    s.complete(da, 0.030)                      # 20 ms late
+    s.complete(da, 0.030)  # 20 ms late
     assert s.assign("b", now=0.0).start_s == pytest.approx(0.030)
 
 
@@ -291,13 +339,13 @@ def test_drift_recalibrates_per_group_and_model():
     plan = make_plan([("s", "p", 1, [("a", cfg(10), 1.0), ("b", cfg(10), 1.0)])], {"a": 1000, "b": 1000})
     s = OnlineScheduler(plan, drift_alpha=0.5)
     t = 0.0
-    for _ in range(30):                        # a really takes 20 ms
+    for _ in range(30):  # a really takes 20 ms
         d = s.assign("a", now=t)
         s.complete(d, d.start_s + 0.020, actual_start_s=d.start_s)
         t += 1.0
     ga, gb = (next(g for g in s.groups if g.model == m) for m in "ab")
     assert ga.drift == pytest.approx(2.0, rel=1e-6) and gb.drift == 1.0
-    da = s.assign("a", now=t)                  # idle server: check = the drifted call
+    da = s.assign("a", now=t)  # idle server: check = the drifted call
     assert da.check_s - t == pytest.approx(0.020) and da.est_free_s - t == pytest.approx(0.020)
     db = s.assign("b", now=t + 1.0)
     assert db.check_s - (t + 1.0) == pytest.approx(0.010)
@@ -309,14 +357,41 @@ def test_drift_recalibrates_per_group_and_model():
 
 # ------------------------------------------------------------------------------------------ fallbacks etc.
 def test_fallback_for_model_not_in_plan():
-    cands = [Candidate(model="x", pool="p", config_id="ok", latency_p99_ms=30.0, response_p99_ms=30.0,
-                       capacity_rps=10.0, status="not_chosen"),
-             Candidate(model="x", pool="q", config_id="slow", latency_p99_ms=300.0, response_p99_ms=300.0,
-                       capacity_rps=10.0, status="misses_deadline"),
-             Candidate(model="x", pool="r", config_id="big", latency_p99_ms=5.0, response_p99_ms=5.0,
-                       capacity_rps=0.0, status="does_not_fit")]
-    plan = make_plan([("g", "p", 2, [("m", cfg(10), 1.0)])], {"m": 100, "x": 100},
-                     pools=[pool("p"), pool("q"), pool("r")], candidates=cands)
+    cands = [
+        Candidate(
+            model="x",
+            pool="p",
+            config_id="ok",
+            latency_p99_ms=30.0,
+            response_p99_ms=30.0,
+            capacity_rps=10.0,
+            status="not_chosen",
+        ),
+        Candidate(
+            model="x",
+            pool="q",
+            config_id="slow",
+            latency_p99_ms=300.0,
+            response_p99_ms=300.0,
+            capacity_rps=10.0,
+            status="misses_deadline",
+        ),
+        Candidate(
+            model="x",
+            pool="r",
+            config_id="big",
+            latency_p99_ms=5.0,
+            response_p99_ms=5.0,
+            capacity_rps=0.0,
+            status="does_not_fit",
+        ),
+    ]
+    plan = make_plan(
+        [("g", "p", 2, [("m", cfg(10), 1.0)])],
+        {"m": 100, "x": 100},
+        pools=[pool("p"), pool("q"), pool("r")],
+        candidates=cands,
+    )
     s = OnlineScheduler(plan)
     groups = s.ensure_model("x")
     assert [(g.pool, g.config_id, g.fallback) for g in groups] == [("p", "ok", True)]
@@ -332,8 +407,13 @@ def test_unknown_model_gets_no_server():
 
 
 def test_deterministic_and_injectable_clock():
-    plan = make_plan([("g1", "p", 3, [("m", lognormal_cfg(10, 0.3), 3.0)]),
-                      ("g2", "p", 2, [("m", cfg(8), 1.0), ("n", cfg(5), 1.0)])], {"m": 30, "n": 30})
+    plan = make_plan(
+        [
+            ("g1", "p", 3, [("m", lognormal_cfg(10, 0.3), 3.0)]),
+            ("g2", "p", 2, [("m", cfg(8), 1.0), ("n", cfg(5), 1.0)]),
+        ],
+        {"m": 30, "n": 30},
+    )
     rng = random.Random(1)
     times, t = [], 0.0
     for _ in range(500):
@@ -342,15 +422,18 @@ def test_deterministic_and_injectable_clock():
     runs = []
     for _ in range(2):
         clock = iter(times)
-        s = OnlineScheduler(plan, clock=lambda: float(next(clock)))
-        runs.append([(d.replica, round(d.finish_s, 12)) for d in (s.assign("m" if i % 3 else "n")
-                                                                   for i in range(len(times)))])
+        s = OnlineScheduler(plan, clock=lambda clock=clock: float(next(clock)))
+        runs.append(
+            [(d.replica, round(d.finish_s, 12)) for d in (s.assign("m" if i % 3 else "n") for i in range(len(times)))]
+        )
     assert runs[0] == runs[1]
 
 
 def test_explain_lists_candidates():
-    plan = make_plan([("g1", "p", 1, [("m", cfg(10), 1.0)]),
-                      ("s", "p", 1, [("m", cfg(10), 1.0), ("n", cfg(10), 1.0)])], {"m": 100, "n": 100})
+    plan = make_plan(
+        [("g1", "p", 1, [("m", cfg(10), 1.0)]), ("s", "p", 1, [("m", cfg(10), 1.0), ("n", cfg(10), 1.0)])],
+        {"m": 100, "n": 100},
+    )
     s = OnlineScheduler(plan)
     d = s.assign("m", now=0.0, explain=True)
     assert {c["server"] for c in d.candidates} == {"g1", "s"}

@@ -6,6 +6,7 @@ pool) and kind, one power mode per pool, shared-server latencies within deadline
 
 ``SYNERGAI_BF_EXAMPLES`` sets the number of random examples (default 80, derandomised, when ``CI=true``; else 200).
 """
+
 from __future__ import annotations
 
 import math
@@ -25,13 +26,26 @@ GAP = 1e-6
 MAX_COMBOS = 400
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 EXAMPLES = int(os.environ.get("SYNERGAI_BF_EXAMPLES", 80 if CI else 200))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=CI, print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                           HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=CI,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 
 
 # ---------------------------------------------------------------------- plan invariants
-STATS = {"planner_s": 0.0, "oracle_s": 0.0, "examples": 0, "combos": 0, "lps": 0, "shared_plans": 0, "unserved": 0, "headroom": 0}
+STATS = {
+    "planner_s": 0.0,
+    "oracle_s": 0.0,
+    "examples": 0,
+    "combos": 0,
+    "lps": 0,
+    "shared_plans": 0,
+    "unserved": 0,
+    "headroom": 0,
+}
 
 
 def check_invariants(plan, profiles, cluster, workload, opts) -> None:
@@ -40,8 +54,9 @@ def check_invariants(plan, profiles, cluster, workload, opts) -> None:
     # every server group packs onto the pool's nodes
     for pool, items in plan_servers_by_pool(plan).items():
         p = pools[pool]
-        assert packs(items, (p.cpu, p.memory_mb, float(p.accelerators)), p.nodes) is not None, \
+        assert packs(items, (p.cpu, p.memory_mb, float(p.accelerators)), p.nodes) is not None, (
             f"pool {pool}: servers {items} do not pack onto {p.nodes} nodes of {(p.cpu, p.memory_mb, p.accelerators)}"
+        )
     # routed + unserved = demand
     for d in workload.models:
         routed = sum(a.routed_rate_rps for a in plan.assignments if a.model == d.model)
@@ -64,15 +79,20 @@ def check_invariants(plan, profiles, cluster, workload, opts) -> None:
     for g in groups.values():
         if g.replicas <= 0:
             continue
-        util = sum(a.routed_rate_rps / g.replicas * ServiceModel.of(a.config).work_per_request
-                   for a in plan.assignments_of(g.name))
+        util = sum(
+            a.routed_rate_rps / g.replicas * ServiceModel.of(a.config).work_per_request
+            for a in plan.assignments_of(g.name)
+        )
         assert util <= opts.util_cap * (1 + 1e-6) + tol, (g.name, util)
         if g.shared:  # loaded footprints fit the server's memory
             dev = pools[g.pool].device
             mem = 0.0
             for a in plan.assignments_of(g.name):
-                r = next(r for r in profiles.records
-                         if r.model == a.model and r.device == dev and r.config_id == a.config.config_id)
+                r = next(
+                    r
+                    for r in profiles.records
+                    if r.model == a.model and r.device == dev and r.config_id == a.config.config_id
+                )
                 mem += r.memory_mb or r.memory_request_mb
             assert mem <= g.memory_mb + 1e-6, (g.name, mem, g.memory_mb)
     # shared groups: every hosted model meets its deadline at the group's mixed queue
@@ -126,8 +146,9 @@ def compare(profiles, cluster, workload, opts, *, oracle: Oracle | None = None):
                 assert h2 is not None, plan.solver.phases
                 al = h2["alpha"]
                 assert min(al.values()) == pytest.approx(t_star, abs=1e-4)
-                assert sum(al.values()) == pytest.approx(s_star, abs=1e-4 * len(al)), \
+                assert sum(al.values()) == pytest.approx(s_star, abs=1e-4 * len(al)), (
                     f"headroom sum: planner {sum(al.values())}, oracle {s_star}"
+                )
                 alpha = np.array([al.get(m, 1.0) for m in orc.models])
         else:
             served = None
@@ -160,11 +181,20 @@ def instances(draw):
     pools = []
     for p in range(n_pools):
         acc = draw(st.sampled_from([0, 0, 1, 2]))
-        pools.append(NodePool(name=f"pool{p}", device=f"dev{p}", architecture="amd64", tier="edge",
-                              nodes=draw(st.integers(1, 3)), cpu=float(draw(st.sampled_from([2, 4, 8]))),
-                              memory_mb=float(draw(st.sampled_from([2048, 4096, 8192]))), accelerators=acc,
-                              rtt_ms=float(draw(st.sampled_from([0, 2, 10]))),
-                              idle_power_w=float(draw(st.sampled_from([0, 0, 5, 40])))))
+        pools.append(
+            NodePool(
+                name=f"pool{p}",
+                device=f"dev{p}",
+                architecture="amd64",
+                tier="edge",
+                nodes=draw(st.integers(1, 3)),
+                cpu=float(draw(st.sampled_from([2, 4, 8]))),
+                memory_mb=float(draw(st.sampled_from([2048, 4096, 8192]))),
+                accelerators=acc,
+                rtt_ms=float(draw(st.sampled_from([0, 2, 10]))),
+                idle_power_w=float(draw(st.sampled_from([0, 0, 5, 40]))),
+            )
+        )
     models = [f"m{i}" for i in range(n_models)]
     recs = []
     mode_sets = [["default"], ["maxn", "15w"], ["default", "maxn"]]
@@ -182,31 +212,57 @@ def instances(draw):
                 thr = b * 1000.0 / p50 * draw(st.sampled_from([0.8, 1.0, 1.9]))
                 gpu = pool.accelerators > 0 and draw(st.booleans())
                 req = float(draw(st.sampled_from([512, 1024, 2048])))
-                recs.append(ProfileRecord(
-                    model=m, engine=["onnxruntime", "tensorrt", "tflite"][c], device=pool.device,
-                    architecture=draw(st.sampled_from(["amd64"] * 5 + ["arm64"])),
-                    accelerator="gpu" if gpu else "none", precision="fp32", batch_size=b, threads=c + 1,
-                    power_mode=draw(st.sampled_from(pmodes)), latency_p50_ms=p50, latency_p90_ms=p90,
-                    latency_p99_ms=p99, throughput_rps=thr,
-                    power_w=draw(st.one_of(st.none(), st.floats(5.0, 60.0))),
-                    memory_mb=draw(st.one_of(st.none(), st.sampled_from([256.0, 800.0, req]))),
-                    cpu_cores=float(draw(st.sampled_from([0.5, 1, 2, 4]))), memory_request_mb=req,
-                    accelerators=1 if gpu else 0, source="hypothesis"))
+                recs.append(
+                    ProfileRecord(
+                        model=m,
+                        engine=["onnxruntime", "tensorrt", "tflite"][c],
+                        device=pool.device,
+                        architecture=draw(st.sampled_from(["amd64"] * 5 + ["arm64"])),
+                        accelerator="gpu" if gpu else "none",
+                        precision="fp32",
+                        batch_size=b,
+                        threads=c + 1,
+                        power_mode=draw(st.sampled_from(pmodes)),
+                        latency_p50_ms=p50,
+                        latency_p90_ms=p90,
+                        latency_p99_ms=p99,
+                        throughput_rps=thr,
+                        power_w=draw(st.one_of(st.none(), st.floats(5.0, 60.0))),
+                        memory_mb=draw(st.one_of(st.none(), st.sampled_from([256.0, 800.0, req]))),
+                        cpu_cores=float(draw(st.sampled_from([0.5, 1, 2, 4]))),
+                        memory_request_mb=req,
+                        accelerators=1 if gpu else 0,
+                        source="hypothesis",
+                    )
+                )
     assume(recs)
     table = ProfileTable(recs, on_duplicate="newest")
-    wl = WorkloadSpec(models=[ModelDemand(model=m, rate_rps=draw(st.floats(1.0, 150.0)),
-                                          deadline_ms=float(draw(st.sampled_from([25, 60, 150]))),
-                                          priority=float(draw(st.sampled_from([1, 2, 5]))))
-                              for m in models if m in table.models])
+    wl = WorkloadSpec(
+        models=[
+            ModelDemand(
+                model=m,
+                rate_rps=draw(st.floats(1.0, 150.0)),
+                deadline_ms=float(draw(st.sampled_from([25, 60, 150]))),
+                priority=float(draw(st.sampled_from([1, 2, 5]))),
+            )
+            for m in models
+            if m in table.models
+        ]
+    )
     fill = {"headroom_fill": draw(st.booleans())} if hasattr(PlanOptions(), "headroom_fill") else {}
-    opts = PlanOptions(util_cap=draw(st.sampled_from([0.7, 0.85])), quantile=draw(st.sampled_from([0.99, 0.95])),
-                       headroom=draw(st.sampled_from([1.0, 1.5])), **fill,
-                       load_scenarios=draw(st.sampled_from([(), (), ((1.0, 0.7), (2.0, 0.3))])),
-                       shared_servers=draw(st.sampled_from([True, True, False])), shared_configs=0,
-                       prune_dominated=draw(st.booleans()), resource_weight=0.0, skip_unprofiled=True)
+    opts = PlanOptions(
+        util_cap=draw(st.sampled_from([0.7, 0.85])),
+        quantile=draw(st.sampled_from([0.99, 0.95])),
+        headroom=draw(st.sampled_from([1.0, 1.5])),
+        **fill,
+        load_scenarios=draw(st.sampled_from([(), (), ((1.0, 0.7), (2.0, 0.3))])),
+        shared_servers=draw(st.sampled_from([True, True, False])),
+        shared_configs=0,
+        prune_dominated=draw(st.booleans()),
+        resource_weight=0.0,
+        skip_unprofiled=True,
+    )
     return table, ClusterSpec(pools=pools), wl, opts
-
-
 
 
 @SETTINGS
@@ -230,18 +286,60 @@ def test_report_stats():
 
 
 # ---------------------------------------------------------------------- constructed instances
-def rec(model, device, *, p50=10.0, p90=12.0, p99=15.0, thr=100.0, b=1, cpu=1.0, mem=1024.0, fp=None, acc=0,
-        power=10.0, mode="default", engine="onnxruntime", arch="amd64"):
-    return ProfileRecord(model=model, engine=engine, device=device, architecture=arch,
-                         accelerator="gpu" if acc else "none", precision="fp32", batch_size=b, threads=1,
-                         power_mode=mode, latency_p50_ms=p50, latency_p90_ms=p90, latency_p99_ms=p99,
-                         throughput_rps=thr, power_w=power, memory_mb=fp, cpu_cores=cpu, memory_request_mb=mem,
-                         accelerators=acc, source="constructed")
+def rec(
+    model,
+    device,
+    *,
+    p50=10.0,
+    p90=12.0,
+    p99=15.0,
+    thr=100.0,
+    b=1,
+    cpu=1.0,
+    mem=1024.0,
+    fp=None,
+    acc=0,
+    power=10.0,
+    mode="default",
+    engine="onnxruntime",
+    arch="amd64",
+):
+    return ProfileRecord(
+        model=model,
+        engine=engine,
+        device=device,
+        architecture=arch,
+        accelerator="gpu" if acc else "none",
+        precision="fp32",
+        batch_size=b,
+        threads=1,
+        power_mode=mode,
+        latency_p50_ms=p50,
+        latency_p90_ms=p90,
+        latency_p99_ms=p99,
+        throughput_rps=thr,
+        power_w=power,
+        memory_mb=fp,
+        cpu_cores=cpu,
+        memory_request_mb=mem,
+        accelerators=acc,
+        source="constructed",
+    )
 
 
 def pool(name, device, nodes, cpu, mem, acc=0, idle=0.0, rtt=0.0):
-    return NodePool(name=name, device=device, architecture="amd64", tier="edge", nodes=nodes, cpu=cpu,
-                    memory_mb=mem, accelerators=acc, idle_power_w=idle, rtt_ms=rtt)
+    return NodePool(
+        name=name,
+        device=device,
+        architecture="amd64",
+        tier="edge",
+        nodes=nodes,
+        cpu=cpu,
+        memory_mb=mem,
+        accelerators=acc,
+        idle_power_w=idle,
+        rtt_ms=rtt,
+    )
 
 
 def usable(r, deadline_ms, cap=0.85, q=0.99, rtt=0.0):
@@ -259,8 +357,12 @@ def test_node_packing_not_aggregate():
     ca = usable(ra, 100.0)
     table = ProfileTable([ra, rb2, rb1])
     cluster = ClusterSpec(pools=[pool("p", "d", 2, 4.0, 65536.0)])
-    wl = WorkloadSpec(models=[ModelDemand(model="a", rate_rps=1.5 * ca, deadline_ms=100.0),
-                              ModelDemand(model="b", rate_rps=0.5 * ca, deadline_ms=100.0)])
+    wl = WorkloadSpec(
+        models=[
+            ModelDemand(model="a", rate_rps=1.5 * ca, deadline_ms=100.0),
+            ModelDemand(model="b", rate_rps=0.5 * ca, deadline_ms=100.0),
+        ]
+    )
     opts = PlanOptions(resource_weight=0.0, headroom=1.0, shared_servers=False, prune_dominated=False)
     plan, orc = compare(table, cluster, wl, opts)
     assert orc.opt1 == pytest.approx(0.0, abs=1e-9)
@@ -278,8 +380,13 @@ def test_burst_scenario_bounds_replicas():
     table = ProfileTable([r])
     cluster = ClusterSpec(pools=[pool("p", "d", 10, 4.0, 8192.0)])
     wl = WorkloadSpec(models=[ModelDemand(model="m", rate_rps=100.0, deadline_ms=100.0)])
-    opts = PlanOptions(resource_weight=0.0, headroom=1.0, load_scenarios=((1.0, 0.5), (3.0, 0.5)),
-                       prune_dominated=False, shared_servers=False)
+    opts = PlanOptions(
+        resource_weight=0.0,
+        headroom=1.0,
+        load_scenarios=((1.0, 0.5), (3.0, 0.5)),
+        prune_dominated=False,
+        shared_servers=False,
+    )
     plan, orc = compare(table, cluster, wl, opts)
     assert orc.opt1 == pytest.approx(0.0, abs=1e-9)
     reps = sum(a.replicas for a in plan.assignments)
@@ -289,8 +396,8 @@ def test_burst_scenario_bounds_replicas():
 def test_idle_power_no_idle_nodes():
     """Energy is all that differs: the plan must not power a node with no traffic, and picks the pool
     whose serving + idle power is least."""
-    ra = rec("m", "da", power=10.0)        # ~0.1 J/req, but 30 W idle per node
-    rb = rec("m", "db", power=14.0)        # ~0.14 J/req, 2 W idle
+    ra = rec("m", "da", power=10.0)  # ~0.1 J/req, but 30 W idle per node
+    rb = rec("m", "db", power=14.0)  # ~0.14 J/req, 2 W idle
     table = ProfileTable([ra, rb])
     cluster = ClusterSpec(pools=[pool("a", "da", 3, 4.0, 8192.0, idle=30.0), pool("b", "db", 3, 4.0, 8192.0, idle=2.0)])
     wl = WorkloadSpec(models=[ModelDemand(model="m", rate_rps=20.0, deadline_ms=100.0)])
@@ -307,11 +414,16 @@ def test_shared_board_serves_two_models():
     rb = rec("b", "orin", p50=4.0, p90=5.0, p99=6.0, thr=250.0, cpu=2.0, mem=3000.0, fp=1500.0, acc=1, power=25.0)
     table = ProfileTable([ra, rb])
     cluster = ClusterSpec(pools=[pool("edge", "orin", 1, 8.0, 8192.0, acc=1, idle=5.0)])
-    wl = WorkloadSpec(models=[ModelDemand(model="a", rate_rps=40.0, deadline_ms=80.0),
-                              ModelDemand(model="b", rate_rps=40.0, deadline_ms=80.0)])
+    wl = WorkloadSpec(
+        models=[
+            ModelDemand(model="a", rate_rps=40.0, deadline_ms=80.0),
+            ModelDemand(model="b", rate_rps=40.0, deadline_ms=80.0),
+        ]
+    )
     for shared in (True, False):
-        opts = PlanOptions(resource_weight=0.0, headroom=1.0, shared_servers=shared, shared_configs=0,
-                           prune_dominated=False)
+        opts = PlanOptions(
+            resource_weight=0.0, headroom=1.0, shared_servers=shared, shared_configs=0, prune_dominated=False
+        )
         plan, orc = compare(table, cluster, wl, opts)
         if shared:
             assert plan.unserved_rate() == pytest.approx(0.0, abs=1e-5)
@@ -329,11 +441,16 @@ def test_power_modes_one_per_pool():
     rb2 = rec("b", "d", power=12.0, mode="default", engine="tflite")
     table = ProfileTable([ra, ra2, rb, rb2])
     cluster = ClusterSpec(pools=[pool("p", "d", 2, 4.0, 8192.0, idle=1.0)])
-    wl = WorkloadSpec(models=[ModelDemand(model="a", rate_rps=30.0, deadline_ms=100.0),
-                              ModelDemand(model="b", rate_rps=30.0, deadline_ms=100.0)])
+    wl = WorkloadSpec(
+        models=[
+            ModelDemand(model="a", rate_rps=30.0, deadline_ms=100.0),
+            ModelDemand(model="b", rate_rps=30.0, deadline_ms=100.0),
+        ]
+    )
     for shared in (False, True):
-        opts = PlanOptions(resource_weight=0.0, headroom=1.5, shared_servers=shared, shared_configs=0,
-                           prune_dominated=False)
+        opts = PlanOptions(
+            resource_weight=0.0, headroom=1.5, shared_servers=shared, shared_configs=0, prune_dominated=False
+        )
         compare(table, cluster, wl, opts)
 
 
@@ -342,16 +459,27 @@ def test_returned_plan_is_the_solved_one():
     configurations run in different power modes, so phase 1 serves exactly one (optimum 1.0).  With the
     'serve nothing' MIP start, HiGHS reports objective 1.0 but its solution vector is the start itself, so the
     returned plan serves nothing (2.0 unserved) and its energy phase holds the wrong optimum."""
+
     def r(model, mode, p50, thr):
         return rec(model, "dev0", p50=p50, p90=p50, p99=p50, thr=thr, cpu=0.5, mem=512.0, power=None, mode=mode)
 
     table = ProfileTable([r("m0", "maxn", 4.0, 200.0), r("m1", "15w", 2.0, 400.0)])
     cluster = ClusterSpec(pools=[pool("pool0", "dev0", 1, 2.0, 2048.0)])
-    wl = WorkloadSpec(models=[ModelDemand(model="m0", rate_rps=1.0, deadline_ms=25.0),
-                              ModelDemand(model="m1", rate_rps=1.0, deadline_ms=25.0)])
+    wl = WorkloadSpec(
+        models=[
+            ModelDemand(model="m0", rate_rps=1.0, deadline_ms=25.0),
+            ModelDemand(model="m1", rate_rps=1.0, deadline_ms=25.0),
+        ]
+    )
     for shared in (False, True):
-        opts = PlanOptions(util_cap=0.7, resource_weight=0.0, headroom=1.0, shared_servers=shared, shared_configs=0,
-                           prune_dominated=False)
+        opts = PlanOptions(
+            util_cap=0.7,
+            resource_weight=0.0,
+            headroom=1.0,
+            shared_servers=shared,
+            shared_configs=0,
+            prune_dominated=False,
+        )
         plan, orc = compare(table, cluster, wl, opts)
         assert orc.opt1 == pytest.approx(1.0)
         assert plan.unserved_rate() == pytest.approx(1.0, abs=1e-5)

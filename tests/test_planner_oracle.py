@@ -1,21 +1,23 @@
 """The MILP against a brute-force oracle on small random instances, and plan invariants."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from synergai.models import NodePool
 from synergai.planner import PlanOptions, available_solvers, pack_ffd, plan_offline
 from synergai.planner.service import ServiceModel
 from synergai.planner.synthetic import random_instance
 
-SETTINGS = settings(max_examples=int(__import__("os").environ.get("SYNERGAI_EXAMPLES", 25)), deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=int(__import__("os").environ.get("SYNERGAI_EXAMPLES", 25)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def exact_pack(items, cap, nodes) -> bool:
@@ -40,6 +42,7 @@ def exact_pack(items, cap, nodes) -> bool:
                 for r in range(3):
                     free[n][r] += items[i][r]
         return False
+
     return go(0)
 
 
@@ -94,6 +97,7 @@ def test_invariants_random(seed, load):
 
 def test_invariants_default():
     import synergai.profiling_data as pdata
+
     t, c, w = pdata.default_profiles(), pdata.default_cluster(), pdata.default_workload()
     for load in (0.5, 1.0, 2.0):
         plan = plan_offline(t, c, w.scaled(load))
@@ -112,6 +116,7 @@ def test_adding_a_node_never_increases_unserved(seed, which):
 
     def weighted(plan):
         return sum(u.rate_rps * w.demand(u.model).priority for u in plan.unserved)
+
     assert weighted(after) <= weighted(before) + 1e-6
 
 
@@ -148,8 +153,11 @@ def test_headroom_phase_keeps_unserved_optimum_and_grows_capacity(seed):
         if d.model not in alpha or any(g.shared for g in on.servers if d.model in g.models):
             continue
         served = sum(a.routed_rate_rps for a in on.assignments if a.model == d.model)
-        cap = sum(a.replicas * ServiceModel.of(a.config).capacity * a.max_utilisation
-                  for a in on.assignments if a.model == d.model)
+        cap = sum(
+            a.replicas * ServiceModel.of(a.config).capacity * a.max_utilisation
+            for a in on.assignments
+            if a.model == d.model
+        )
         assert cap >= alpha[d.model] * served * (1 - 1e-4) - 1e-6
     check_invariants(on, t, c, w)
 
@@ -184,6 +192,7 @@ def test_time_limited_run_reports_incumbent():
 
 def test_lp_dump_names_constraints():
     from synergai.planner.offline import build_model
+
     t, c, w = random_instance(1, n_pools=2, n_models=2, n_configs=2, power_modes=2)
     m, _, _ = build_model(t, c, w)
     lp = m.to_lp()
@@ -213,25 +222,56 @@ def test_load_scenarios_bound_and_invariants(seed):
 
 
 # ------------------------------------------------------------------------------------ constructed cases
-def _rec(model, device, *, cores, gpus=0, thr=100.0, p50=10.0, power=10.0, engine="onnxruntime", mode="default",
-         mem=1024.0):
+def _rec(
+    model, device, *, cores, gpus=0, thr=100.0, p50=10.0, power=10.0, engine="onnxruntime", mode="default", mem=1024.0
+):
     from synergai.models import ProfileRecord
-    return ProfileRecord(model=model, engine=engine, device=device, architecture="amd64",
-                         accelerator="gpu" if gpus else "none", precision=f"fp32-{cores}c", batch_size=1, threads=None,
-                         power_mode=mode, latency_p50_ms=p50, latency_p90_ms=p50, latency_p99_ms=p50,
-                         throughput_rps=thr, power_w=power, cpu_cores=cores, memory_request_mb=mem,
-                         accelerators=gpus, source="constructed")
+
+    return ProfileRecord(
+        model=model,
+        engine=engine,
+        device=device,
+        architecture="amd64",
+        accelerator="gpu" if gpus else "none",
+        precision=f"fp32-{cores}c",
+        batch_size=1,
+        threads=None,
+        power_mode=mode,
+        latency_p50_ms=p50,
+        latency_p90_ms=p50,
+        latency_p99_ms=p50,
+        throughput_rps=thr,
+        power_w=power,
+        cpu_cores=cores,
+        memory_request_mb=mem,
+        accelerators=gpus,
+        source="constructed",
+    )
 
 
 def _inputs(recs, pools, demands):
     from synergai.models import ClusterSpec, ModelDemand, ProfileTable, WorkloadSpec
-    return (ProfileTable(recs), ClusterSpec(pools=pools),
-            WorkloadSpec(models=[ModelDemand(model=m, rate_rps=r, deadline_ms=1000.0) for m, r in demands]))
+
+    return (
+        ProfileTable(recs),
+        ClusterSpec(pools=pools),
+        WorkloadSpec(models=[ModelDemand(model=m, rate_rps=r, deadline_ms=1000.0) for m, r in demands]),
+    )
 
 
 def _pool(name, nodes, cpu, gpus=0, idle=0.0, device=None):
-    return NodePool(name=name, device=device or name, architecture="amd64", tier="edge", nodes=nodes, cpu=cpu,
-                    memory_mb=16384, accelerators=gpus, rtt_ms=0.0, idle_power_w=idle)
+    return NodePool(
+        name=name,
+        device=device or name,
+        architecture="amd64",
+        tier="edge",
+        nodes=nodes,
+        cpu=cpu,
+        memory_mb=16384,
+        accelerators=gpus,
+        rtt_ms=0.0,
+        idle_power_w=idle,
+    )
 
 
 def test_replica_bound_comes_from_the_largest_rate():
@@ -247,8 +287,11 @@ def test_unpackable_aggregate_is_resolved_exactly_not_shrunk():
     """2 nodes x (4 cores, 1 GPU). a needs both GPUs (2 x 1 core + GPU); b's efficient config (3.5 cores) fits
     the pool's cores in aggregate but on no node beside a GPU replica; its 2.5-core config does.  Shrinking the
     pool by 10% (1.8 GPUs) would drop a replica of a; the exact re-solve serves everything."""
-    recs = [_rec("a", "d", cores=1, gpus=1, power=20.0), _rec("b", "d", cores=3.5, power=5.0),
-            _rec("b", "d", cores=2.5, power=30.0)]
+    recs = [
+        _rec("a", "d", cores=1, gpus=1, power=20.0),
+        _rec("b", "d", cores=3.5, power=5.0),
+        _rec("b", "d", cores=2.5, power=30.0),
+    ]
     t, c, w = _inputs(recs, [_pool("d", 2, 4, gpus=1)], [("a", 170.0), ("b", 50.0)])
     plan = plan_offline(t, c, w, gap=0, options=PlanOptions(shared_servers=False, headroom=1.0))
     assert plan.unserved_rate() == pytest.approx(0.0, abs=1e-6)
@@ -273,7 +316,10 @@ def test_idle_power_counts_and_idle_nodes_stay_off():
 
 def test_shared_server_hosts_two_models_on_one_gpu():
     """One single-GPU board: dedicated replicas (1 GPU each) can serve one model; a shared server serves both."""
-    recs = [_rec("a", "orin", cores=1, gpus=1, thr=200.0, p50=2.0), _rec("b", "orin", cores=1, gpus=1, thr=200.0, p50=2.0)]
+    recs = [
+        _rec("a", "orin", cores=1, gpus=1, thr=200.0, p50=2.0),
+        _rec("b", "orin", cores=1, gpus=1, thr=200.0, p50=2.0),
+    ]
     t, c, w = _inputs(recs, [_pool("orin", 1, 8, gpus=1)], [("a", 40.0), ("b", 40.0)])
     ded = plan_offline(t, c, w, gap=0, options=PlanOptions(shared_servers=False, headroom=1.0))
     sh = plan_offline(t, c, w, gap=0, options=PlanOptions(headroom=1.0))
@@ -290,8 +336,13 @@ def test_v1_plan_documents_are_still_read(tmp_path):
 
     import synergai.profiling_data as pdata
     from synergai.models import Plan
-    plan = plan_offline(pdata.default_profiles(), pdata.default_cluster(), pdata.default_workload(),
-                        options=PlanOptions(shared_servers=False))
+
+    plan = plan_offline(
+        pdata.default_profiles(),
+        pdata.default_cluster(),
+        pdata.default_workload(),
+        options=PlanOptions(shared_servers=False),
+    )
     doc = json.loads(plan.model_dump_json())
     doc["schema_version"] = "synergai.plan/v1"
     doc.pop("servers")

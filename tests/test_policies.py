@@ -1,4 +1,5 @@
 """Policy registry and baselines: pluggability, information hiding, SLO-MAEL's deployment and rule."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,21 @@ def _ctx(seed=2, n=1500):
 
 
 def test_registry_has_every_baseline():
-    for name in ["synergai", "slo-mael", "slo-mael-bw", "slo-mael-dedicated", "k8s-native", "round-robin", "random",
-                 "least-loaded", "edge-only", "cloud-only", "offline-only", "slo-mael+plan", "optimal"]:
+    for name in [
+        "synergai",
+        "slo-mael",
+        "slo-mael-bw",
+        "slo-mael-dedicated",
+        "k8s-native",
+        "round-robin",
+        "random",
+        "least-loaded",
+        "edge-only",
+        "cloud-only",
+        "offline-only",
+        "slo-mael+plan",
+        "optimal",
+    ]:
         assert name in POLICIES
     with pytest.raises(InputError):
         get_policy("nope")
@@ -32,10 +46,12 @@ def test_new_policy_plugs_in_without_touching_the_simulator():
     @register_policy("test-peek")
     class Peek(Policy):
         """Records what it is shown; sends to the model's first replica."""
+
         needs_feedback = True
 
         def deploy(self):
             from synergai.experiments.policies import plan_deployment
+
             dep, _, _ = plan_deployment(self.ctx)
             self.ids = dep.by_model()
             self.done = {}
@@ -70,13 +86,19 @@ def test_slo_mael_deploys_fastest_batch1_config_on_every_processor():
     per_pool = {}
     for r in dep.replicas:
         acc = {rec.accelerators for rec in r.records.values()}
-        assert len(acc) == 1            # one processor: all accelerator configs or all CPU configs
+        assert len(acc) == 1  # one processor: all accelerator configs or all CPU configs
         for model, rec in r.records.items():
             assert rec.batch_size == 1
-            faster = [x for x in ctx.profiles.for_model_device(model, r.pool.device)
-                      if x.batch_size == 1 and x.architecture == r.pool.architecture
-                      and x.latency_p50_ms < rec.latency_p50_ms and x.cpu_cores <= rec.cpu_cores
-                      and x.memory_request_mb <= rec.memory_request_mb and x.accelerators == rec.accelerators]
+            faster = [
+                x
+                for x in ctx.profiles.for_model_device(model, r.pool.device)
+                if x.batch_size == 1
+                and x.architecture == r.pool.architecture
+                and x.latency_p50_ms < rec.latency_p50_ms
+                and x.cpu_cores <= rec.cpu_cores
+                and x.memory_request_mb <= rec.memory_request_mb
+                and x.accelerators == rec.accelerators
+            ]
             assert not faster
         per_pool.setdefault(r.pool.name, []).append(r)
     # one server per accelerator and per node CPU: at most nodes x (accelerators + 1) per pool
@@ -96,9 +118,15 @@ def test_slo_mael_rule_picks_least_expected_latency():
 
     class Req:
         pass
+
     for i in range(50):
         q = Req()
-        q.i, q.model, q.time_s, q.deadline_s = i, arr.models[arr.model[i]], float(arr.time_s[i]), float(arr.deadline_s[i])
+        q.i, q.model, q.time_s, q.deadline_s = (
+            i,
+            arr.models[arr.model[i]],
+            float(arr.time_s[i]),
+            float(arr.deadline_s[i]),
+        )
         if q.model not in pol2.m:
             continue
         ids, lat, _ = pol2.expected(q.model, q.time_s)
@@ -136,36 +164,91 @@ def _shared_plan_ctx():
     from synergai.models import ClusterSpec, ModelDemand, NodePool, ProfileRecord, ProfileTable, WorkloadSpec
     from synergai.models.plan import Assignment, ConfigChoice, Plan, Server, SolverReport
 
-    pool = NodePool(name="p", device="d", architecture="amd64", tier="edge", nodes=2, cpu=8, memory_mb=8192,
-                    idle_power_w=3.0)
+    pool = NodePool(
+        name="p", device="d", architecture="amd64", tier="edge", nodes=2, cpu=8, memory_mb=8192, idle_power_w=3.0
+    )
 
     def rec(model, p50, batch=1):
-        return ProfileRecord(model=model, engine="e", device="d", architecture="amd64", precision="fp32",
-                             batch_size=batch, latency_p50_ms=p50, latency_p90_ms=1.2 * p50,
-                             latency_p99_ms=1.5 * p50, throughput_rps=batch * 1000 / p50, cpu_cores=2,
-                             memory_request_mb=500, power_w=20.0)
+        return ProfileRecord(
+            model=model,
+            engine="e",
+            device="d",
+            architecture="amd64",
+            precision="fp32",
+            batch_size=batch,
+            latency_p50_ms=p50,
+            latency_p90_ms=1.2 * p50,
+            latency_p99_ms=1.5 * p50,
+            throughput_rps=batch * 1000 / p50,
+            cpu_cores=2,
+            memory_request_mb=500,
+            power_w=20.0,
+        )
 
     ra, rb, ra2 = rec("a", 10), rec("b", 20, batch=2), rec("a", 8, batch=4)
 
     def choice(r):
-        return ConfigChoice(config_id=r.config_id, engine=r.engine, precision=r.precision, batch_size=r.batch_size,
-                            threads=r.threads, power_mode=r.power_mode, accelerator=r.accelerator,
-                            latency_p50_ms=r.latency_p50_ms, latency_p90_ms=r.latency_p90_ms,
-                            latency_p99_ms=r.latency_p99_ms, throughput_rps=r.throughput_rps, power_w=r.power_w,
-                            cpu_cores=r.cpu_cores, memory_request_mb=r.memory_request_mb, accelerators=0)
+        return ConfigChoice(
+            config_id=r.config_id,
+            engine=r.engine,
+            precision=r.precision,
+            batch_size=r.batch_size,
+            threads=r.threads,
+            power_mode=r.power_mode,
+            accelerator=r.accelerator,
+            latency_p50_ms=r.latency_p50_ms,
+            latency_p90_ms=r.latency_p90_ms,
+            latency_p99_ms=r.latency_p99_ms,
+            throughput_rps=r.throughput_rps,
+            power_w=r.power_w,
+            cpu_cores=r.cpu_cores,
+            memory_request_mb=r.memory_request_mb,
+            accelerators=0,
+        )
 
     groups = [("p-shared", 2, [("a", ra, 20.0), ("b", rb, 15.0)]), ("a-p-ded", 1, [("a", ra2, 30.0)])]
     servers, assigns = [], []
     for name, n, hosted in groups:
-        servers.append(Server(name=name, pool="p", replicas=n, shared=len(hosted) > 1, cpu_cores=2,
-                              memory_mb=500.0 * len(hosted), models=[m for m, _, _ in hosted],
-                              routed_rate_rps=sum(x for *_, x in hosted), utilisation=0.5, max_utilisation=0.9))
-        assigns += [Assignment(model=m, pool="p", server=name, config=choice(r), replicas=n, routed_rate_rps=x,
-                               utilisation=0.5, max_utilisation=0.9, predicted_latency_ms=50.0, energy_w=1.0)
-                    for m, r, x in hosted]
-    demands = [ModelDemand(model="a", rate_rps=50.0, deadline_ms=200), ModelDemand(model="b", rate_rps=15.0, deadline_ms=300)]
-    plan = Plan(pools=[pool], demands=demands, servers=servers, assignments=assigns,
-                solver=SolverReport(backend="test", status="optimal", seconds=0.0))
+        servers.append(
+            Server(
+                name=name,
+                pool="p",
+                replicas=n,
+                shared=len(hosted) > 1,
+                cpu_cores=2,
+                memory_mb=500.0 * len(hosted),
+                models=[m for m, _, _ in hosted],
+                routed_rate_rps=sum(x for *_, x in hosted),
+                utilisation=0.5,
+                max_utilisation=0.9,
+            )
+        )
+        assigns += [
+            Assignment(
+                model=m,
+                pool="p",
+                server=name,
+                config=choice(r),
+                replicas=n,
+                routed_rate_rps=x,
+                utilisation=0.5,
+                max_utilisation=0.9,
+                predicted_latency_ms=50.0,
+                energy_w=1.0,
+            )
+            for m, r, x in hosted
+        ]
+    demands = [
+        ModelDemand(model="a", rate_rps=50.0, deadline_ms=200),
+        ModelDemand(model="b", rate_rps=15.0, deadline_ms=300),
+    ]
+    plan = Plan(
+        pools=[pool],
+        demands=demands,
+        servers=servers,
+        assignments=assigns,
+        solver=SolverReport(backend="test", status="optimal", seconds=0.0),
+    )
     table = ProfileTable([ra, rb, ra2])
     ctx = RunContext(table, ClusterSpec(name="c", pools=[pool]), WorkloadSpec(models=demands), seed=1)
     ctx.plans[None] = plan
@@ -179,7 +262,7 @@ def test_deployment_from_plan_with_shared_servers():
     dep = deployment_from_plan(plan, ctx.profiles)
     assert [r.name for r in dep.replicas] == ["p-shared", "p-shared", "a-p-ded"]
     assert [r.records for r in dep.replicas] == [{"a": ra, "b": rb}, {"a": ra, "b": rb}, {"a": ra2}]
-    assert dep.replicas[0].resources == (2.0, 1000.0, 0.0)          # the group's requests
+    assert dep.replicas[0].resources == (2.0, 1000.0, 0.0)  # the group's requests
     assert dep.by_model() == {"a": [0, 1, 2], "b": [0, 1]}
     # the online stage's global server ids are the simulator's replica ids
     dep2, sched, _ = plan_deployment(ctx)
@@ -198,6 +281,7 @@ def test_synergai_runs_on_shared_servers():
     t = np.cumsum(rng.exponential(1 / lam, n))
     m = rng.choice(2, n, p=[50 / 65, 15 / 65])
     from synergai.experiments.sim import Arrivals
+
     arr = Arrivals(t, m, ["a", "b"], np.array([0.2, 0.3])[m], rng.standard_normal(n))
     ctx.arrivals = arr
     pol = get_policy("synergai")(ctx)

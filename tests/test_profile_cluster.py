@@ -5,6 +5,7 @@ Offline: manifest structure, kubernetes-validate strict, the 1.20 field snapshot
 right selectors, RBAC lets the profiler's ServiceAccount write its ConfigMap, collection merges valid
 records and rejects malformed ones with a one-line reason each).
 """
+
 from __future__ import annotations
 
 import io
@@ -13,11 +14,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
+from synergai.cli import main
 from synergai.executor import profiling_jobs as pj
 from synergai.executor.manifests import pool_node_selector
 from synergai.models import ClusterSpec, ProfileRecord, ProfileTable
 from synergai.profiling_data import default_cluster
-from synergai.cli import main
 
 
 def run_cli(capsys, *args):
@@ -27,11 +28,26 @@ def run_cli(capsys, *args):
 
 
 def _rec(device: str, arch: str, batch: int = 1, when: datetime | None = None, p50: float = 10.0) -> ProfileRecord:
-    return ProfileRecord(model="resnet50", engine="onnxruntime", device=device, architecture=arch, accelerator="none",
-                         precision="fp32", batch_size=batch, threads=2, power_mode="default", latency_p50_ms=p50,
-                         latency_p90_ms=p50 * 1.1, latency_p99_ms=p50 * 1.3, throughput_rps=batch * 1000 / p50 * 0.95,
-                         memory_mb=400, cpu_cores=2, memory_request_mb=512, source="measured:pod:test",
-                         measured_at=when or datetime.now(timezone.utc).replace(microsecond=0))
+    return ProfileRecord(
+        model="resnet50",
+        engine="onnxruntime",
+        device=device,
+        architecture=arch,
+        accelerator="none",
+        precision="fp32",
+        batch_size=batch,
+        threads=2,
+        power_mode="default",
+        latency_p50_ms=p50,
+        latency_p90_ms=p50 * 1.1,
+        latency_p99_ms=p50 * 1.3,
+        throughput_rps=batch * 1000 / p50 * 0.95,
+        memory_mb=400,
+        cpu_cores=2,
+        memory_request_mb=512,
+        source="measured:pod:test",
+        measured_at=when or datetime.now(timezone.utc).replace(microsecond=0),
+    )
 
 
 def _csv(records) -> str:
@@ -49,7 +65,9 @@ def test_one_job_per_pool_pinned_and_hardened():
     jobs = [o for o in objs if o["kind"] == "Job"]
     assert len(jobs) == len([p for p in cl.pools if p.nodes > 0]) == len(cl.pools)
     role = objs[1]
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update", "patch"]}]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update", "patch"]}
+    ]
     assert objs[2]["subjects"][0]["name"] == pj.PROFILER and objs[2]["roleRef"]["name"] == pj.PROFILER
     for pool, job in zip(cl.pools, jobs):
         assert job["apiVersion"] == "batch/v1" and job["metadata"]["name"] == f"synergai-profile-{pool.name}"
@@ -71,7 +89,7 @@ def test_one_job_per_pool_pinned_and_hardened():
         assert cmd[cmd.index("--device") + 1] == pool.device
         assert cmd[cmd.index("--out") + 1] == "/tmp/p.csv"
         assert cmd[cmd.index("--publish-configmap") + 1] == pj.object_name(pool.name) == job["metadata"]["name"]
-        assert c["resources"]["requests"] == c["resources"]["limits"]          # Guaranteed QoS
+        assert c["resources"]["requests"] == c["resources"]["limits"]  # Guaranteed QoS
         assert c["image"].startswith("synergai/profiler:")
     assert {o["metadata"]["namespace"] for o in objs} == {"prof"}
 
@@ -81,30 +99,59 @@ def test_manifests_validate_offline_strict_and_against_the_1_20_fields():
 
     objs = pj.build_objects(default_cluster())
     for o in objs:
-        v.validate_strict(o)                           # kubernetes-validate, strict mode (unknown fields fail)
+        v.validate_strict(o)  # kubernetes-validate, strict mode (unknown fields fail)
         if (o["apiVersion"], o["kind"]) in v.SNAPSHOT_KINDS:
-            v.validate_fields_1_20(o)                 # RBAC objects: field snapshot of a real 1.20 server
+            v.validate_fields_1_20(o)  # RBAC objects: field snapshot of a real 1.20 server
     # the 1.20 snapshot has no Job root; check what matters in it, the pod template, field by field
     defs = v._snapshot()
     for job in (o for o in objs if o["kind"] == "Job"):
         errors: list[str] = []
         v._check(job["spec"]["template"], defs["io.k8s.api.core.v1.PodTemplateSpec"], "", defs, errors)
         assert not errors, errors
-        assert set(job["spec"]) <= {"activeDeadlineSeconds", "backoffLimit", "completions", "manualSelector",
-                                    "parallelism", "selector", "template", "ttlSecondsAfterFinished"}
+        assert set(job["spec"]) <= {
+            "activeDeadlineSeconds",
+            "backoffLimit",
+            "completions",
+            "manualSelector",
+            "parallelism",
+            "selector",
+            "template",
+            "ttlSecondsAfterFinished",
+        }
 
 
 def test_odd_pool_names_and_images(tmp_path):
-    cl = ClusterSpec.model_validate({"pools": [
-        {"name": "Edge_Pool.1", "device": "rpi4", "architecture": "arm64", "tier": "edge", "nodes": 1, "cpu": 3.8,
-         "memory_mb": 3584, "labels": {"synergai.io/pool": "edge-pool-1"}},
-        {"name": "empty", "device": "rpi4", "architecture": "arm64", "tier": "edge", "nodes": 0, "cpu": 4,
-         "memory_mb": 4096}]})
+    cl = ClusterSpec.model_validate(
+        {
+            "pools": [
+                {
+                    "name": "Edge_Pool.1",
+                    "device": "rpi4",
+                    "architecture": "arm64",
+                    "tier": "edge",
+                    "nodes": 1,
+                    "cpu": 3.8,
+                    "memory_mb": 3584,
+                    "labels": {"synergai.io/pool": "edge-pool-1"},
+                },
+                {
+                    "name": "empty",
+                    "device": "rpi4",
+                    "architecture": "arm64",
+                    "tier": "edge",
+                    "nodes": 0,
+                    "cpu": 4,
+                    "memory_mb": 4096,
+                },
+            ]
+        }
+    )
     objs = pj.build_objects(cl, image="registry.example/prof:1")
     jobs = [o for o in objs if o["kind"] == "Job"]
-    assert len(jobs) == 1                                              # no nodes, no Job
+    assert len(jobs) == 1  # no nodes, no Job
     name = jobs[0]["metadata"]["name"]
     from synergai.executor.names import is_dns1035_label
+
     assert is_dns1035_label(name) and name != "synergai-profile-Edge_Pool.1"
     assert jobs[0]["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/prof:1"
     assert jobs[0]["metadata"]["annotations"][pj.ANN_POOL] == "Edge_Pool.1"
@@ -136,11 +183,12 @@ def test_configmap_size_is_checked():
 
 def _malformed_csv(device: str, arch: str) -> str:
     good = _rec(device, arch, batch=8)
-    df = ProfileTable([good, _rec(device, arch, batch=16), _rec(device, arch, batch=32),
-                       _rec("jetson-agx-orin", "arm64", batch=2)]).df.copy()
+    df = ProfileTable(
+        [good, _rec(device, arch, batch=16), _rec(device, arch, batch=32), _rec("jetson-agx-orin", "arm64", batch=2)]
+    ).df.copy()
     df = df.astype(object)
-    df.loc[1, "latency_p99_ms"] = 1.0                    # p99 < p50
-    df.loc[2, "throughput_rps"] = "fast"                 # not a number
+    df.loc[1, "latency_p99_ms"] = 1.0  # p99 < p50
+    df.loc[2, "throughput_rps"] = "fast"  # not a number
     buf = io.StringIO()
     df.to_csv(buf, index=False)
     return buf.getvalue()
@@ -157,7 +205,10 @@ def test_parse_configmap_keeps_valid_rows_and_gives_one_line_reasons():
     assert "row 3: latency percentiles must be ordered" in bad[0]
     assert "row 4: throughput_rps" in bad[1]
     assert "row 5: device: 'jetson-agx-orin' is not pool 'cloud-x86'" in bad[2]
-    for bad_cm, why in ((dict(cm, data={}), "no profiles.csv"), (dict(cm, data={pj.CSV_KEY: "a,b\n1,2\n"}), "missing column")):
+    for bad_cm, why in (
+        (dict(cm, data={}), "no profiles.csv"),
+        (dict(cm, data={pj.CSV_KEY: "a,b\n1,2\n"}), "missing column"),
+    ):
         assert why in pj.parse_configmap(bad_cm)[1][0]
 
 
@@ -194,8 +245,18 @@ def test_jobs_and_collection_against_the_api_server(kube_cluster, kube_namespace
     code, so, _ = run_cli(capsys, "profile-cluster", "--apply", "-n", ns, "--kubeconfig", kube_cluster.kubeconfig_path)
     assert code == 0 and so.count("exists  Job/") == len(cl.pools)
     uid = jobs[pj.object_name("cloud-gpu-l4")].metadata.uid
-    code, so, se = run_cli(capsys, "profile-cluster", "--apply", "--replace", "--pool", "cloud-gpu-l4", "-n", ns,
-                           "--kubeconfig", kube_cluster.kubeconfig_path)
+    code, so, se = run_cli(
+        capsys,
+        "profile-cluster",
+        "--apply",
+        "--replace",
+        "--pool",
+        "cloud-gpu-l4",
+        "-n",
+        ns,
+        "--kubeconfig",
+        kube_cluster.kubeconfig_path,
+    )
     assert code == 0, se
     assert "replaced Job/synergai-profile-cloud-gpu-l4" in so
     assert batch.read_namespaced_job(pj.object_name("cloud-gpu-l4"), ns).metadata.uid != uid
@@ -210,7 +271,7 @@ def test_jobs_and_collection_against_the_api_server(kube_cluster, kube_namespace
     (tmp_path / "p.csv.meta.jsonl").write_text('{"calls": 6}\n{"calls": 6}\n')
     line = pj.publish(sa_api, good_csv, name=pj.object_name(x86.name), pool=x86.name, device=x86.device, namespace=ns)
     assert line.startswith("created ConfigMap") and "2 records" in line
-    good_csv.write_text(_csv([_rec(x86.device, "amd64", b) for b in (1, 4, 8)]))     # re-run: replaced
+    good_csv.write_text(_csv([_rec(x86.device, "amd64", b) for b in (1, 4, 8)]))  # re-run: replaced
     line = pj.publish(sa_api, good_csv, name=pj.object_name(x86.name), pool=x86.name, device=x86.device, namespace=ns)
     assert line.startswith("replaced ConfigMap") and "3 records" in line
     with pytest.raises(ApiException) as e:
@@ -220,10 +281,34 @@ def test_jobs_and_collection_against_the_api_server(kube_cluster, kube_namespace
 
     # ---- what the Job's container runs, end to end: profile (tiny grid) then publish through the CLI
     orin = cl.pool("edge-agx-orin")
-    code, so, se = run_cli(capsys, "profile", "--model-name", "transformer-tiny", "--batch", "1", "--threads", "1",
-                           "--precision", "fp32", "--min-runs", "3", "--min-time", "0.02", "--device", orin.device,
-                           "--out", tmp_path / "orin.csv", "--publish-configmap", pj.object_name(orin.name),
-                           "--pool", orin.name, "--namespace", ns, "--kubeconfig", kube_cluster.kubeconfig_path)
+    code, so, se = run_cli(
+        capsys,
+        "profile",
+        "--model-name",
+        "transformer-tiny",
+        "--batch",
+        "1",
+        "--threads",
+        "1",
+        "--precision",
+        "fp32",
+        "--min-runs",
+        "3",
+        "--min-time",
+        "0.02",
+        "--device",
+        orin.device,
+        "--out",
+        tmp_path / "orin.csv",
+        "--publish-configmap",
+        pj.object_name(orin.name),
+        "--pool",
+        orin.name,
+        "--namespace",
+        ns,
+        "--kubeconfig",
+        kube_cluster.kubeconfig_path,
+    )
     assert code == 0, se
     assert "created ConfigMap" in so
     # (measured on this amd64 machine: collection rejects it for the arm64 pool, one line)
@@ -236,8 +321,11 @@ def test_jobs_and_collection_against_the_api_server(kube_cluster, kube_namespace
     res = pj.collect(api, ns, cl)
     arch_here = dev_facts_arch()
     orin_ok = 1 if arch_here == "arm64" else 0
-    assert res.accepted == {pj.object_name(x86.name): 3, pj.object_name(rpi.name): 1,
-                            pj.object_name(orin.name): orin_ok}
+    assert res.accepted == {
+        pj.object_name(x86.name): 3,
+        pj.object_name(rpi.name): 1,
+        pj.object_name(orin.name): orin_ok,
+    }
     assert len(res.table) == 4 + orin_ok
     assert {r.device for r in res.table.records} >= {x86.device, rpi.device}
     rpi_rej = [r for r in res.rejected if pj.object_name(rpi.name) in r]
@@ -249,13 +337,14 @@ def test_jobs_and_collection_against_the_api_server(kube_cluster, kube_namespace
     # ---- through the CLI: merged into an existing file (newer wins, noted), rejects listed one per line
     out = tmp_path / "cluster.csv"
     ProfileTable([_rec(x86.device, "amd64", 1, when=older, p50=99.0)]).save(out)
-    code, so, se = run_cli(capsys, "profile-cluster", "--collect", "-n", ns, "--kubeconfig",
-                           kube_cluster.kubeconfig_path, "--out", out)
+    code, so, se = run_cli(
+        capsys, "profile-cluster", "--collect", "-n", ns, "--kubeconfig", kube_cluster.kubeconfig_path, "--out", out
+    )
     assert code == 0, se
     t = ProfileTable.load(out)
     assert len(t) == 4 + orin_ok
     b1 = next(r for r in t.records if r.device == x86.device and r.batch_size == 1)
-    assert b1.latency_p50_ms == 10.0                                       # the newer measurement won
+    assert b1.latency_p50_ms == 10.0  # the newer measurement won
     assert "replaces" in so
     rejected = [x for x in so.splitlines() if x.startswith("rejected: ")]
     assert len(rejected) == 3 + (1 - orin_ok)
@@ -263,6 +352,7 @@ def test_jobs_and_collection_against_the_api_server(kube_cluster, kube_namespace
 
 def dev_facts_arch() -> str:
     from synergai.profiling_data.profiler.device import read_facts
+
     return read_facts().architecture
 
 

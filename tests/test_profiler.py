@@ -3,6 +3,7 @@
 Every assertion is about structure (counts, units, ordering, consistency), never absolute timings.
 Models are the `*-tiny` zoo variants and timings are short, so the whole file runs in seconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from synergai.models import ClusterSpec, ProfileRecord, ProfileTable, WorkloadSpec
-from synergai.profiling_data.profiler import device as dev
-from synergai.profiling_data.profiler import engines as eng
-from synergai.profiling_data.profiler import measure, modelfile, runner, zoo
-from synergai.profiling_data.profiler.sparse import Obs, Point, SparseSearch, front_recovery, hypervolume, pareto
 from synergai.cli import main
+from synergai.models import ClusterSpec, ProfileRecord, ProfileTable, WorkloadSpec
+from synergai.profiling_data.profiler import device as dev, engines as eng, measure, modelfile, runner, zoo
+from synergai.profiling_data.profiler.sparse import Obs, Point, SparseSearch, front_recovery, hypervolume, pareto
 
 CORES = dev.usable_cores()
 TINY = ["--min-runs", "3", "--min-time", "0.02"]
@@ -70,7 +69,10 @@ def test_real_architectures_have_their_parameter_counts():
 
 
 def test_int8_quantisation_of_cnn_and_transformer(tmp_path):
-    for name, family, op in (("resnet-tiny", "cnn", "QuantizeLinear"), ("transformer-tiny", "transformer", "MatMulInteger")):
+    for name, family, op in (
+        ("resnet-tiny", "cnn", "QuantizeLinear"),
+        ("transformer-tiny", "transformer", "MatMulInteger"),
+    ):
         p = zoo.build(zoo.ZOO[name], tmp_path)
         q = modelfile.quantized(p, family)
         assert q.exists() and q != p
@@ -113,22 +115,32 @@ def test_run_timed_caps_a_slow_configuration():
 
 
 # ------------------------------------------------------------------------------------------ device facts
-@pytest.mark.parametrize("cpu,board,arch,expect", [
-    ("Intel(R) Xeon(R) Platinum 8275CL CPU @ 3.00GHz", "", "amd64", "x86-xeon-8275cl"),
-    ("AMD EPYC", "", "amd64", "x86-amd-epyc"),
-    ("AMD EPYC 7R13 Processor", "", "amd64", "x86-epyc-7r13"),
-    ("cortex-a72", "Raspberry Pi 4 Model B Rev 1.4", "arm64", "rpi4"),
-    ("cortex-a78ae", "NVIDIA Jetson AGX Orin Developer Kit", "arm64", "jetson-agx-orin"),
-    ("neoverse-v1", "m7g.2xlarge", "arm64", "graviton3"),
-    ("neoverse-n2", "", "arm64", "arm64-neoverse-n2"),
-])
+@pytest.mark.parametrize(
+    "cpu,board,arch,expect",
+    [
+        ("Intel(R) Xeon(R) Platinum 8275CL CPU @ 3.00GHz", "", "amd64", "x86-xeon-8275cl"),
+        ("AMD EPYC", "", "amd64", "x86-amd-epyc"),
+        ("AMD EPYC 7R13 Processor", "", "amd64", "x86-epyc-7r13"),
+        ("cortex-a72", "Raspberry Pi 4 Model B Rev 1.4", "arm64", "rpi4"),
+        ("cortex-a78ae", "NVIDIA Jetson AGX Orin Developer Kit", "arm64", "jetson-agx-orin"),
+        ("neoverse-v1", "m7g.2xlarge", "arm64", "graviton3"),
+        ("neoverse-n2", "", "arm64", "arm64-neoverse-n2"),
+    ],
+)
 def test_device_names_follow_the_default_data(cpu, board, arch, expect):
     assert dev.normalize_device(cpu, board, arch) == expect
 
 
-@pytest.mark.parametrize("printed,expect", [("NV Power Mode: MAXN", "maxn"), ("NV Power Mode: MAXN_SUPER", "maxn"),
-                                            ("NV Power Mode: 15W", "15w"), ("NV Power Mode: MODE_30W_ALL", "mode-30w-all"),
-                                            ("nothing useful", "default")])
+@pytest.mark.parametrize(
+    "printed,expect",
+    [
+        ("NV Power Mode: MAXN", "maxn"),
+        ("NV Power Mode: MAXN_SUPER", "maxn"),
+        ("NV Power Mode: 15W", "15w"),
+        ("NV Power Mode: MODE_30W_ALL", "mode-30w-all"),
+        ("nothing useful", "default"),
+    ],
+)
 def test_power_mode_read_from_nvpmodel(tmp_path, monkeypatch, printed, expect):
     """A real `nvpmodel -q` stand-in on PATH (a script printing what Jetson's tool prints)."""
     exe = tmp_path / "nvpmodel"
@@ -153,8 +165,23 @@ def test_facts_read_from_this_machine():
 
 # ------------------------------------------------------------------------------------------- the command
 def _grid_args(out: Path, *extra) -> list:
-    return ["profile", "--model-name", "resnet-tiny", "--batch", "1,2", "--threads", "1", "--precision", "fp32,int8",
-            *TINY, "--device", "test-node", "--out", out, *extra]
+    return [
+        "profile",
+        "--model-name",
+        "resnet-tiny",
+        "--batch",
+        "1,2",
+        "--threads",
+        "1",
+        "--precision",
+        "fp32,int8",
+        *TINY,
+        "--device",
+        "test-node",
+        "--out",
+        out,
+        *extra,
+    ]
 
 
 def test_profile_writes_records_and_sidecar(tmp_path, capsys):
@@ -162,11 +189,13 @@ def test_profile_writes_records_and_sidecar(tmp_path, capsys):
     code, so, se = run_cli(capsys, *_grid_args(out))
     assert code == 0, se
     t = ProfileTable.load(out)
-    assert len(t) == 4                                  # 1 model x 1 engine x 2 precisions x 2 batches x 1 thread
+    assert len(t) == 4  # 1 model x 1 engine x 2 precisions x 2 batches x 1 thread
     meta = [json.loads(x) for x in (tmp_path / "p.csv.meta.jsonl").read_text().splitlines()]
     assert len(meta) == 4
-    by_key = {tuple(m["key"][k] for k in ("model", "engine", "device", "precision", "batch_size", "threads",
-                                            "power_mode")): m for m in meta}
+    by_key = {
+        tuple(m["key"][k] for k in ("model", "engine", "device", "precision", "batch_size", "threads", "power_mode")): m
+        for m in meta
+    }
     for r in t.records:
         assert (r.model, r.engine, r.device, r.accelerator) == ("resnet-tiny", "onnxruntime", "test-node", "none")
         assert r.architecture == dev.read_facts().architecture
@@ -192,8 +221,20 @@ def test_profile_writes_records_and_sidecar(tmp_path, capsys):
 
 def test_profile_resumes_and_force_remeasures(tmp_path, capsys):
     out = tmp_path / "p.csv"
-    args = ["profile", "--model-name", "transformer-tiny", "--batch", "1", "--threads", "1", "--precision", "fp32",
-            *TINY, "--out", out]
+    args = [
+        "profile",
+        "--model-name",
+        "transformer-tiny",
+        "--batch",
+        "1",
+        "--threads",
+        "1",
+        "--precision",
+        "fp32",
+        *TINY,
+        "--out",
+        out,
+    ]
     assert run_cli(capsys, *args)[0] == 0
     first = ProfileTable.load(out).records[0]
     code, so, _ = run_cli(capsys, *args, "--batch", "2")
@@ -225,7 +266,7 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path, capsys, monkeypatch):
     assert "interrupted" in so
     assert len(ProfileTable.load(out)) == 1
     monkeypatch.setattr(runner, "measure_config", real)
-    code, so, _ = run_cli(capsys, *_grid_args(out))     # resumes: measures the other three
+    code, so, _ = run_cli(capsys, *_grid_args(out))  # resumes: measures the other three
     assert code == 0 and "3 measured, 1 already" in " ".join(so.split())
     assert len(ProfileTable.load(out)) == 4
 
@@ -236,8 +277,9 @@ def _garbage_onnx(tmp_path: Path) -> Path:
     return p
 
 
-@pytest.mark.parametrize("case", ["batch0", "threads", "engine", "onnx", "missing", "model", "precision", "budget",
-                                  "notint"])
+@pytest.mark.parametrize(
+    "case", ["batch0", "threads", "engine", "onnx", "missing", "model", "precision", "budget", "notint"]
+)
 def test_bad_configuration_is_one_line_exit_2(case, tmp_path, capsys):
     extra = {
         "batch0": ["--batch", "0"],
@@ -255,9 +297,17 @@ def test_bad_configuration_is_one_line_exit_2(case, tmp_path, capsys):
     lines = [x for x in se.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("synergai: error:"), se
     assert not (tmp_path / "x.csv").exists()
-    word = {"batch0": "--batch", "threads": "usable core", "engine": "unknown engine", "onnx": "cannot read ONNX",
-            "missing": "not found", "model": "unknown model", "precision": "fp16", "budget": "--budget",
-            "notint": "not an integer"}[case]
+    word = {
+        "batch0": "--batch",
+        "threads": "usable core",
+        "engine": "unknown engine",
+        "onnx": "cannot read ONNX",
+        "missing": "not found",
+        "model": "unknown model",
+        "precision": "fp16",
+        "budget": "--budget",
+        "notint": "not an integer",
+    }[case]
     assert word in lines[0]
 
 
@@ -283,9 +333,23 @@ def test_uninstalled_engine_is_reported_not_a_crash(tmp_path, capsys, missing_en
     code, so, _ = run_cli(capsys, "profile", "--list-engines")
     assert code == 0 and "missing-engine" in so and "unavailable" in so
     out = tmp_path / "p.csv"
-    code, so, se = run_cli(capsys, "profile", "--engine", f"{missing_engine},onnxruntime", "--model-name",
-                           "transformer-tiny", "--batch", "1", "--threads", "1", "--precision", "fp32", *TINY,
-                           "--out", out)
+    code, so, se = run_cli(
+        capsys,
+        "profile",
+        "--engine",
+        f"{missing_engine},onnxruntime",
+        "--model-name",
+        "transformer-tiny",
+        "--batch",
+        "1",
+        "--threads",
+        "1",
+        "--precision",
+        "fp32",
+        *TINY,
+        "--out",
+        out,
+    )
     assert code == 0, se
     assert "missing-engine: unavailable" in so
     assert {r.engine for r in ProfileTable.load(out).records} == {"onnxruntime"}
@@ -298,8 +362,21 @@ def test_users_own_onnx_file(tmp_path, capsys):
     mine = tmp_path / "My_Model.onnx"
     mine.write_bytes(src.read_bytes())
     out = tmp_path / "p.csv"
-    code, _, se = run_cli(capsys, "profile", "--model", mine, "--batch", "1,3", "--threads", "1", "--precision", "fp32",
-                          *TINY, "--out", out)
+    code, _, se = run_cli(
+        capsys,
+        "profile",
+        "--model",
+        mine,
+        "--batch",
+        "1,3",
+        "--threads",
+        "1",
+        "--precision",
+        "fp32",
+        *TINY,
+        "--out",
+        out,
+    )
     assert code == 0, se
     t = ProfileTable.load(out)
     assert {r.model for r in t.records} == {"my-model"} and {r.batch_size for r in t.records} == {1, 3}
@@ -320,8 +397,21 @@ def test_failed_configuration_is_reported_and_others_continue(tmp_path, capsys, 
 
     monkeypatch.setattr(modelfile, "quantized", boom)
     out = tmp_path / "p.csv"
-    code, so, _ = run_cli(capsys, "profile", "--model-name", "transformer-tiny", "--batch", "1", "--threads", "1",
-                          "--precision", "fp32,int8", *TINY, "--out", out)
+    code, so, _ = run_cli(
+        capsys,
+        "profile",
+        "--model-name",
+        "transformer-tiny",
+        "--batch",
+        "1",
+        "--threads",
+        "1",
+        "--precision",
+        "fp32,int8",
+        *TINY,
+        "--out",
+        out,
+    )
     assert code == 0
     assert "not measured" in so and "quantisation failed" in so
     assert [r.precision for r in ProfileTable.load(out).records] == ["fp32"]
@@ -330,8 +420,23 @@ def test_failed_configuration_is_reported_and_others_continue(tmp_path, capsys, 
 @pytest.mark.skipif(not eng.get_engine("openvino").available()[0], reason="openvino is not installed here")
 def test_openvino_engine_when_installed(tmp_path, capsys):
     out = tmp_path / "p.csv"
-    code, _, se = run_cli(capsys, "profile", "--engine", "openvino", "--model-name", "resnet-tiny", "--batch", "2",
-                          "--threads", "1", "--precision", "fp32,int8", *TINY, "--out", out)
+    code, _, se = run_cli(
+        capsys,
+        "profile",
+        "--engine",
+        "openvino",
+        "--model-name",
+        "resnet-tiny",
+        "--batch",
+        "2",
+        "--threads",
+        "1",
+        "--precision",
+        "fp32,int8",
+        *TINY,
+        "--out",
+        out,
+    )
     assert code == 0, se
     t = ProfileTable.load(out)
     assert len(t) == 2 and {r.engine for r in t.records} == {"openvino"}
@@ -348,8 +453,8 @@ def _surface(groups: dict, seed: int = 0) -> dict[Point, Obs]:
         base = (1.0 if e == "a" else 1.6) * (0.55 if p == "int8" else 1.0) * (2.0 if m == "big" else 1.0)
         for b in bs:
             for t in ts:
-                eff = 1.0 + 0.15 * math.log2(b) - 0.012 * (math.log2(b) ** 2)   # batching helps, then saturates
-                lat = base * (1.5 + b / eff) / (t ** 0.75) * (1 + 0.02 * rng.random())
+                eff = 1.0 + 0.15 * math.log2(b) - 0.012 * (math.log2(b) ** 2)  # batching helps, then saturates
+                lat = base * (1.5 + b / eff) / (t**0.75) * (1 + 0.02 * rng.random())
                 full[Point(g, b, t)] = Obs(lat * 1.3, b * 1000 / lat, t)
     return full
 
@@ -401,32 +506,85 @@ def test_pareto_and_hypervolume_basics():
 
 def test_budget_limits_measurements(tmp_path, capsys):
     out = tmp_path / "p.csv"
-    code, so, se = run_cli(capsys, "profile", "--model-name", "transformer-tiny", "--batch", "1,2,4,8", "--threads",
-                           "1", "--precision", "fp32", *TINY, "--budget", "3", "--out", out)
+    code, so, se = run_cli(
+        capsys,
+        "profile",
+        "--model-name",
+        "transformer-tiny",
+        "--batch",
+        "1,2,4,8",
+        "--threads",
+        "1",
+        "--precision",
+        "fp32",
+        *TINY,
+        "--budget",
+        "3",
+        "--out",
+        out,
+    )
     assert code == 0, se
     t = ProfileTable.load(out)
     assert len(t) == 3
-    assert {1, 8} <= {r.batch_size for r in t.records}      # the anchors come first
+    assert {1, 8} <= {r.batch_size for r in t.records}  # the anchors come first
 
 
 # ------------------------------------------------------------------------------------- merge + planning
 def _imported_like(rec: ProfileRecord) -> ProfileRecord:
-    return rec.model_copy(update={"source": "mlperf-v3.0:closed/Someone/box/SingleStream",
-                                  "measured_at": datetime(2023, 4, 5), "latency_p50_ms": rec.latency_p50_ms * 3,
-                                  "latency_p90_ms": rec.latency_p90_ms * 3, "latency_p99_ms": rec.latency_p99_ms * 3,
-                                  "throughput_rps": rec.throughput_rps / 3})
+    return rec.model_copy(
+        update={
+            "source": "mlperf-v3.0:closed/Someone/box/SingleStream",
+            "measured_at": datetime(2023, 4, 5),
+            "latency_p50_ms": rec.latency_p50_ms * 3,
+            "latency_p90_ms": rec.latency_p90_ms * 3,
+            "latency_p99_ms": rec.latency_p99_ms * 3,
+            "throughput_rps": rec.throughput_rps / 3,
+        }
+    )
 
 
 def _cluster(device: str) -> ClusterSpec:
-    return ClusterSpec.model_validate({"name": "here", "pools": [{
-        "name": "local", "device": device, "architecture": dev.read_facts().architecture, "tier": "edge",
-        "nodes": 1, "cpu": float(CORES), "memory_mb": 8192, "rtt_ms": 1.0}]})
+    return ClusterSpec.model_validate(
+        {
+            "name": "here",
+            "pools": [
+                {
+                    "name": "local",
+                    "device": device,
+                    "architecture": dev.read_facts().architecture,
+                    "tier": "edge",
+                    "nodes": 1,
+                    "cpu": float(CORES),
+                    "memory_mb": 8192,
+                    "rtt_ms": 1.0,
+                }
+            ],
+        }
+    )
 
 
 def test_measured_profile_replaces_imported_one_and_the_plan_says_so(tmp_path, capsys):
     out = tmp_path / "m.csv"
-    assert run_cli(capsys, "profile", "--model-name", "resnet-tiny", "--batch", "1", "--threads", "1", "--precision",
-                   "fp32", *TINY, "--device", "test-node", "--out", out)[0] == 0
+    assert (
+        run_cli(
+            capsys,
+            "profile",
+            "--model-name",
+            "resnet-tiny",
+            "--batch",
+            "1",
+            "--threads",
+            "1",
+            "--precision",
+            "fp32",
+            *TINY,
+            "--device",
+            "test-node",
+            "--out",
+            out,
+        )[0]
+        == 0
+    )
     measured = ProfileTable.load(out)
     imported = ProfileTable([_imported_like(r) for r in measured.records], source="imported.csv")
     merged = ProfileTable.merge([imported, measured])
@@ -457,15 +615,35 @@ def test_end_to_end_profile_plan_simulate(tmp_path, capsys):
     """Profile this machine (tiny grid, seconds), plan with the records, replay a short trace."""
     out = tmp_path / "here.csv"
     threads = "1,2" if CORES >= 2 else "1"
-    code, _, se = run_cli(capsys, "profile", "--model-name", "resnet-tiny,transformer-tiny", "--batch", "1,2",
-                          "--threads", threads, "--precision", "fp32", *TINY, "--device", "this-node", "--out", out)
+    code, _, se = run_cli(
+        capsys,
+        "profile",
+        "--model-name",
+        "resnet-tiny,transformer-tiny",
+        "--batch",
+        "1,2",
+        "--threads",
+        threads,
+        "--precision",
+        "fp32",
+        *TINY,
+        "--device",
+        "this-node",
+        "--out",
+        out,
+    )
     assert code == 0, se
     table = ProfileTable.load(out)
     assert len(table) == 2 * 2 * len(threads.split(","))
     cluster = _cluster("this-node")
-    wl = WorkloadSpec.model_validate({"models": [
-        {"model": "resnet-tiny", "rate_rps": 20, "deadline_ms": 1000},
-        {"model": "transformer-tiny", "rate_rps": 20, "deadline_ms": 1000}]})
+    wl = WorkloadSpec.model_validate(
+        {
+            "models": [
+                {"model": "resnet-tiny", "rate_rps": 20, "deadline_ms": 1000},
+                {"model": "transformer-tiny", "rate_rps": 20, "deadline_ms": 1000},
+            ]
+        }
+    )
     from synergai.planner import plan_offline
 
     plan = plan_offline(table, cluster, wl, time_limit=10)
@@ -488,7 +666,7 @@ def test_end_to_end_profile_plan_simulate(tmp_path, capsys):
     res = simulate(arr, dep, policy)
     m = res.metrics
     assert m["requests"] == n and m["unplaced"] == 0
-    assert m["violation_rate"] <= 0.01                  # 1 s deadlines vs sub-millisecond inference
+    assert m["violation_rate"] <= 0.01  # 1 s deadlines vs sub-millisecond inference
     assert np.all(res.finish[res.replica >= 0] >= res.start[res.replica >= 0])
 
 
@@ -496,13 +674,24 @@ def test_output_file_header_only_or_foreign(tmp_path, capsys):
     from synergai.models.profiles import COLUMNS
 
     out = tmp_path / "p.csv"
-    out.write_text(",".join(COLUMNS) + "\n")                 # an empty table: fine, appended to
-    args = ["profile", "--model-name", "transformer-tiny", "--batch", "1", "--threads", "1", "--precision", "fp32", *TINY]
+    out.write_text(",".join(COLUMNS) + "\n")  # an empty table: fine, appended to
+    args = [
+        "profile",
+        "--model-name",
+        "transformer-tiny",
+        "--batch",
+        "1",
+        "--threads",
+        "1",
+        "--precision",
+        "fp32",
+        *TINY,
+    ]
     code, _, se = run_cli(capsys, *args, "--out", out)
     assert code == 0, se
     assert len(ProfileTable.load(out)) == 1
     bad = tmp_path / "bad.csv"
-    bad.write_text("model,engine\nx,y\n")                      # not a profile table: refused, untouched
+    bad.write_text("model,engine\nx,y\n")  # not a profile table: refused, untouched
     code, _, se = run_cli(capsys, *args, "--out", bad)
     assert code == 2 and len(se.strip().splitlines()) == 1 and "missing column" in se
     assert bad.read_text() == "model,engine\nx,y\n"

@@ -1,5 +1,6 @@
 """The sweep on a user's own profile table, cluster and workload (CLI flags and scenario keys), and
 ``--jobs 2`` giving the same results as ``--jobs 1``."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -42,9 +43,30 @@ CAPACITY = 8 / 0.055
 def test_cli_flags_run_a_builtin_scenario_on_user_data(tmp_path, user_files):
     p, c, w = user_files
     out = tmp_path / "o"
-    assert main(["experiment", "--scenario", "poisson-mlperf", "--quick", "--policies", "synergai,round-robin",
-                 "--profiles", str(p), "--cluster", str(c), "--workload", str(w), "--out", str(out),
-                 "--no-plots", "--jobs", "1"]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                "--scenario",
+                "poisson-mlperf",
+                "--quick",
+                "--policies",
+                "synergai,round-robin",
+                "--profiles",
+                str(p),
+                "--cluster",
+                str(c),
+                "--workload",
+                str(w),
+                "--out",
+                str(out),
+                "--no-plots",
+                "--jobs",
+                "1",
+            ]
+        )
+        == 0
+    )
     df = pd.read_csv(out / "results.csv")
     assert set(df["policy"]) == {"synergai", "round-robin"} and (df["status"] == "ok").all()
     assert df["capacity_rps"].iloc[0] == pytest.approx(CAPACITY, rel=1e-5)
@@ -74,8 +96,28 @@ policies: [synergai, least-loaded]
 
 def test_variant_that_does_not_fit_the_user_cluster_is_skipped(tmp_path, user_files, capsys):
     p, c, w = user_files
-    assert main(["experiment", "--scenario", "failure-orin-nx", "--quick", "--profiles", str(p), "--cluster", str(c),
-                 "--workload", str(w), "--out", str(tmp_path / "o"), "--no-plots", "--jobs", "1"]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                "--scenario",
+                "failure-orin-nx",
+                "--quick",
+                "--profiles",
+                str(p),
+                "--cluster",
+                str(c),
+                "--workload",
+                str(w),
+                "--out",
+                str(tmp_path / "o"),
+                "--no-plots",
+                "--jobs",
+                "1",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "skipping scenario failure-orin-nx" in err and "edge-orin-nx" in err
 
@@ -99,8 +141,19 @@ def test_missing_or_bad_user_file_is_one_line_exit_2(tmp_path, user_files, capsy
 
 
 def test_jobs_2_gives_the_same_results_as_jobs_1(tmp_path):
-    args = ["experiment", "--quick", "--scenario", "bursty-mmpp", "--scenario", "poisson-slack", "--policies",
-            "synergai,slo-mael,random", "--no-plots", "--seeds", "1"]
+    args = [
+        "experiment",
+        "--quick",
+        "--scenario",
+        "bursty-mmpp",
+        "--scenario",
+        "poisson-slack",
+        "--policies",
+        "synergai,slo-mael,random",
+        "--no-plots",
+        "--seeds",
+        "1",
+    ]
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(args + ["--jobs", "1", "--out", str(a)]) == 0
     assert main(args + ["--jobs", "2", "--out", str(b)]) == 0
@@ -113,6 +166,7 @@ def test_jobs_2_gives_the_same_results_as_jobs_1(tmp_path):
 
 def test_ray_missing_is_a_one_line_hint(tmp_path, capsys, monkeypatch):
     import builtins
+
     real = builtins.__import__
 
     def no_ray(name, *a, **kw):
@@ -121,25 +175,46 @@ def test_ray_missing_is_a_one_line_hint(tmp_path, capsys, monkeypatch):
         return real(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
-    assert main(["experiment", "--scenario", "poisson-mlperf", "--quick", "--ray", "auto",
-                 "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["experiment", "--scenario", "poisson-mlperf", "--quick", "--ray", "auto", "--out", str(tmp_path / "o")])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'ray[default]'" in err
 
 
 def test_unprofiled_pool_with_skip_unprofiled(tmp_path, user_files):
     p, c, w = user_files
-    c.write_text(CLUSTER + "  - {name: ghosts, device: ghost-box, architecture: amd64, tier: cloud, nodes: 3, cpu: 8, "
-                           "memory_mb: 8192, rtt_ms: 20}\n")
-    args = ["experiment", "--scenario", "poisson-mlperf", "--quick", "--policies", "synergai", "--profiles", str(p),
-            "--cluster", str(c), "--workload", str(w), "--no-plots", "--jobs", "1", "--seeds", "1"]
+    c.write_text(
+        CLUSTER + "  - {name: ghosts, device: ghost-box, architecture: amd64, tier: cloud, nodes: 3, cpu: 8, "
+        "memory_mb: 8192, rtt_ms: 20}\n"
+    )
+    args = [
+        "experiment",
+        "--scenario",
+        "poisson-mlperf",
+        "--quick",
+        "--policies",
+        "synergai",
+        "--profiles",
+        str(p),
+        "--cluster",
+        str(c),
+        "--workload",
+        str(w),
+        "--no-plots",
+        "--jobs",
+        "1",
+        "--seeds",
+        "1",
+    ]
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     a = pd.read_csv(tmp_path / "a" / "results.csv")
     assert (a["status"] == "error").all() and a["note"].str.contains("ghost-box").all()
     assert main(args + ["--skip-unprofiled", "--out", str(tmp_path / "b")]) == 0
     b = pd.read_csv(tmp_path / "b" / "results.csv")
     assert (b["status"] == "ok").all()
-    assert b["capacity_rps"].iloc[0] == pytest.approx(CAPACITY, rel=1e-5)   # the unprofiled pool adds nothing
+    assert b["capacity_rps"].iloc[0] == pytest.approx(CAPACITY, rel=1e-5)  # the unprofiled pool adds nothing
 
 
 def test_ray_path_with_a_stand_in_ray(tmp_path, monkeypatch):
@@ -166,8 +241,17 @@ def test_ray_path_with_a_stand_in_ray(tmp_path, monkeypatch):
 
     fake.init, fake.remote, fake.wait, fake.get = init, remote, wait, (lambda r: r.v)
     monkeypatch.setitem(sys.modules, "ray", fake)
-    args = ["experiment", "--quick", "--scenario", "bursty-mmpp", "--policies", "synergai,random", "--no-plots",
-            "--seeds", "1"]
+    args = [
+        "experiment",
+        "--quick",
+        "--scenario",
+        "bursty-mmpp",
+        "--policies",
+        "synergai,random",
+        "--no-plots",
+        "--seeds",
+        "1",
+    ]
     assert main(args + ["--jobs", "1", "--out", str(tmp_path / "a")]) == 0
     assert main(args + ["--ray", "ray://head:10001", "--out", str(tmp_path / "b")]) == 0
     assert calls["address"] == "ray://head:10001"

@@ -1,16 +1,15 @@
 """Simulator invariants: conservation, device capacity (shares of running calls <= 1), FIFO per server and model,
 batching rule with the shared service model's batch wait, shared servers, determinism."""
-from __future__ import annotations
 
-import math
+from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from synergai.experiments.policies import Policy, RunContext, get_policy
 from synergai.experiments.sim import Arrivals, Deployment, Replica, service_params, simulate
-from synergai.planner.service import CLIP_HI, CLIP_LO, ServiceModel
 from synergai.models import NodePool, ProfileRecord
+from synergai.planner.service import CLIP_HI, CLIP_LO, ServiceModel
 from synergai.planner.synthetic import random_instance
 
 
@@ -90,14 +89,25 @@ def test_same_seed_same_outcome():
 
 
 def _pool(rtt=0.0):
-    return NodePool(name="p", device="d", architecture="amd64", tier="edge", nodes=1, cpu=8, memory_mb=8192,
-                    rtt_ms=rtt)
+    return NodePool(name="p", device="d", architecture="amd64", tier="edge", nodes=1, cpu=8, memory_mb=8192, rtt_ms=rtt)
 
 
 def _rec(batch=1, p50=10.0, p90=12.0, p99=15.0, thr=None, model="m", power=None):
-    return ProfileRecord(model=model, engine="e", device="d", architecture="amd64", precision="fp32", batch_size=batch,
-                         latency_p50_ms=p50, latency_p90_ms=p90, latency_p99_ms=p99,
-                         throughput_rps=thr or batch * 1000 / p50, cpu_cores=1, memory_request_mb=100, power_w=power)
+    return ProfileRecord(
+        model=model,
+        engine="e",
+        device="d",
+        architecture="amd64",
+        precision="fp32",
+        batch_size=batch,
+        latency_p50_ms=p50,
+        latency_p90_ms=p90,
+        latency_p99_ms=p99,
+        throughput_rps=thr or batch * 1000 / p50,
+        cpu_cores=1,
+        memory_request_mb=100,
+        power_w=power,
+    )
 
 
 class _First(Policy):
@@ -110,8 +120,13 @@ class _First(Policy):
 
 def _one(dep, times, z=None, deadline=1.0, models=None, names=("m",)):
     n = len(times)
-    arr = Arrivals(np.asarray(times, float), np.zeros(n, dtype=np.int64) if models is None else np.asarray(models),
-                   list(names), np.full(n, deadline), np.zeros(n) if z is None else np.asarray(z, float))
+    arr = Arrivals(
+        np.asarray(times, float),
+        np.zeros(n, dtype=np.int64) if models is None else np.asarray(models),
+        list(names),
+        np.full(n, deadline),
+        np.zeros(n) if z is None else np.asarray(z, float),
+    )
     pol = _First(RunContext(None, None, None))
     return simulate(arr, dep, pol)
 
@@ -123,8 +138,14 @@ def test_batch_starts_when_full_or_after_max_wait():
     wait = ServiceModel.of(rec).batch_wait
     assert 0 < wait < 0.100
     dep = Deployment([Replica.single(_pool(), "m", rec)])
-    times = [0.0, 0.001, 0.002, 0.003,      # fills at 3 ms -> starts at 3 ms
-             0.100, 0.101]                  # never fills -> starts once the oldest has waited the batch wait
+    times = [
+        0.0,
+        0.001,
+        0.002,
+        0.003,  # fills at 3 ms -> starts at 3 ms
+        0.100,
+        0.101,
+    ]  # never fills -> starts once the oldest has waited the batch wait
     res = _one(dep, times)
     np.testing.assert_allclose(res.start[:4], 0.003)
     np.testing.assert_allclose(res.start[4:], 0.100 + wait)
@@ -217,6 +238,7 @@ def test_energy_per_call_and_idle_power():
     assert res.metrics["energy_j"] == pytest.approx(0.4 + 5.0 * 1.01)
     # unmeasured power: the highest measured power of the device in the table, never less
     from synergai.models import ProfileTable
+
     unmeasured = _det(10, batch=2, power=None)
     table = ProfileTable([_det(10, slots=2, power=40.0), unmeasured, _det(5, batch=4, power=25.0)])
     dep = Deployment([Replica.single(pool, "m", unmeasured)], profiles=table)
@@ -231,7 +253,7 @@ def test_shared_server_resources_and_packing():
     shared = Replica(pool, {"a": a, "b": b})
     assert shared.resources == (1.0, 200.0, 0.0)  # both models loaded: memory adds up
     with pytest.raises(ValueError):
-        shared.record
+        _ = shared.record
     dep = Deployment([shared, Replica(pool, {"a": a, "b": b})])
-    assert dep.nodes_used() == {"p": 2}   # 200 + 200 MiB do not fit one 250 MiB node
+    assert dep.nodes_used() == {"p": 2}  # 200 + 200 MiB do not fit one 250 MiB node
     assert dep.by_model() == {"a": [0, 1], "b": [0, 1]}

@@ -1,5 +1,6 @@
 """Trace scenarios by path: units and formats, tick spreading, training/replay windows, data directory,
 missing and malformed files (one line, exit 2), optional traces skipped (exit 0)."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ OFFSETS_S = [0, 1, 2, 2, 2, 3, 5, 5, 6, 8, 9, 10, 10, 11, 12, 12, 12, 12, 13, 14
 
 def write_trace(tmp_path, unit: str, fmt: str = "csv", name: str = "t"):
     if unit == "s":
-        col = [float(x) + 1000.0 for x in OFFSETS_S]          # an arbitrary epoch offset
+        col = [float(x) + 1000.0 for x in OFFSETS_S]  # an arbitrary epoch offset
     elif unit == "ms":
         col = [x * 1000 + 7_000_000 for x in OFFSETS_S]
     else:
@@ -53,8 +54,8 @@ def test_arrivals_sharing_a_tick_are_spread_evenly(tmp_path):
     tr = load_trace(spec(write_trace(tmp_path, "dt"), "dt"))
     assert tr.tick_s == 1.0
     # hand-computed: k arrivals stamped T -> T + (i + 0.5)/k; times relative to the first tick (0 s)
-    assert tr.times[0] == pytest.approx(0.5)                       # one arrival at 0 s
-    assert list(tr.times[2:5]) == pytest.approx([2 + 1 / 6, 2 + 3 / 6, 2 + 5 / 6])   # three at 2 s
+    assert tr.times[0] == pytest.approx(0.5)  # one arrival at 0 s
+    assert list(tr.times[2:5]) == pytest.approx([2 + 1 / 6, 2 + 3 / 6, 2 + 5 / 6])  # three at 2 s
     assert list(tr.times[14:18]) == pytest.approx([12.125, 12.375, 12.625, 12.875])  # four at 12 s
     assert np.all(np.diff(tr.times) > 0)
 
@@ -65,8 +66,12 @@ def test_windows_split_disjointly(tmp_path):
     train, replay = split(tr, s)
     assert train.times.max() < replay.times.min()
     assert len(train.times) + len(replay.times) == len(tr.times)
-    s2 = spec(write_trace(tmp_path, "s"), "s", train={"start": 0, "end": 6, "unit": "s"},
-              replay={"start": 6, "end": 100, "unit": "s"})
+    s2 = spec(
+        write_trace(tmp_path, "s"),
+        "s",
+        train={"start": 0, "end": 6, "unit": "s"},
+        replay={"start": 6, "end": 100, "unit": "s"},
+    )
     train2, replay2 = split(load_trace(s2), s2)
     assert (train2.times - tr.times[0] < 6).all() and (replay2.times - tr.times[0] >= 6).all()
     with pytest.raises(ValueError):
@@ -136,8 +141,9 @@ policies: [round-robin]
 def _run(tmp_path, body, *extra):
     f = tmp_path / "s.yaml"
     f.write_text(body)
-    return main(["experiment", "--scenario", str(f), "--out", str(tmp_path / "o"), "--no-plots", "--jobs", "1",
-                 *extra]), f
+    return main(
+        ["experiment", "--scenario", str(f), "--out", str(tmp_path / "o"), "--no-plots", "--jobs", "1", *extra]
+    ), f
 
 
 def test_user_trace_runs_end_to_end(tmp_path):
@@ -201,13 +207,14 @@ def test_relative_path_resolves_under_data_dir_and_env(tmp_path, monkeypatch, ca
 def test_all_quick_without_data_skips_trace_scenarios(tmp_path, monkeypatch, capsys):
     """Only the skip path: the sweep itself is stubbed so the test stays fast."""
     import synergai.experiments.runner as runner
+
     seen = []
     real = runner.prepare
 
     def fake_prepare(scenarios, **kw):
         cells = real(scenarios, **kw)
         seen.extend(c.scenario.name for c in cells)
-        return [c for c in cells if c.scenario.arrivals.is_trace]   # the trace cells reach the skip check
+        return [c for c in cells if c.scenario.arrivals.is_trace]  # the trace cells reach the skip check
 
     monkeypatch.setattr(runner, "prepare", fake_prepare)
     monkeypatch.setenv("SYNERGAI_DATA_DIR", str(tmp_path / "no-data"))
@@ -220,6 +227,7 @@ def test_all_quick_without_data_skips_trace_scenarios(tmp_path, monkeypatch, cap
 
 def test_quick_without_scenario_runs_the_default_set(tmp_path, monkeypatch):
     import synergai.experiments.runner as runner
+
     got = []
 
     def fake_sweep(scens, **kw):
@@ -229,21 +237,23 @@ def test_quick_without_scenario_runs_the_default_set(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "run_sweep", fake_sweep)
     assert main(["experiment", "--quick", "--out", str(tmp_path / "o"), "--no-plots"]) == 0
     from synergai.experiments.scenarios import builtin_scenarios
+
     want = sorted(n for n, p in builtin_scenarios().items() if load_scenario(p).headline)
     assert sorted(got) == want and "poisson-mlperf" in got
 
 
 @pytest.mark.parametrize("rate,want", [("native", None), (7.5, 7.5)])
 def test_fixed_rate_trace_runs_once_at_that_rate(tmp_path, rate, want):
-    p = _long_trace(tmp_path, False)          # 2 arrivals/s, evenly spaced
+    p = _long_trace(tmp_path, False)  # 2 arrivals/s, evenly spaced
     f = tmp_path / "r.yaml"
-    f.write_text(SCEN.format(path=p).replace("n: 1800,", f"n: 400, rate: {rate},").replace("loads: [0.5]",
-                                                                                         "loads: [0.5, 0.9]"))
+    f.write_text(
+        SCEN.format(path=p).replace("n: 1800,", f"n: 400, rate: {rate},").replace("loads: [0.5]", "loads: [0.5, 0.9]")
+    )
     rc = main(["experiment", "--scenario", str(f), "--out", str(tmp_path / "o"), "--no-plots", "--jobs", "1"])
     assert rc == 0
     df = pd.read_csv(tmp_path / "o" / "results.csv")
-    assert len(df) == 1                        # one run: the loads do not apply to a fixed rate
-    r = want if want is not None else 2.0      # the replay window's own rate
+    assert len(df) == 1  # one run: the loads do not apply to a fixed rate
+    r = want if want is not None else 2.0  # the replay window's own rate
     assert df["rate_rps"].iloc[0] == pytest.approx(r, rel=1e-3)
     assert df["load"].iloc[0] == pytest.approx(r / df["capacity_rps"].iloc[0], rel=5e-3)  # csv keeps 6 digits
     inst = build_instance(load_scenario(f), 0.5)

@@ -1,4 +1,5 @@
 """Counterfactuals: each suggested change really serves more when applied."""
+
 from __future__ import annotations
 
 import re

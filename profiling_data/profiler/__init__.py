@@ -10,10 +10,27 @@
 
 See ``PROFILER.md`` at the repository root.
 """
+
 from .engines import Engine, Session, availability, engine_names, get_engine, register
 from .measure import DEFAULT, QUICK, Settings
 from .runner import Config, Store, make_plan, measure_config, run
 from .sparse import SparseSearch, front_recovery
 
-__all__ = ["Engine", "Session", "availability", "engine_names", "get_engine", "register", "DEFAULT", "QUICK",
-           "Settings", "Config", "Store", "make_plan", "measure_config", "run", "SparseSearch", "front_recovery"]
+__all__ = [
+    "Engine",
+    "Session",
+    "availability",
+    "engine_names",
+    "get_engine",
+    "register",
+    "DEFAULT",
+    "QUICK",
+    "Settings",
+    "Config",
+    "Store",
+    "make_plan",
+    "measure_config",
+    "run",
+    "SparseSearch",
+    "front_recovery",
+]

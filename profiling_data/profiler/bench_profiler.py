@@ -20,6 +20,7 @@
 
 Measurements on a shared machine are noisy: see the spread and repeat-CV columns of the quick grid output.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import device as dev
-from . import engines as eng
-from . import runner
+from . import device as dev, engines as eng, runner
 from .sparse import Obs, Point, SparseSearch, front_recovery
 
 
@@ -40,7 +39,7 @@ def quick_grid(tmp: Path) -> dict:
     from synergai.cli import main
 
     env_before = os.environ.get("SYNERGAI_CACHE")
-    os.environ["SYNERGAI_CACHE"] = str(tmp / "cold-cache")       # cold: includes building + quantising models
+    os.environ["SYNERGAI_CACHE"] = str(tmp / "cold-cache")  # cold: includes building + quantising models
     try:
         t0 = time.perf_counter()
         code = main(["profile", "--quick", "--engine", "all", "--out", str(tmp / "quick.csv")])
@@ -55,9 +54,19 @@ def quick_grid(tmp: Path) -> dict:
 
 
 def _plan(batches, threads) -> runner.Plan:
-    return runner.make_plan(engines=["all"], model_names=[], model_paths=[], precisions=["fp32", "int8"],
-                            batches=batches, threads=threads, quick=True, budget=None, device=None, min_runs=None,
-                            min_time=None)
+    return runner.make_plan(
+        engines=["all"],
+        model_names=[],
+        model_paths=[],
+        precisions=["fp32", "int8"],
+        batches=batches,
+        threads=threads,
+        quick=True,
+        budget=None,
+        device=None,
+        min_runs=None,
+        min_time=None,
+    )
 
 
 def full_grid(plan: runner.Plan, log=print) -> tuple[dict[Point, Obs], dict[Point, float], float]:
@@ -77,7 +86,9 @@ def full_grid(plan: runner.Plan, log=print) -> tuple[dict[Point, Obs], dict[Poin
     return full, cost, time.perf_counter() - t0
 
 
-def replay(plan: runner.Plan, full: dict[Point, Obs], cost: dict[Point, float], budget: int) -> tuple[list[Point], float]:
+def replay(
+    plan: runner.Plan, full: dict[Point, Obs], cost: dict[Point, float], budget: int
+) -> tuple[list[Point], float]:
     grids = {}
     for c in plan.grid():
         grids.setdefault(c.group, (set(), set()))
@@ -141,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load-grid", help="replay against a saved full grid instead of measuring it (no real run)")
     args = ap.parse_args(argv)
     facts = dev.read_facts()
-    print(f"machine: {facts.device} ({facts.cpu_model}, {facts.cores_usable} usable cores, {facts.architecture}); "
-          f"engines: {', '.join(f'{k} {v[1]}' if v[0] else f'{k} (unavailable)' for k, v in eng.availability().items())}")
+    print(
+        f"machine: {facts.device} ({facts.cpu_model}, {facts.cores_usable} usable cores, {facts.architecture}); "
+        f"engines: {', '.join(f'{k} {v[1]}' if v[0] else f'{k} (unavailable)' for k, v in eng.availability().items())}"
+    )
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     res: dict = {"device": facts.as_dict()}
     with tempfile.TemporaryDirectory(prefix="synergai-bench-") as td:
@@ -150,15 +163,19 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_quick:
             q = quick_grid(tmp)
             res["quick"] = q
-            print(f"\nquick grid (cold model cache): {q['records']} configurations in {q['wall_s']} s "
-                  f"({'OK' if q['wall_s'] < 120 else 'OVER'} the 2-minute target)")
+            print(
+                f"\nquick grid (cold model cache): {q['records']} configurations in {q['wall_s']} s "
+                f"({'OK' if q['wall_s'] < 120 else 'OVER'} the 2-minute target)"
+            )
         cores = facts.cores_usable
         threads = runner.default_threads(cores, quick=False)
         plan = _plan(list(runner.DEFAULT_BATCHES), threads)
         n = len(plan.grid())
-        print(f"\nfull grid: {n} configurations (batch {list(runner.DEFAULT_BATCHES)} x threads {threads} x "
-              f"{len(plan.precisions)} precisions x {len(plan.engines)} engines x {len(plan.models)} models), "
-              f"settings {plan.settings.compact()}")
+        print(
+            f"\nfull grid: {n} configurations (batch {list(runner.DEFAULT_BATCHES)} x threads {threads} x "
+            f"{len(plan.precisions)} precisions x {len(plan.engines)} engines x {len(plan.models)} models), "
+            f"settings {plan.settings.compact()}"
+        )
         if args.load_grid:
             saved = json.loads(Path(args.load_grid).read_text())
             full = {_pt(k): Obs(*v) for k, v in saved["obs"].items()}
@@ -167,9 +184,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             full, cost, wall_full = full_grid(plan)
         if args.save_grid:
-            Path(args.save_grid).write_text(json.dumps({
-                "obs": {_key(p): [o.latency_ms, o.throughput_rps, o.threads] for p, o in full.items()},
-                "cost": {_key(p): c for p, c in cost.items()}, "wall_s": wall_full}, indent=1))
+            Path(args.save_grid).write_text(
+                json.dumps(
+                    {
+                        "obs": {_key(p): [o.latency_ms, o.throughput_rps, o.threads] for p, o in full.items()},
+                        "cost": {_key(p): c for p, c in cost.items()},
+                        "wall_s": wall_full,
+                    },
+                    indent=1,
+                )
+            )
         rows = [("full grid", len(full), wall_full, front_recovery(full, list(full)))]
         fracs = [float(x) for x in args.budgets.split(",") if x.strip()]
         for f in fracs:
@@ -187,12 +211,23 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(hdr))
     out_rows = []
     for name, k, w, r in rows:
-        per = "; ".join(f"{m} ({v['front']}): {v['exact']:.2f}/{v['within']:.2f}/{v['hv']:.2f}" for m, v in r["per_model"].items())
+        per = "; ".join(
+            f"{m} ({v['front']}): {v['exact']:.2f}/{v['within']:.2f}/{v['hv']:.2f}" for m, v in r["per_model"].items()
+        )
         print(f"{name:26s} {k:8d} {w:8.1f} {r['exact']:7.2f} {r['within']:10.2f} {r['hv']:6.3f}   {per}")
-        out_rows.append({"run": name, "configs": k, "wall_s": round(w, 2), **{x: round(r[x], 4) for x in ("exact", "within", "hv")},
-                         "per_model": r["per_model"]})
-    print("\n(replay rows: the search's choices scored and timed with the full grid's own measurements; "
-          "'real run' measured anew, scored against the full grid's numbers)")
+        out_rows.append(
+            {
+                "run": name,
+                "configs": k,
+                "wall_s": round(w, 2),
+                **{x: round(r[x], 4) for x in ("exact", "within", "hv")},
+                "per_model": r["per_model"],
+            }
+        )
+    print(
+        "\n(replay rows: the search's choices scored and timed with the full grid's own measurements; "
+        "'real run' measured anew, scored against the full grid's numbers)"
+    )
     res["rows"] = out_rows
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2, default=str))

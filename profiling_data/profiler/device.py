@@ -8,6 +8,7 @@ the CPU model string go through :func:`profiling_data.mlperf.normalize_board`, s
 else becomes ``x86-<cpu model slug>`` / ``arm64-<core type>``.  ``--device NAME`` overrides it (e.g. to match a
 ``ClusterSpec`` pool's ``device``).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,30 +22,46 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 #: ARM "CPU part" codes (implementer 0x41) -> core name.
-ARM_PARTS = {"0xd03": "cortex-a53", "0xd04": "cortex-a35", "0xd05": "cortex-a55", "0xd07": "cortex-a57",
-             "0xd08": "cortex-a72", "0xd09": "cortex-a73", "0xd0a": "cortex-a75", "0xd0b": "cortex-a76",
-             "0xd0c": "neoverse-n1", "0xd0d": "cortex-a77", "0xd41": "cortex-a78", "0xd42": "cortex-a78ae",
-             "0xd44": "cortex-x1", "0xd40": "neoverse-v1", "0xd46": "cortex-a510", "0xd47": "cortex-a710",
-             "0xd49": "neoverse-n2", "0xd4f": "neoverse-v2", "0xd4b": "cortex-a78c"}
+ARM_PARTS = {
+    "0xd03": "cortex-a53",
+    "0xd04": "cortex-a35",
+    "0xd05": "cortex-a55",
+    "0xd07": "cortex-a57",
+    "0xd08": "cortex-a72",
+    "0xd09": "cortex-a73",
+    "0xd0a": "cortex-a75",
+    "0xd0b": "cortex-a76",
+    "0xd0c": "neoverse-n1",
+    "0xd0d": "cortex-a77",
+    "0xd41": "cortex-a78",
+    "0xd42": "cortex-a78ae",
+    "0xd44": "cortex-x1",
+    "0xd40": "neoverse-v1",
+    "0xd46": "cortex-a510",
+    "0xd47": "cortex-a710",
+    "0xd49": "neoverse-n2",
+    "0xd4f": "neoverse-v2",
+    "0xd4b": "cortex-a78c",
+}
 
 
 @dataclass
 class DeviceFacts:
     hostname: str
-    architecture: str            # amd64 | arm64 (Kubernetes names)
-    machine: str                 # platform.machine()
+    architecture: str  # amd64 | arm64 (Kubernetes names)
+    machine: str  # platform.machine()
     cpu_model: str
     cores_online: int
-    cores_usable: int            # what this process may use: CPU affinity, capped by a cgroup CPU quota
-    cpu_quota: float | None      # cgroup CPU limit in cores, None = unlimited
-    board: str                   # device-tree model or DMI product name ('' when unknown)
-    accelerator: str             # 'none' or what was detected (the CPU engines measured here never use it)
-    power_mode: str              # nvpmodel mode on Jetson, else 'default'
-    governor: str                # cpufreq governor of cpu0 ('' when not exposed)
+    cores_usable: int  # what this process may use: CPU affinity, capped by a cgroup CPU quota
+    cpu_quota: float | None  # cgroup CPU limit in cores, None = unlimited
+    board: str  # device-tree model or DMI product name ('' when unknown)
+    accelerator: str  # 'none' or what was detected (the CPU engines measured here never use it)
+    power_mode: str  # nvpmodel mode on Jetson, else 'default'
+    governor: str  # cpufreq governor of cpu0 ('' when not exposed)
     mem_total_mb: float
     kernel: str
     python: str
-    device: str = ""             # normalised device name
+    device: str = ""  # normalised device name
     flags: list[str] = field(default_factory=list)  # SIMD features of interest
 
     def as_dict(self) -> dict:
@@ -149,14 +166,27 @@ def board() -> str:
     return _read("/sys/class/dmi/id/product_name")
 
 
-_SIMD = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimddp",
-         "sve", "i8mm", "bf16")
+_SIMD = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "asimd",
+    "asimddp",
+    "sve",
+    "i8mm",
+    "bf16",
+)
 
 
 def normalize_device(cpu: str, brd: str, arch: str) -> str:
     """Device name as the default data spells it (see module doc)."""
     try:
         from synergai.profiling_data.mlperf import normalize_board
+
         return normalize_board(brd, brd, cpu).name
     except Exception:  # unknown to the MLPerf rules (or that module unavailable)
         pass
@@ -185,13 +215,23 @@ def read_facts(device: str | None = None) -> DeviceFacts:
     if m:
         mem = int(m.group(1)) / 1024
     facts = DeviceFacts(
-        hostname=socket.gethostname(), architecture=arch, machine=machine, cpu_model=cpu,
-        cores_online=os.cpu_count() or 1, cores_usable=usable_cores(), cpu_quota=cpu_quota(), board=brd,
-        accelerator=accelerator(), power_mode=power_mode(),
-        governor=_read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"), mem_total_mb=round(mem, 1),
-        kernel=platform.release(), python=platform.python_version(),
-        flags=sorted(f for f in _SIMD if f in flags_raw))
-    facts.device = (device.strip().lower() if device else normalize_device(cpu, brd, arch))
+        hostname=socket.gethostname(),
+        architecture=arch,
+        machine=machine,
+        cpu_model=cpu,
+        cores_online=os.cpu_count() or 1,
+        cores_usable=usable_cores(),
+        cpu_quota=cpu_quota(),
+        board=brd,
+        accelerator=accelerator(),
+        power_mode=power_mode(),
+        governor=_read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        mem_total_mb=round(mem, 1),
+        kernel=platform.release(),
+        python=platform.python_version(),
+        flags=sorted(f for f in _SIMD if f in flags_raw),
+    )
+    facts.device = device.strip().lower() if device else normalize_device(cpu, brd, arch)
     return facts
 
 
@@ -216,6 +256,7 @@ def rss_mb() -> tuple[float, float]:
             peak = int(line.split()[1]) / 1024
     if peak == 0.0:
         import resource
+
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return cur, max(cur, peak)
 
@@ -231,7 +272,9 @@ class Rapl:
                 if d.name.count(":") == 1 and (d / "energy_uj").exists():
                     try:
                         int((d / "energy_uj").read_text())
-                        rng = int((d / "max_energy_range_uj").read_text()) if (d / "max_energy_range_uj").exists() else 0
+                        rng = (
+                            int((d / "max_energy_range_uj").read_text()) if (d / "max_energy_range_uj").exists() else 0
+                        )
                         self.files.append((d / "energy_uj", rng))
                     except (OSError, ValueError):
                         continue

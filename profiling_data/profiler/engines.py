@@ -16,6 +16,7 @@ options (never through environment variables):
 An engine whose package is missing is *unavailable*: listed with the reason, skipped by the profiler,
 never a crash.  Add another with :func:`register`.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -30,7 +31,7 @@ class Session(ABC):
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> None: ...
 
-    def close(self) -> None:  # release engine memory
+    def close(self) -> None:  # noqa: B027 -- optional hook: release engine memory
         pass
 
 
@@ -48,7 +49,10 @@ class Engine(ABC):
         try:
             m = importlib.import_module(self.module)
         except Exception as e:  # ImportError, or a broken install raising anything else
-            return False, f"not installed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); {self.install_hint}".strip()
+            return (
+                False,
+                f"not installed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); {self.install_hint}".strip(),
+            )
         return True, str(getattr(m, "__version__", "unknown"))
 
     @abstractmethod
@@ -129,8 +133,12 @@ class OpenVinoEngine(Engine):
                     shapes[name] = ov.PartialShape(list(input_shapes[name]))
             if shapes:
                 model.reshape(shapes)
-            cfg = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-                   "ENABLE_CPU_PINNING": True}
+            cfg = {
+                "INFERENCE_NUM_THREADS": threads,
+                "NUM_STREAMS": 1,
+                "PERFORMANCE_HINT": "LATENCY",
+                "ENABLE_CPU_PINNING": True,
+            }
             if precision == "fp32":
                 cfg["INFERENCE_PRECISION_HINT"] = "f32"
             compiled = core.compile_model(model, "CPU", cfg)

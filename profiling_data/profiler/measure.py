@@ -15,6 +15,7 @@ Protocol (closed loop, one request in flight, like MLPerf's SingleStream but for
    as a serving replica would have it); spread = p99 / p50; repeat variation = coefficient of variation of
    the blocks' throughputs (std / mean).
 """
+
 from __future__ import annotations
 
 import math
@@ -100,15 +101,27 @@ class Result:
 
     def summary(self) -> dict:
         lat = self.latencies_ms
-        return {"calls": self.calls, "warmup_calls": self.warmup_calls, "wall_s": round(self.wall_s, 4),
-                "latency_ms": {"p50": round(self.p50, 4), "p90": round(self.p90, 4), "p99": round(self.p99, 4),
-                               "mean": round(self.mean, 4), "std": round(float(lat.std()), 4),
-                               "min": round(float(lat.min()), 4), "max": round(float(lat.max()), 4)},
-                "throughput_rps": round(self.throughput_rps, 4),
-                "block_throughput_rps": [round(x, 4) for x in self.block_throughput],
-                "spread_p99_p50": round(self.spread, 4), "repeat_cv": round(self.repeat_cv, 4),
-                "cpu_time_s": round(self.cpu_s, 4), "cpu_util_cores": round(self.cpu_util, 3),
-                "energy_j": None if self.energy_j is None else round(self.energy_j, 3)}
+        return {
+            "calls": self.calls,
+            "warmup_calls": self.warmup_calls,
+            "wall_s": round(self.wall_s, 4),
+            "latency_ms": {
+                "p50": round(self.p50, 4),
+                "p90": round(self.p90, 4),
+                "p99": round(self.p99, 4),
+                "mean": round(self.mean, 4),
+                "std": round(float(lat.std()), 4),
+                "min": round(float(lat.min()), 4),
+                "max": round(float(lat.max()), 4),
+            },
+            "throughput_rps": round(self.throughput_rps, 4),
+            "block_throughput_rps": [round(x, 4) for x in self.block_throughput],
+            "spread_p99_p50": round(self.spread, 4),
+            "repeat_cv": round(self.repeat_cv, 4),
+            "cpu_time_s": round(self.cpu_s, 4),
+            "cpu_util_cores": round(self.cpu_util, 3),
+            "energy_j": None if self.energy_j is None else round(self.energy_j, 3),
+        }
 
 
 def run_timed(call: Callable[[], None], batch: int, s: Settings, *, energy=None) -> Result:
@@ -149,5 +162,13 @@ def run_timed(call: Callable[[], None], batch: int, s: Settings, *, energy=None)
     wall = pc() - wall0
     cpu = time.process_time() - cpu0
     ej = energy.joules(e0, energy.read()) if e0 is not None else None
-    return Result(batch=batch, calls=len(lat), wall_s=wall, latencies_ms=np.asarray(lat, dtype=float) / 1e6,
-                  cpu_s=cpu, block_throughput=blocks, warmup_calls=w, energy_j=ej)
+    return Result(
+        batch=batch,
+        calls=len(lat),
+        wall_s=wall,
+        latencies_ms=np.asarray(lat, dtype=float) / 1e6,
+        cpu_s=cpu,
+        block_throughput=blocks,
+        warmup_calls=w,
+        energy_j=ej,
+    )

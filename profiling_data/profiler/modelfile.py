@@ -13,6 +13,7 @@
   fp16 is not offered for CPU engines: onnxruntime's CPU provider lacks fp16 kernels for most operators
   (it inserts casts and runs slower than fp32), so an fp16 record would not describe a real deployment.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,16 +26,23 @@ import onnx
 
 from synergai.models.errors import InputError
 
-_NP = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16: np.float16,
-       onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT8: np.int8,
-       onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.BOOL: np.bool_}
+_NP = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.INT32: np.int32,
+    onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.UINT8: np.uint8,
+    onnx.TensorProto.BOOL: np.bool_,
+}
 
 
 @dataclass(frozen=True)
 class InputSpec:
     name: str
     dtype: type
-    shape: tuple            # ints, with None for the batch dimension
+    shape: tuple  # ints, with None for the batch dimension
     batch_fixed: int | None  # the file's own batch size when the first dimension is a number
 
 
@@ -48,8 +56,11 @@ def check_readable(path: str | Path) -> onnx.ModelProto:
     try:
         m = onnx.load(str(p), load_external_data=False)
     except Exception as e:  # protobuf DecodeError and friends
-        raise InputError(f"cannot read ONNX model: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'bad protobuf'}",
-                         file=str(p), field="--model") from None
+        raise InputError(
+            f"cannot read ONNX model: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'bad protobuf'}",
+            file=str(p),
+            field="--model",
+        ) from None
     if not m.graph.node:
         raise InputError("cannot read ONNX model: graph has no nodes", file=str(p), field="--model")
     try:
@@ -68,8 +79,11 @@ def input_specs(m: onnx.ModelProto, source: str = "<model>") -> list[InputSpec]:
         tt = vi.type.tensor_type
         dt = _NP.get(tt.elem_type)
         if dt is None:
-            raise InputError(f"input {vi.name!r} has unsupported element type {onnx.TensorProto.DataType.Name(tt.elem_type)}",
-                             file=source, field="--model")
+            raise InputError(
+                f"input {vi.name!r} has unsupported element type {onnx.TensorProto.DataType.Name(tt.elem_type)}",
+                file=source,
+                field="--model",
+            )
         dims = list(tt.shape.dim)
         shape: list = []
         fixed = None
@@ -92,10 +106,15 @@ def check_batch(specs: list[InputSpec], batch: int, source: str) -> None:
     for s in specs:
         if not s.shape:
             if batch != 1:
-                raise InputError(f"input {s.name!r} is a scalar: only --batch 1 is possible", file=source, field="--batch")
+                raise InputError(
+                    f"input {s.name!r} is a scalar: only --batch 1 is possible", file=source, field="--batch"
+                )
         elif s.batch_fixed is not None and s.batch_fixed != batch:
-            raise InputError(f"input {s.name!r} has a fixed batch dimension {s.batch_fixed}; use --batch {s.batch_fixed}",
-                             file=source, field="--batch")
+            raise InputError(
+                f"input {s.name!r} has a fixed batch dimension {s.batch_fixed}; use --batch {s.batch_fixed}",
+                file=source,
+                field="--batch",
+            )
 
 
 def make_inputs(specs: list[InputSpec], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -136,9 +155,16 @@ def quantized(fp32_path: Path, family: str, out_dir: Path | None = None) -> Path
         if family == "cnn":
             m = onnx.load(str(fp32_path))
             specs = input_specs(m, str(fp32_path))
-            quantize_static(str(fp32_path), str(tmp), _RandomReader(specs), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                            calibrate_method=CalibrationMethod.MinMax)
+            quantize_static(
+                str(fp32_path),
+                str(tmp),
+                _RandomReader(specs),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
         else:
             quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8)
         os.replace(tmp, out)
@@ -146,5 +172,7 @@ def quantized(fp32_path: Path, family: str, out_dir: Path | None = None) -> Path
         for p in (tmp, Path(str(tmp) + ".data")):
             if p.exists():
                 p.unlink()
-        raise RuntimeError(f"int8 quantisation failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise RuntimeError(
+            f"int8 quantisation failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     return out

@@ -8,6 +8,7 @@ variation, peak memory, model file digest, engine version and device facts.
 A configuration whose key (model, engine, device, precision, batch, threads, power mode) is already in the
 output file is skipped unless ``force``.
 """
+
 from __future__ import annotations
 
 import gc
@@ -25,9 +26,7 @@ from typing import Callable, Iterable, Optional
 from synergai.models.errors import InputError
 from synergai.models.profiles import ProfileRecord, ProfileTable
 
-from . import device as dev
-from . import engines as eng
-from . import measure, modelfile, zoo
+from . import device as dev, engines as eng, measure, modelfile, zoo
 from .sparse import Obs, Point, SparseSearch
 
 PRECISIONS = ("fp32", "int8")
@@ -41,10 +40,10 @@ MEMORY_STEP_MB = 64
 # ------------------------------------------------------------------------------------------- inputs
 @dataclass
 class ModelEntry:
-    name: str            # record model name
-    path: Path           # fp32 ONNX file
-    family: str          # cnn | transformer | onnx (user file)
-    specs: list          # modelfile.InputSpec
+    name: str  # record model name
+    path: Path  # fp32 ONNX file
+    family: str  # cnn | transformer | onnx (user file)
+    specs: list  # modelfile.InputSpec
     digest: str
     int8_path: Optional[Path] = None
     int8_error: Optional[str] = None
@@ -55,7 +54,7 @@ class ModelEntry:
         if self.int8_path is None and self.int8_error is None:
             root = logging.getLogger()
             level = root.level
-            root.setLevel(max(level, logging.ERROR))   # onnxruntime's quantiser logs advice on the root logger
+            root.setLevel(max(level, logging.ERROR))  # onnxruntime's quantiser logs advice on the root logger
             try:
                 self.int8_path = modelfile.quantized(self.path, "cnn" if self.family == "cnn" else "transformer")
             except RuntimeError as e:
@@ -86,6 +85,7 @@ class Config:
 @dataclass
 class Plan:
     """What a run will measure (validated inputs)."""
+
     engines: list[str]
     unavailable: dict[str, str]
     models: list[ModelEntry]
@@ -97,8 +97,14 @@ class Plan:
     budget: Optional[int] = None
 
     def grid(self) -> list[Config]:
-        return [Config(e, m.name, p, b, t) for m in self.models for e in self.engines for p in self.precisions
-                for t in self.threads for b in self.batches]
+        return [
+            Config(e, m.name, p, b, t)
+            for m in self.models
+            for e in self.engines
+            for p in self.precisions
+            for t in self.threads
+            for b in self.batches
+        ]
 
 
 def parse_list(values: Optional[Iterable[str]], what: str) -> list[str]:
@@ -134,9 +140,21 @@ def _model_name_from_path(p: Path) -> str:
     return n or "model"
 
 
-def make_plan(*, engines: list[str], model_names: list[str], model_paths: list[Path], precisions: list[str],
-              batches: list[int], threads: list[int], quick: bool, budget: Optional[int], device: Optional[str],
-              min_runs: Optional[int], min_time: Optional[float], facts: Optional[dev.DeviceFacts] = None) -> Plan:
+def make_plan(
+    *,
+    engines: list[str],
+    model_names: list[str],
+    model_paths: list[Path],
+    precisions: list[str],
+    batches: list[int],
+    threads: list[int],
+    quick: bool,
+    budget: Optional[int],
+    device: Optional[str],
+    min_runs: Optional[int],
+    min_time: Optional[float],
+    facts: Optional[dev.DeviceFacts] = None,
+) -> Plan:
     """Validate every input (one-line ``InputError`` on the first bad one) and build the run plan."""
     facts = facts or dev.read_facts(device)
     cores = facts.cores_usable
@@ -148,7 +166,9 @@ def make_plan(*, engines: list[str], model_names: list[str], model_paths: list[P
     chosen = []
     for n in names:
         if n not in eng.engine_names():
-            raise InputError(f"unknown engine {n!r}; choose from {', '.join(eng.engine_names())} or all", field="--engine")
+            raise InputError(
+                f"unknown engine {n!r}; choose from {', '.join(eng.engine_names())} or all", field="--engine"
+            )
         ok, why = eng.get_engine(n).available()
         if ok:
             if n not in chosen:
@@ -156,8 +176,10 @@ def make_plan(*, engines: list[str], model_names: list[str], model_paths: list[P
         else:
             unavailable[n] = why
     if not chosen:
-        raise InputError("no requested engine is available here: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()),
-                         field="--engine")
+        raise InputError(
+            "no requested engine is available here: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()),
+            field="--engine",
+        )
     # batches / threads
     for b in batches:
         if b < 1:
@@ -166,8 +188,10 @@ def make_plan(*, engines: list[str], model_names: list[str], model_paths: list[P
         if t < 1:
             raise InputError(f"threads must be >= 1 (got {t})", field="--threads")
         if t > cores:
-            raise InputError(f"{t} threads asked but this machine has {cores} usable core{'s' if cores != 1 else ''}",
-                             field="--threads")
+            raise InputError(
+                f"{t} threads asked but this machine has {cores} usable core{'s' if cores != 1 else ''}",
+                field="--threads",
+            )
     batches = sorted(set(batches)) or list(QUICK_BATCHES if quick else DEFAULT_BATCHES)
     threads = sorted(set(threads)) or default_threads(cores, quick)
     # precisions
@@ -183,11 +207,14 @@ def make_plan(*, engines: list[str], model_names: list[str], model_paths: list[P
         raise InputError(f"must be >= 1 (got {min_runs})", field="--min-runs")
     if min_time is not None and (min_time < 0 or not math.isfinite(min_time)):
         raise InputError(f"must be >= 0 s (got {min_time})", field="--min-time")
-    settings = measure.Settings(warmup_runs=base.warmup_runs, warmup_time=min(base.warmup_time, min_time if min_time is not None else base.warmup_time),
-                                min_runs=min_runs if min_runs is not None else base.min_runs,
-                                min_time=min_time if min_time is not None else base.min_time,
-                                repeats=min(base.repeats, min_runs) if min_runs is not None else base.repeats,
-                                max_time=max(base.max_time, (min_time or 0) * 2))
+    settings = measure.Settings(
+        warmup_runs=base.warmup_runs,
+        warmup_time=min(base.warmup_time, min_time if min_time is not None else base.warmup_time),
+        min_runs=min_runs if min_runs is not None else base.min_runs,
+        min_time=min_time if min_time is not None else base.min_time,
+        repeats=min(base.repeats, min_runs) if min_runs is not None else base.repeats,
+        max_time=max(base.max_time, (min_time or 0) * 2),
+    )
     if budget is not None and budget < 1:
         raise InputError(f"must be >= 1 (got {budget})", field="--budget")
     # models
@@ -198,13 +225,17 @@ def make_plan(*, engines: list[str], model_names: list[str], model_paths: list[P
     for w in wanted:
         spec = zoo.resolve(w)
         if spec is None:
-            raise InputError(f"unknown model {w!r}; choose from {', '.join(zoo.model_names())} or give --model FILE.onnx",
-                             field="--model-name")
+            raise InputError(
+                f"unknown model {w!r}; choose from {', '.join(zoo.model_names())} or give --model FILE.onnx",
+                field="--model-name",
+            )
         if any(e.name == spec.name for e in entries):
             continue
         path = zoo.build(spec)
         m = modelfile.check_readable(path)
-        entries.append(ModelEntry(spec.name, path, spec.family, modelfile.input_specs(m, str(path)), zoo.file_digest(path)))
+        entries.append(
+            ModelEntry(spec.name, path, spec.family, modelfile.input_specs(m, str(path)), zoo.file_digest(path))
+        )
     for p in model_paths:
         p = Path(p)
         m = modelfile.check_readable(p)
@@ -226,7 +257,7 @@ class Outcome:
     record: Optional[ProfileRecord] = None
     meta: dict = field(default_factory=dict)
     error: Optional[str] = None
-    skipped: bool = False      # already in the output file
+    skipped: bool = False  # already in the output file
 
     @property
     def ok(self) -> bool:
@@ -253,11 +284,15 @@ def measure_config(plan: Plan, cfg: Config, *, energy: Optional[dev.Rapl] = None
         return Outcome(cfg, error=str(e))
     load_s = time.perf_counter() - t_load
     try:
-        res = measure.run_timed(lambda: session.run(feeds), cfg.batch, plan.settings, energy=energy)
+        run = session.run
+        res = measure.run_timed(lambda: run(feeds), cfg.batch, plan.settings, energy=energy)
     except KeyboardInterrupt:
         raise
     except Exception as e:
-        return Outcome(cfg, error=f"{cfg.engine} failed while running: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+        return Outcome(
+            cfg,
+            error=f"{cfg.engine} failed while running: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+        )
     finally:
         _, peak = dev.rss_mb()
         session.close()
@@ -270,23 +305,54 @@ def measure_config(plan: Plan, cfg: Config, *, energy: Optional[dev.Rapl] = None
     mem_req = math.ceil(peak * MEMORY_HEADROOM / MEMORY_STEP_MB) * MEMORY_STEP_MB
     try:
         rec = ProfileRecord(
-            model=cfg.model, engine=cfg.engine, device=facts.device, architecture=facts.architecture, accelerator="none",
-            precision=cfg.precision, batch_size=cfg.batch, threads=cfg.threads, power_mode=facts.power_mode,
-            latency_p50_ms=res.p50, latency_p90_ms=res.p90, latency_p99_ms=res.p99, throughput_rps=res.throughput_rps,
-            power_w=res.power_w if res.power_w and res.power_w > 0 else None, memory_mb=round(peak, 1),
-            cpu_cores=float(cfg.threads), memory_request_mb=float(mem_req), accelerators=0, source=source,
-            measured_at=now)
+            model=cfg.model,
+            engine=cfg.engine,
+            device=facts.device,
+            architecture=facts.architecture,
+            accelerator="none",
+            precision=cfg.precision,
+            batch_size=cfg.batch,
+            threads=cfg.threads,
+            power_mode=facts.power_mode,
+            latency_p50_ms=res.p50,
+            latency_p90_ms=res.p90,
+            latency_p99_ms=res.p99,
+            throughput_rps=res.throughput_rps,
+            power_w=res.power_w if res.power_w and res.power_w > 0 else None,
+            memory_mb=round(peak, 1),
+            cpu_cores=float(cfg.threads),
+            memory_request_mb=float(mem_req),
+            accelerators=0,
+            source=source,
+            measured_at=now,
+        )
     except Exception as e:  # pydantic: should not happen with real timings
         return Outcome(cfg, error=f"measurement did not validate: {str(e).splitlines()[0]}")
-    meta = {"key": {"model": rec.model, "engine": rec.engine, "device": rec.device, "precision": rec.precision,
-                    "batch_size": rec.batch_size, "threads": rec.threads, "power_mode": rec.power_mode},
-            "measured_at": now.isoformat(), "settings": plan.settings.as_dict(), "engine_version": version,
-            "engine_options": engine.settings(cfg.threads, cfg.precision), "model_file": str(path),
-            "model_digest": zoo.file_digest(path) if cfg.precision != "fp32" else entry.digest,
-            "input_shapes": {k: list(v) for k, v in shapes.items()}, "load_s": round(load_s, 4),
-            **res.summary(), "rss_before_mb": round(rss0, 1), "peak_rss_mb": round(peak, 1),
-            "peak_rss_scope": "config" if peak_reset else "process-lifetime", "memory_request_mb": mem_req,
-            "device_facts": facts.as_dict()}
+    meta = {
+        "key": {
+            "model": rec.model,
+            "engine": rec.engine,
+            "device": rec.device,
+            "precision": rec.precision,
+            "batch_size": rec.batch_size,
+            "threads": rec.threads,
+            "power_mode": rec.power_mode,
+        },
+        "measured_at": now.isoformat(),
+        "settings": plan.settings.as_dict(),
+        "engine_version": version,
+        "engine_options": engine.settings(cfg.threads, cfg.precision),
+        "model_file": str(path),
+        "model_digest": zoo.file_digest(path) if cfg.precision != "fp32" else entry.digest,
+        "input_shapes": {k: list(v) for k, v in shapes.items()},
+        "load_s": round(load_s, 4),
+        **res.summary(),
+        "rss_before_mb": round(rss0, 1),
+        "peak_rss_mb": round(peak, 1),
+        "peak_rss_scope": "config" if peak_reset else "process-lifetime",
+        "memory_request_mb": mem_req,
+        "device_facts": facts.as_dict(),
+    }
     return Outcome(cfg, record=rec, meta=meta)
 
 
@@ -302,7 +368,7 @@ class Store:
             try:
                 self.records = list(ProfileTable.load(self.out, on_duplicate="newest").records)
             except InputError as e:
-                if e.message != "no profile rows":   # a header-only file is an empty store
+                if e.message != "no profile rows":  # a header-only file is an empty store
                     raise
         self.keys = {r.key for r in self.records}
 
@@ -334,10 +400,15 @@ def _obs(rec: ProfileRecord) -> Obs:
     return Obs(rec.latency_p99_ms, rec.throughput_rps, rec.threads or 1)
 
 
-def run(plan: Plan, store: Store, *, force: bool = False,
-        on_start: Callable[[int], None] = lambda total: None,
-        on_done: Callable[[Outcome], None] = lambda o: None,
-        measure_fn: Callable[[Plan, Config], Outcome] | None = None) -> list[Outcome]:
+def run(
+    plan: Plan,
+    store: Store,
+    *,
+    force: bool = False,
+    on_start: Callable[[int], None] = lambda total: None,
+    on_done: Callable[[Outcome], None] = lambda o: None,
+    measure_fn: Callable[[Plan, Config], Outcome] | None = None,
+) -> list[Outcome]:
     """Measure the plan's configurations (all, or a sparse selection under ``plan.budget``).
 
     ``KeyboardInterrupt`` propagates after the store holds everything measured so far; outcomes are

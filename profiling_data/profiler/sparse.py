@@ -31,6 +31,7 @@ The search stops when the budget is spent or the grid is exhausted; configuratio
 file count as measured and cost nothing.  ``front_recovery`` scores a sparse run against the full grid
 (used by ``bench_profiler.py``).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ from typing import Hashable, Iterable
 
 @dataclass(frozen=True, order=True)
 class Point:
-    group: tuple            # (engine, model, precision)
+    group: tuple  # (engine, model, precision)
     batch: int
     threads: int
 
@@ -51,14 +52,18 @@ class Point:
 
 @dataclass(frozen=True)
 class Obs:
-    latency_ms: float       # p99 of one call
+    latency_ms: float  # p99 of one call
     throughput_rps: float
     threads: int
 
 
 def dominates(a: Obs, b: Obs) -> bool:
-    return (a.latency_ms <= b.latency_ms and a.throughput_rps >= b.throughput_rps and a.threads <= b.threads
-            and (a.latency_ms < b.latency_ms or a.throughput_rps > b.throughput_rps or a.threads < b.threads))
+    return (
+        a.latency_ms <= b.latency_ms
+        and a.throughput_rps >= b.throughput_rps
+        and a.threads <= b.threads
+        and (a.latency_ms < b.latency_ms or a.throughput_rps > b.throughput_rps or a.threads < b.threads)
+    )
 
 
 def pareto(points: dict[Hashable, Obs]) -> set:
@@ -70,8 +75,9 @@ def pareto(points: dict[Hashable, Obs]) -> set:
 class SparseSearch:
     """Chooses the next configuration to measure; feed back results with :meth:`observe`."""
 
-    def __init__(self, grids: dict[tuple, tuple[list[int], list[int]]], budget: int,
-                 known: dict[Point, Obs] | None = None):
+    def __init__(
+        self, grids: dict[tuple, tuple[list[int], list[int]]], budget: int, known: dict[Point, Obs] | None = None
+    ):
         self.grids = {g: (sorted(set(b)), sorted(set(t))) for g, (b, t) in grids.items()}
         self.budget = budget
         self.spent = 0
@@ -127,8 +133,8 @@ class SparseSearch:
     def next(self) -> Point | None:
         if self.spent >= self.budget:
             return None
-        first = [a for a in self._anchors[:len(self.grids)] if not self._done(a)]
-        if first:                                   # level 1: one anchor of every group
+        first = [a for a in self._anchors[: len(self.grids)] if not self._done(a)]
+        if first:  # level 1: one anchor of every group
             return first[0]
         fronts = {m: self._model_front(m) for m in {g[1] for g in self.grids}}
         best, best_score = None, None
@@ -138,7 +144,7 @@ class SparseSearch:
             if best_score is None or score > best_score:
                 best, best_score = p, score
 
-        for rank, a in enumerate(self._anchors[len(self.grids):]):
+        for rank, a in enumerate(self._anchors[len(self.grids) :]):
             if not self._done(a):
                 # other corners of live groups come before any bisection; of dead groups only after the
                 # promising bisections
@@ -148,7 +154,7 @@ class SparseSearch:
             front = fronts[model]
             model_obs = [o for p, o in self.obs.items() if p.model == model]
             for axis in ("batch", "threads"):
-                lines = ts if axis == "batch" else bs     # rows of constant threads, or columns of constant batch
+                lines = ts if axis == "batch" else bs  # rows of constant threads, or columns of constant batch
                 vals = bs if axis == "batch" else ts
                 for fixed in lines:
                     meas = [i for i, v in enumerate(vals) if self._done(self._pt(g, axis, v, fixed))]
@@ -160,8 +166,9 @@ class SparseSearch:
                         if self._done(cand):
                             continue
                         pa, pb = self._pt(g, axis, vals[i], fixed), self._pt(g, axis, vals[j], fixed)
-                        sc = self._score(cand, self.obs.get(pa), self.obs.get(pb), j - i, model_obs,
-                                         pa in front, pb in front)
+                        sc = self._score(
+                            cand, self.obs.get(pa), self.obs.get(pb), j - i, model_obs, pa in front, pb in front
+                        )
                         offer(cand, (3 if sc[0] else 1, *sc[1:]))
         if best is not None:
             return best
@@ -171,16 +178,27 @@ class SparseSearch:
     def _pt(g: tuple, axis: str, v: int, fixed: int) -> Point:
         return Point(g, v, fixed) if axis == "batch" else Point(g, fixed, v)
 
-    def _score(self, cand: Point, oa: Obs | None, ob: Obs | None, width: int, model_obs: list[Obs],
-               a_front: bool, b_front: bool) -> tuple:
+    def _score(
+        self,
+        cand: Point,
+        oa: Obs | None,
+        ob: Obs | None,
+        width: int,
+        model_obs: list[Obs],
+        a_front: bool,
+        b_front: bool,
+    ) -> tuple:
         known = [o for o in (oa, ob) if o is not None]
         if not known:
             return (0, 0, width, 0.0, -cand.threads, -cand.batch)
         lat = math.exp(sum(math.log(o.latency_ms) for o in known) / len(known))
         tput = math.exp(sum(math.log(o.throughput_rps) for o in known) / len(known))
         if len(known) == 2:
-            delta = max(0.10, abs(math.log(known[0].latency_ms / known[1].latency_ms)) / 2,
-                        abs(math.log(known[0].throughput_rps / known[1].throughput_rps)) / 2)
+            delta = max(
+                0.10,
+                abs(math.log(known[0].latency_ms / known[1].latency_ms)) / 2,
+                abs(math.log(known[0].throughput_rps / known[1].throughput_rps)) / 2,
+            )
         else:
             delta = 0.5
         opt = Obs(lat * math.exp(-delta), tput * math.exp(delta), cand.threads)
@@ -195,10 +213,12 @@ class SparseSearch:
             bs, ts = self.grids[p.group]
             front = [q for q in fronts[p.model] if q.group == p.group]
             if front:
-                d = min(abs(bs.index(p.batch) - bs.index(q.batch)) + abs(ts.index(p.threads) - ts.index(q.threads))
-                        for q in front)
+                d = min(
+                    abs(bs.index(p.batch) - bs.index(q.batch)) + abs(ts.index(p.threads) - ts.index(q.threads))
+                    for q in front
+                )
             else:
-                d = 10 ** 6
+                d = 10**6
             key = (-d, -p.threads, -p.batch)
             if best_key is None or key > best_key:
                 best, best_key = p, key
@@ -246,15 +266,32 @@ def front_recovery(full: dict[Point, Obs], measured: Iterable[Point], tol: float
         front = pareto(fm)
         mm = [fm[p] for p in measured if p in fm]
         exact = sum(1 for p in front if p in measured) / len(front)
-        within = sum(1 for p in front if any(o.latency_ms <= fm[p].latency_ms * (1 + tol)
-                                             and o.throughput_rps >= fm[p].throughput_rps / (1 + tol)
-                                             and o.threads <= fm[p].threads for o in mm)) / len(front)
+        within = sum(
+            1
+            for p in front
+            if any(
+                o.latency_ms <= fm[p].latency_ms * (1 + tol)
+                and o.throughput_rps >= fm[p].throughput_rps / (1 + tol)
+                and o.threads <= fm[p].threads
+                for o in mm
+            )
+        ) / len(front)
         ref_l = max(o.latency_ms for o in fm.values()) * 1.1
         ref_t = max(o.threads for o in fm.values()) + 1
         hv_full = hypervolume(list(fm.values()), ref_l, ref_t)
         hv = hypervolume(mm, ref_l, ref_t) / hv_full if hv_full > 0 else 1.0
-        per[model] = {"front": len(front), "exact": exact, "within": within, "hv": hv, "measured": len(mm),
-                      "grid": len(fm)}
+        per[model] = {
+            "front": len(front),
+            "exact": exact,
+            "within": within,
+            "hv": hv,
+            "measured": len(mm),
+            "grid": len(fm),
+        }
     n = max(1, len(per))
-    return {"exact": sum(v["exact"] for v in per.values()) / n, "within": sum(v["within"] for v in per.values()) / n,
-            "hv": sum(v["hv"] for v in per.values()) / n, "per_model": per}
+    return {
+        "exact": sum(v["exact"] for v in per.values()) / n,
+        "within": sum(v["within"] for v in per.values()) / n,
+        "hv": sum(v["hv"] for v in per.values()) / n,
+        "per_model": per,
+    }

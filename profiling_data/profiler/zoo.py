@@ -24,6 +24,7 @@ them apart from the real architectures, so they never mix with imported MLPerf d
 
 Every model has a dynamic batch dimension (``N``) on its single input.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,8 +46,8 @@ OPSET = 17
 
 @dataclass
 class ModelSpec:
-    name: str            # record model name
-    family: str          # cnn | transformer (chooses the int8 method)
+    name: str  # record model name
+    family: str  # cnn | transformer (chooses the int8 method)
     builder: Callable[[], onnx.ModelProto]
     description: str
     aliases: tuple[str, ...] = field(default_factory=tuple)
@@ -82,14 +83,22 @@ class _G:
         w = (self.rng.standard_normal((cout, cin // groups, k, k)) * gain * math.sqrt(2.0 / fan_in)).astype(np.float32)
         b = (self.rng.standard_normal(cout) * 0.01).astype(np.float32)
         pad = k // 2
-        return self.op("Conv", [x, self.const(w), self.const(b, "b")], kernel_shape=[k, k], strides=[stride, stride],
-                       pads=[pad, pad, pad, pad], group=groups)
+        return self.op(
+            "Conv",
+            [x, self.const(w), self.const(b, "b")],
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[pad, pad, pad, pad],
+            group=groups,
+        )
 
     def relu(self, x: str) -> str:
         return self.op("Relu", [x])
 
     def relu6(self, x: str) -> str:
-        return self.op("Clip", [x, self.const(np.array(0.0, np.float32), "lo"), self.const(np.array(6.0, np.float32), "hi")])
+        return self.op(
+            "Clip", [x, self.const(np.array(0.0, np.float32), "lo"), self.const(np.array(6.0, np.float32), "hi")]
+        )
 
     def linear(self, x: str, din: int, dout: int) -> str:
         w = (self.rng.standard_normal((din, dout)) * math.sqrt(1.0 / din)).astype(np.float32)
@@ -102,22 +111,32 @@ class _G:
         return self.op("Gemm", [x, self.const(w), self.const(b, "b")], transB=1)
 
     def layernorm(self, x: str, h: int) -> str:
-        return self.op("LayerNormalization", [x, self.const(np.ones(h, np.float32), "g"),
-                                              self.const(np.zeros(h, np.float32), "beta")], axis=-1, epsilon=1e-12)
+        return self.op(
+            "LayerNormalization",
+            [x, self.const(np.ones(h, np.float32), "g"), self.const(np.zeros(h, np.float32), "beta")],
+            axis=-1,
+            epsilon=1e-12,
+        )
 
     def model(self, inp: onnx.ValueInfoProto, out: str, out_shape: list, name: str) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, name, [inp],
-                                  [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)], self.inits)
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="synergai-profiler", producer_version=ZOO_VERSION)
+        graph = helper.make_graph(
+            self.nodes, name, [inp], [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)], self.inits
+        )
+        m = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            producer_name="synergai-profiler",
+            producer_version=ZOO_VERSION,
+        )
         m.ir_version = 8
         m.doc_string = f"{name}: random weights (synergai profiler zoo v{ZOO_VERSION})"
         return m
 
 
 # ------------------------------------------------------------------------------------------- ResNet
-def _resnet(name: str, blocks: tuple[int, ...], widths: tuple[int, ...], stem: int, size: int, classes: int,
-            seed: int) -> onnx.ModelProto:
+def _resnet(
+    name: str, blocks: tuple[int, ...], widths: tuple[int, ...], stem: int, size: int, classes: int, seed: int
+) -> onnx.ModelProto:
     g = _G(seed)
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])
     x = g.relu(g.conv("input", 3, stem, 7, 2))
@@ -128,8 +147,8 @@ def _resnet(name: str, blocks: tuple[int, ...], widths: tuple[int, ...], stem: i
             stride = 2 if (i == 0 and stage > 0) else 1
             cout = w * 4
             y = g.relu(g.conv(x, cin, w, 1))
-            y = g.relu(g.conv(y, w, w, 3, stride))          # v1.5: stride on the 3x3 conv
-            y = g.conv(y, w, cout, 1, gain=0.2)            # small last-layer gain keeps the residual sum bounded
+            y = g.relu(g.conv(y, w, w, 3, stride))  # v1.5: stride on the 3x3 conv
+            y = g.conv(y, w, cout, 1, gain=0.2)  # small last-layer gain keeps the residual sum bounded
             sc = g.conv(x, cin, cout, 1, stride) if (i == 0) else x
             x = g.relu(g.op("Add", [y, sc]))
             cin = cout
@@ -169,8 +188,8 @@ def _mobilenet_v2(name: str, width: float, size: int, classes: int, seed: int) -
             y = x
             if t != 1:
                 y = g.relu6(g.conv(y, cin, hid, 1))
-            y = g.relu6(g.conv(y, hid, hid, 3, stride, groups=hid))   # depthwise
-            y = g.conv(y, hid, cout, 1, gain=0.5)                     # linear bottleneck
+            y = g.relu6(g.conv(y, hid, hid, 3, stride, groups=hid))  # depthwise
+            y = g.conv(y, hid, cout, 1, gain=0.5)  # linear bottleneck
             x = g.op("Add", [x, y]) if (stride == 1 and cin == cout) else y
             cin = cout
     last = _div8(1280 * max(1.0, width))
@@ -190,8 +209,9 @@ def mobilenet_tiny() -> onnx.ModelProto:
 
 
 # -------------------------------------------------------------------------------------- Transformer
-def _encoder(name: str, layers: int, hidden: int, heads: int, ffn: int, seq: int, vocab: int,
-             seed: int) -> onnx.ModelProto:
+def _encoder(
+    name: str, layers: int, hidden: int, heads: int, ffn: int, seq: int, vocab: int, seed: int
+) -> onnx.ModelProto:
     g = _G(seed)
     d = hidden // heads
     inp = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", seq])
@@ -211,8 +231,8 @@ def _encoder(name: str, layers: int, hidden: int, heads: int, ffn: int, seq: int
             p = g.linear(x, hidden, hidden)
             p = g.op("Reshape", [p, split_shape])
             heads_out.append(p)
-        q = g.op("Transpose", [heads_out[0]], perm=[0, 2, 1, 3])       # N, A, S, d
-        k = g.op("Transpose", [heads_out[1]], perm=[0, 2, 3, 1])       # N, A, d, S
+        q = g.op("Transpose", [heads_out[0]], perm=[0, 2, 1, 3])  # N, A, S, d
+        k = g.op("Transpose", [heads_out[1]], perm=[0, 2, 3, 1])  # N, A, d, S
         v = g.op("Transpose", [heads_out[2]], perm=[0, 2, 1, 3])
         s = g.op("Mul", [g.op("MatMul", [q, k]), scale])
         pr = g.op("Softmax", [s], axis=-1)
@@ -241,8 +261,9 @@ ZOO: dict[str, ModelSpec] = {}
 for _spec in (
     ModelSpec("resnet50", "cnn", resnet50, "ResNet-50 v1.5, 224x224", ("resnet",)),
     ModelSpec("mobilenet-v2", "cnn", mobilenet_v2, "MobileNet-V2 1.0, 224x224", ("mobilenet",)),
-    ModelSpec("bert-mini", "transformer", bert_mini, "BERT-mini encoder, 4 layers, hidden 256, seq 128",
-              ("transformer",)),
+    ModelSpec(
+        "bert-mini", "transformer", bert_mini, "BERT-mini encoder, 4 layers, hidden 256, seq 128", ("transformer",)
+    ),
     ModelSpec("resnet-tiny", "cnn", resnet_tiny, "tiny ResNet (tests), 32x32"),
     ModelSpec("mobilenet-tiny", "cnn", mobilenet_tiny, "tiny MobileNet-V2 (tests), 32x32"),
     ModelSpec("transformer-tiny", "transformer", transformer_tiny, "tiny encoder (tests), seq 16"),
