@@ -427,6 +427,13 @@ class SynergAILeastLateness(SynergAI):
     overload = "least-lateness"
 
 
+@register_policy(
+    "synergai-shed", "SynergAI with the shed overload rule: answer at once when no server can meet the deadline"
+)
+class SynergAIShed(SynergAI):
+    overload = "shed"
+
+
 @register_policy("edge-only", "SynergAI restricted to the edge pools (plan and online stage)")
 class EdgeOnly(SynergAI):
     tier = "edge"

@@ -26,7 +26,7 @@ import pandas as pd
 SYN = "synergai"
 REF = "slo-mael"
 PLAN_RULE = "slo-mael+plan"
-NOT_BASELINES = {SYN, "synergai-ll"}
+NOT_BASELINES = {SYN, "synergai-ll", "synergai-shed"}
 TARGETS = {"default": {"pooled": 2.4, "geomean": 3.0}, "edge-lite": {"pooled": 2.0}}
 
 
