@@ -15,6 +15,11 @@ Runtimes:
 * **onnx** (``--onnx NAME[=PATH|zoo:ZOO_NAME]``): ONNX Runtime on the CPU, with the model's real
   signature (the profiler's locally built models from ``profiling_data/profiler/zoo.py``, or any
   ONNX file with a dynamic batch dimension).
+* **server.json** (``--plan-config PATH``, default ``$SYNERGAI_SERVER_CONFIG``; what
+  ``executor.manifests`` mounts into every ``synergai serve`` pod): every model of the server group,
+  as ONNX Runtime from ``$SYNERGAI_MODEL_STORE/<file>`` with the group's batch size, batch wait,
+  slots and threads, or, with ``--emulate-config`` (default ``$SYNERGAI_SERVE_EMULATE``), emulated from
+  each model's full configuration; shared when the group is (see :func:`runtimes_from_server_config`).
 
 Readiness (``/v2/health/ready``, ``/readyz``) only once every model is loaded and warmed up.
 Every response carries ``X-Synergai-Server-Ms`` (arrival to answer), ``X-Synergai-Compute-Ms``
@@ -323,7 +328,7 @@ class ModelServer:
             for b in self.batchers.values():
                 b.start()
             self.is_ready = True
-            log.info("ready: %s", ", ".join(f"{r.name} ({r.platform}, b{r.batch_size}, "
+            log.info("ready (%s): %s", "shared" if self.shared else "dedicated", ", ".join(f"{r.name} ({r.platform}, b{r.batch_size}, "
                                             f"wait {r.batch_wait_s * 1000:.2f} ms, {r.slots} slot(s))"
                                             for r in self.models.values()))
         except Exception as e:
@@ -362,7 +367,9 @@ class ModelServer:
 
     async def model_meta(self, request):
         try:
-            return json_response(self._model(request).metadata())
+            doc = self._model(request).metadata()
+            doc["parameters"]["shared"] = self.shared  # one pool of execution slots for every model
+            return json_response(doc)
         except v2.V2Error as e:
             return json_error(e.status, e.message)
 
@@ -461,6 +468,93 @@ def emulated_from_plan(plan, group: str, seed: int = 0) -> list[EmulatedRuntime]
                          field="--server")
     return [EmulatedRuntime(a.model, a.config, seed=seed + k, label=f"{a.pool}/{a.config.config_id}")
             for k, a in enumerate(groups[group])]
+
+
+SERVER_CONFIG_ENV = "SYNERGAI_SERVER_CONFIG"   # default of --plan-config (set in every synergai serve pod)
+EMULATE_ENV = "SYNERGAI_SERVE_EMULATE"         # 1/true/yes: --emulate-config by default
+MODEL_STORE_ENV = "SYNERGAI_MODEL_STORE"       # the store the files of server.json are relative to
+
+
+def load_server_config(path) -> dict:
+    """Read and check a ``server.json`` (:func:`executor.manifests.server_config`); InputError on a bad one."""
+    import json
+
+    from synergai.models import InputError
+
+    from .manifests import SERVER_CONFIG_SCHEMA
+
+    where = {"file": str(path), "field": "--plan-config"}
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError("file not found", **where) from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"not a readable JSON server configuration: {e}", **where) from None
+    if not isinstance(doc, dict) or doc.get("schema_version") != SERVER_CONFIG_SCHEMA:
+        got = doc.get("schema_version") if isinstance(doc, dict) else type(doc).__name__
+        raise InputError(f"expected a server configuration with schema_version {SERVER_CONFIG_SCHEMA!r} "
+                         f"(got {got!r})", **where)
+    models = doc.get("models")
+    if not isinstance(models, list) or not models:
+        raise InputError("`models` must be a non-empty list", **where)
+    for i, m in enumerate(models):
+        if not isinstance(m, dict) or not isinstance(m.get("model"), str) or not m["model"]:
+            raise InputError(f"models[{i}]: an object with a `model` name is required", **where)
+        for key in ("file", "config"):
+            if key not in m:
+                raise InputError(f"models[{i}] ({m['model']}): `{key}` is missing", **where)
+    return doc
+
+
+def runtimes_from_server_config(path, *, emulate: bool = False, model_store=None,
+                                seed: int = 0) -> tuple[list[Runtime], bool]:
+    """The runtimes of a ``server.json`` (what ``executor.manifests.build`` mounts into every
+    ``synergai serve`` pod at ``/etc/synergai/server.json``) and whether the server is shared.
+
+    Each model is served under its ``runtime_name`` (the model name for ``synergai serve`` groups):
+
+    * real (default): ONNX Runtime on the CPU from ``<model store>/<file>`` with the configuration's
+      ``batch_size``, ``batch_wait_ms``, ``slots`` and ``threads`` (unknown threads: 1). The store is
+      ``model_store``, else ``$SYNERGAI_MODEL_STORE``, else the document's ``model_store`` (``/models``).
+      Only ``synergai-serve`` groups: a Triton group's ``server.json`` is refused.
+    * ``emulate``: :class:`EmulatedRuntime` of the full ``config`` (its profile's service times, batch
+      size, batch wait and slots); any group, Triton ones included (no model file is read)."""
+    import os
+
+    from synergai.models import ConfigChoice, InputError
+
+    from .manifests import RUNTIME_SERVE
+
+    doc = load_server_config(path)
+    shared = bool(doc.get("shared", len(doc["models"]) > 1))
+    where = {"file": str(path), "field": "--plan-config"}
+    out: list[Runtime] = []
+    if emulate:
+        for k, m in enumerate(doc["models"]):
+            try:
+                cfg = ConfigChoice.model_validate(m["config"])
+            except Exception as e:
+                raise InputError(f"models[{k}] ({m['model']}): bad `config`: {' '.join(str(e).split())}",
+                                 **where) from None
+            out.append(EmulatedRuntime(m.get("runtime_name") or m["model"], cfg, seed=seed + k,
+                                       label=f"{doc.get('pool', '')}/{cfg.config_id}"))
+        return out, shared
+    if doc.get("runtime", RUNTIME_SERVE) != RUNTIME_SERVE:
+        raise InputError(f"server group {doc.get('server')!r} runs on {doc.get('runtime')!r}, not synergai serve "
+                         "(emulate it with --emulate-config)", **where)
+    store = Path(model_store or os.environ.get(MODEL_STORE_ENV) or doc.get("model_store") or "/models")
+    for k, m in enumerate(doc["models"]):
+        f = store / m["file"]
+        if not f.is_file():
+            raise InputError(f"model {m['model']!r}: no model file {f} in the model store", **where)
+        try:
+            out.append(OnnxRuntime(m.get("runtime_name") or m["model"], f, batch_size=int(m.get("batch_size") or 1),
+                                   batch_wait_ms=float(m.get("batch_wait_ms") or 0.0),
+                                   slots=int(m.get("slots") or 1), threads=int(m.get("threads") or 1)))
+        except (TypeError, ValueError) as e:
+            raise InputError(f"model {m['model']!r}: bad batch_size/batch_wait_ms/slots/threads: {e}",
+                             **where) from None
+    return out, shared
 
 
 def onnx_runtime(spec: str, *, batch_size: int = 1, batch_wait_ms: float = 0.0, slots: int = 1,

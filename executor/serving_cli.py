@@ -20,6 +20,10 @@ def _env(name: str, default=None):
     return v if v not in (None, "") else default
 
 
+def _truthy(v) -> bool:
+    return str(v or "").strip().lower() in ("1", "true", "yes", "on")
+
+
 SERVE_MODULES = ("aiohttp", "prometheus_client")  # what serve, gateway and loadtest cannot run without
 
 
@@ -57,6 +61,8 @@ def serve(emulate: Optional[list[str]] = typer.Option(None, "--emulate", help="[
           plan: Optional[Path] = typer.Option(None, "--plan", help="Plan JSON: emulate every model of --server with the plan's configurations."),
           server: Optional[str] = typer.Option(None, "--server", help="Server group of --plan (dedicated groups: MODEL-POOL)."),
           onnx: Optional[list[str]] = typer.Option(None, "--onnx", help="NAME[=PATH|zoo:ZOO_NAME]: a real ONNX model (repeatable)."),
+          plan_config: Optional[Path] = typer.Option(None, "--plan-config", help="server.json of a server group (default $SYNERGAI_SERVER_CONFIG when nothing else is given): its models from $SYNERGAI_MODEL_STORE/<file> with the group's batching, slots and threads."),
+          emulate_config: bool = typer.Option(_truthy(_env("SYNERGAI_SERVE_EMULATE")), "--emulate-config/--real-config", help="--plan-config: emulate every model from its configuration's profile instead of loading files (default $SYNERGAI_SERVE_EMULATE)."),
           batch_size: int = typer.Option(int(_env("BATCH_SIZE", 1)), "--batch-size", help="ONNX models: max batch (rows)."),
           batch_wait_ms: float = typer.Option(float(_env("MAX_BATCH_DELAY_MS", 0.0)), "--batch-wait-ms", help="ONNX models: max batch-formation wait, ms."),
           threads: int = typer.Option(int(_env("THREADS", "1")) if str(_env("THREADS", "1")).isdigit() else 1, "--threads", help="ONNX models: intra-op threads."),
@@ -71,11 +77,23 @@ def serve(emulate: Optional[list[str]] = typer.Option(None, "--emulate", help="[
           body_timeout: float = typer.Option(30.0, "--body-timeout"),
           max_inflight: int = typer.Option(4096, "--max-inflight"),
           log_level: str = typer.Option("info", "--log-level")):
-    """Serve models over the Open Inference Protocol (V2): emulated profiles or real ONNX models."""
+    """Serve models over the Open Inference Protocol (V2): a server group's server.json (--plan-config, real or
+    --emulate-config), emulated profiles or real ONNX models."""
     from .serve import emulated_from_plan, emulated_from_profile, onnx_runtime, run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtimes = []
+    others = plan is not None or server is not None or bool(emulate) or bool(onnx)
+    if plan_config is not None and others:
+        raise InputError("--plan-config serves a whole server group: not with --plan/--server, --emulate or --onnx",
+                         field="--plan-config")
+    if plan_config is None and not others and _env("SYNERGAI_SERVER_CONFIG"):
+        plan_config = Path(_env("SYNERGAI_SERVER_CONFIG"))
+    if plan_config is not None:
+        from .serve import runtimes_from_server_config
+
+        runtimes, group_shared = runtimes_from_server_config(plan_config, emulate=emulate_config, seed=seed)
+        shared = group_shared if shared is None else shared
     if plan is not None or server is not None:
         if plan is None or server is None:
             raise InputError("--plan and --server go together", field="--server")
@@ -104,8 +122,8 @@ def serve(emulate: Optional[list[str]] = typer.Option(None, "--emulate", help="[
         runtimes.append(onnx_runtime(f"{_env('MODEL')}={f}", batch_size=batch_size, batch_wait_ms=batch_wait_ms,
                                      slots=slots, threads=threads))
     if not runtimes:
-        raise InputError("nothing to serve: give --emulate, --plan/--server or --onnx (or $MODEL in a pod)",
-                         field="--emulate")
+        raise InputError("nothing to serve: give --plan-config, --emulate, --plan/--server or --onnx "
+                         "(or $SYNERGAI_SERVER_CONFIG / $MODEL in a pod)", field="--emulate")
     raise typer.Exit(run_server(runtimes, host, port, shared=shared, port_file=port_file,
                                 limits=_limits(max_body_mb, header_timeout, body_timeout, max_inflight)))
 
