@@ -198,6 +198,7 @@ def daemon(plan_source: str = typer.Option(..., "--plan-source", help="file:PATH
            force_conflicts: bool = typer.Option(True, "--force-conflicts/--no-force-conflicts", help="Take over fields other managers changed."),
            write_interval: float = typer.Option(0.0, "--write-interval", help="Pause between object writes, s."),
            status_configmap: str = typer.Option("synergai-status", "--status-configmap", help="ConfigMap for status ('' to disable)."),
+           token_file: Optional[Path] = typer.Option(None, "--token-file", help="Bearer token for POST /v1/assign (a mounted Secret, re-read when it changes; default $SYNERGAI_TOKEN_FILE). Without one /v1/assign refuses everyone."),
            log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error")):
     """Reconcile loop: keep the namespace equal to the plan; serve /v1/assign."""
     _need_kube("prometheus_client")
@@ -221,7 +222,8 @@ def daemon(plan_source: str = typer.Option(..., "--plan-source", help="file:PATH
                        context=context, interval=interval, host=host, port=port, prune=prune,
                        images=str(images) if images else None, cluster=str(cluster) if cluster else None,
                        profiles=str(profiles) if profiles else None, force_conflicts=force_conflicts,
-                       write_interval=write_interval, status_configmap=status_configmap or None)
+                       write_interval=write_interval, status_configmap=status_configmap or None,
+                       **({"token_file": str(token_file)} if token_file else {}))  # else $SYNERGAI_TOKEN_FILE
     if plan_source.startswith("file:"):
         p = Path(plan_source[5:])
         if not p.exists():
