@@ -201,7 +201,7 @@ def daemon(plan_source: str = typer.Option(..., "--plan-source", help="file:PATH
            token_file: Optional[Path] = typer.Option(None, "--token-file", help="Bearer token for POST /v1/assign (a mounted Secret, re-read when it changes; default $SYNERGAI_TOKEN_FILE). Without one /v1/assign refuses everyone."),
            log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error")):
     """Reconcile loop: keep the namespace equal to the plan; serve /v1/assign."""
-    _need_kube("prometheus_client")
+    _need_kube("prometheus_client", "aiohttp")  # aiohttp: its HTTP server (httpkit)
     from .daemon import DaemonConfig, main
     from .names import is_dns1123_label
 

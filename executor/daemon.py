@@ -351,7 +351,7 @@ class Daemon:
             return
         from synergai.extras import require
 
-        require("aiohttp", "serve", what="the daemon's HTTP server")
+        require("aiohttp", "kube", what="the daemon's HTTP server")
         from .httpkit import ThreadedServer
 
         c = self.config

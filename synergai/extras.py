@@ -15,7 +15,8 @@ from typing import Optional
 MODULE_EXTRAS: dict[str, tuple[str, ...]] = {
     "kubernetes": ("kube",),
     "kubernetes_validate": ("kube",),
-    "prometheus_client": ("kube",),
+    "prometheus_client": ("kube", "serve"),
+    "aiohttp": ("serve", "kube"),          # the HTTP stack of serve / gateway / loadtest and of the daemon
     "onnx": ("profile",),
     "onnxruntime": ("profile",),
     "openvino": ("profile",),
@@ -34,6 +35,9 @@ COMMAND_EXTRAS: dict[str, str] = {
     "profile-cluster": "kube",
     "profile": "profile",
     "experiment": "experiments",
+    "serve": "serve",
+    "gateway": "serve",
+    "loadtest": "serve",
 }
 
 

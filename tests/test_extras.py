@@ -96,6 +96,7 @@ def test_the_lean_core_plans_and_explains_without_any_extra(blocked_python, tmp_
         ("manifests", ["PLAN", "--out", "m"], ["kubernetes"], "kube"),
         ("apply", ["PLAN", "--namespace", "x"], ["kubernetes"], "kube"),
         ("daemon", ["--plan-source", "file:PLAN"], ["prometheus_client"], "kube"),
+        ("daemon", ["--plan-source", "file:PLAN"], ["aiohttp"], "kube"),  # its HTTP server comes with the kube extra
         ("inventory", [], ["kubernetes"], "kube"),
         ("profile", ["--quick", "--out", "x.csv"], ["onnx", "onnxruntime", "openvino"], "profile"),
     ],
