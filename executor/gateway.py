@@ -70,14 +70,6 @@ DISCOVERY_KINDS = (("discovery.k8s.io/v1", "EndpointSlice"), ("discovery.k8s.io/
 SLICE_SERVICE_LABEL = "kubernetes.io/service-name"
 
 
-def _register_discovery_resources() -> None:
-    from .kube import RESOURCES
-
-    RESOURCES.setdefault(("v1", "Endpoints"), ("/api/v1", "endpoints", True))
-    for api in ("discovery.k8s.io/v1", "discovery.k8s.io/v1beta1"):
-        RESOURCES.setdefault((api, "EndpointSlice"), (f"/apis/{api}", "endpointslices", True))
-
-
 def endpoint_urls(kind: str, obj: dict) -> tuple[str, list[str]]:
     """(Service name, ready server URLs) of one Endpoints or EndpointSlice object (port named ``http``,
     else the first; EndpointSlice endpoints whose ``ready`` condition is false or ``terminating`` is
@@ -509,7 +501,6 @@ class Gateway:
         self._read_endpoints_file()
         await self.reload_plan()
         if c.kube_namespace:
-            _register_discovery_resources()
             threading.Thread(target=self._kube_watch_thread, name="endpoints-watch", daemon=True).start()
         self._tasks.append(asyncio.create_task(self._watch_loop()))
 

@@ -43,8 +43,16 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): ("/apis/rbac.authorization.k8s.io/v1",
                                                              "clusterrolebindings", False),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies", True),
+    # what the gateway discovers servers from (read-only): EndpointSlices (discovery.k8s.io/v1 from
+    # Kubernetes 1.21, v1beta1 on 1.20), else Endpoints
+    ("v1", "Endpoints"): ("/api/v1", "endpoints", True),
+    ("discovery.k8s.io/v1", "EndpointSlice"): ("/apis/discovery.k8s.io/v1", "endpointslices", True),
+    ("discovery.k8s.io/v1beta1", "EndpointSlice"): ("/apis/discovery.k8s.io/v1beta1", "endpointslices", True),
 }
-KINDS = {kind: (api, kind) for (api, kind) in RESOURCES}
+#: kind -> (apiVersion, kind); a kind served under several versions maps to the first listed (the newest)
+KINDS: dict[str, tuple[str, str]] = {}
+for _api, _kind in RESOURCES:
+    KINDS.setdefault(_kind, (_api, _kind))
 
 
 class KubeError(Exception):

@@ -205,3 +205,25 @@ def test_diff_and_normalise():
     assert not _plan_id_only(d)
     assert _plan_id_only(["metadata.annotations[synergai.io/plan-id]: 'a' -> 'b'"])
     assert diff({"a": 1}, {"b": 1}) == ["a: removed", "b: added"]
+
+
+def test_discovery_kinds_are_supported_without_the_gateway():
+    """Endpoints and EndpointSlices (discovery.k8s.io/v1, v1beta1 on 1.20) are kinds of the REST layer
+    itself: nobody has to patch them in (the gateway used to, at startup). A fresh interpreter, so no
+    earlier import can have added them."""
+    import subprocess
+    import sys
+
+    code = ("from synergai.executor.kube import KINDS, KubeClient as K\n"
+            "print(K.path('v1', 'Endpoints', 'ns'))\n"
+            "print(K.path('discovery.k8s.io/v1', 'EndpointSlice', 'ns', 'x'))\n"
+            "print(K.path('discovery.k8s.io/v1beta1', 'EndpointSlice', 'ns'))\n"
+            "print(KINDS['EndpointSlice'][0])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["/api/v1/namespaces/ns/endpoints",
+                                "/apis/discovery.k8s.io/v1/namespaces/ns/endpointslices/x",
+                                "/apis/discovery.k8s.io/v1beta1/namespaces/ns/endpointslices",
+                                "discovery.k8s.io/v1"]  # the newest version first
+    with pytest.raises(ValueError):
+        KubeClient.path("discovery.k8s.io/v1", "EndpointSlice")  # namespaced

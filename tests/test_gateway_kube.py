@@ -45,9 +45,8 @@ def small_plan(path):
 
 def slice_urls(kube, ns) -> dict[str, list[str]]:
     """Service -> ready addresses in its EndpointSlices (what the controller published)."""
-    from synergai.executor.gateway import _register_discovery_resources, endpoint_urls
+    from synergai.executor.gateway import endpoint_urls
 
-    _register_discovery_resources()
     items, _ = kube.list("discovery.k8s.io/v1beta1", "EndpointSlice", ns)
     out: dict[str, list[str]] = {}
     for it in items:
