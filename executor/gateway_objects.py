@@ -1,7 +1,7 @@
 """Kubernetes objects of the request path, as plain dicts (what ``kubectl apply`` takes).
 
-* :func:`gateway_objects`: the gateway's ServiceAccount, Role (read Endpoints, Services and the plan
-  ConfigMap) + RoleBinding, Deployment, Service and a NetworkPolicy (ingress on the gateway port only;
+* :func:`gateway_objects`: the gateway's ServiceAccount, Role (read EndpointSlices, Endpoints, Services
+  and the plan ConfigMap) + RoleBinding, Deployment, Service and a NetworkPolicy (ingress on the gateway port only;
   egress to the inference pods, the API server and DNS);
 * :func:`triton_configmaps`: one ConfigMap per Triton-served server group with every hosted model's
   ``config.pbtxt`` (max batch size, dynamic batching delay from the plan's batch wait, instance count,
@@ -98,6 +98,8 @@ def gateway_objects(plan: Plan, *, namespace: Optional[str] = None, images: Opti
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(GATEWAY_NAME),
             "rules": [
                 {"apiGroups": [""], "resources": ["endpoints", "services"], "verbs": ["get", "list", "watch"]},
+                # server discovery: EndpointSlices first (discovery.k8s.io/v1, v1beta1 on 1.20), Endpoints fallback
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [plan_configmap],
                  "verbs": ["get", "watch"]},
             ]}

@@ -91,8 +91,14 @@ def test_deploy_rbac_is_enough_and_no_more(kube_cluster, kube_admin, kube_namesp
         stale = copy.deepcopy(stale)
         stale["metadata"]["name"] = "stale-svc"
         kube_admin.apply(stale, ns, field_manager="old-synergai")
+        # a dropped server group's ConfigMap (its server.json): prune deletes it too (`delete` on configmaps)
+        stale_cm = copy.deepcopy(next(d for d in ms.dicts() if d["kind"] == "ConfigMap"))
+        stale_cm["metadata"]["name"] = "stale-server-group"
+        kube_admin.apply(stale_cm, ns, field_manager="old-synergai")
+        assert ("ConfigMap", "stale-server-group") in managed(kube_admin, ns)
         kube_admin.delete("apps/v1", "Deployment", ms.workloads[1].name, ns)  # wakes the daemon
         wait_for(lambda: converged(kube_admin, ns, ms), 10, what="pruned and re-created")
+        assert kube_admin.get("v1", "ConfigMap", "stale-server-group", ns) is None
         assert kube_admin.get("v1", "ConfigMap", "synergai-status", ns)["data"]["inSync"] == "true"
         st = json.loads(rd.get("/status")[1])
         assert st["lastError"] == "" and not rd.daemon._nodes_forbidden
@@ -112,7 +118,8 @@ def test_deploy_rbac_is_enough_and_no_more(kube_cluster, kube_admin, kube_namesp
     # and in its own namespace only what the Role lists
     for call in (lambda: me.list("v1", "Pod", ns),
                  lambda: me.request("GET", f"/api/v1/namespaces/{ns}/secrets"),
-                 lambda: me.delete("v1", "ConfigMap", "the-plan", ns),
+                 lambda: me.request("PUT", f"/api/v1/namespaces/{ns}/configmaps/the-plan",
+                                    body=kube_admin.get("v1", "ConfigMap", "the-plan", ns)),
                  lambda: me.request("PUT", f"/apis/apps/v1/namespaces/{ns}/deployments/{ms.workloads[0].name}",
                                     body=kube_admin.get("apps/v1", "Deployment", ms.workloads[0].name, ns)),
                  lambda: me.request("PATCH", "/api/v1/nodes/fake-node-1", body={"metadata": {"labels": {"x": "y"}}},
