@@ -21,15 +21,16 @@ SETTINGS = settings(
 
 
 def exact_pack(items, cap, nodes) -> bool:
-    """Exact bin packing by depth-first search (small instances only): independent of FFD."""
+    """Exact bin packing by depth-first search: independent of FFD.  Identical items go to nodes in
+    non-decreasing order and nodes with the same free capacity are tried once (symmetry)."""
     items = sorted(items, key=lambda it: tuple(-x for x in it))
     free = [list(cap) for _ in range(nodes)]
 
-    def go(i):
+    def go(i, lo):
         if i == len(items):
             return True
         seen = set()
-        for n in range(nodes):
+        for n in range(lo, nodes):
             key = tuple(round(x, 9) for x in free[n])
             if key in seen:
                 continue
@@ -37,13 +38,14 @@ def exact_pack(items, cap, nodes) -> bool:
             if all(items[i][r] <= free[n][r] + 1e-9 for r in range(3)):
                 for r in range(3):
                     free[n][r] -= items[i][r]
-                if go(i + 1):
+                nxt = n if i + 1 < len(items) and items[i + 1] == items[i] else 0
+                if go(i + 1, nxt):
                     return True
                 for r in range(3):
                     free[n][r] += items[i][r]
         return False
 
-    return go(0)
+    return go(0, 0)
 
 
 def check_invariants(plan, profiles, cluster, workload):
@@ -75,7 +77,7 @@ def check_invariants(plan, profiles, cluster, workload):
     for name, its in items.items():
         p = pools[name]
         cap = (p.cpu, p.memory_mb, float(p.accelerators))
-        packs = pack_ffd(its, cap, p.nodes) is not None or (len(its) <= 12 and exact_pack(its, cap, p.nodes))
+        packs = pack_ffd(its, cap, p.nodes) is not None or (len(its) <= 60 and exact_pack(its, cap, p.nodes))
         assert packs, f"servers of {name} do not pack onto its {p.nodes} nodes"
         assert len(modes.get(name, ())) <= 1, f"two power modes on {name}"
     for d in workload.models:
@@ -117,7 +119,7 @@ def test_adding_a_node_never_increases_unserved(seed, which):
     def weighted(plan):
         return sum(u.rate_rps * w.demand(u.model).priority for u in plan.unserved)
 
-    assert weighted(after) <= weighted(before) + 1e-6
+    assert weighted(after) <= weighted(before) * (1 + 1e-6) + 1e-6  # solver tolerances
 
 
 @pytest.mark.parametrize("solver", available_solvers())
