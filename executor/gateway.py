@@ -7,7 +7,10 @@ Per ``POST /v2/models/{m}[/versions/{v}]/infer``:
 2. routing (``--routing``): ``synergai`` = ``OnlineScheduler.assign`` over the live servers (each
    scheduler replica is one concrete server URL of the group), ``lor`` = least outstanding requests,
    ``rr`` = round robin, all over the servers hosting the model;
-3. forward the body unchanged with a pooled keep-alive client; on an answer, ``complete()`` with the
+3. forward the body unchanged with a pooled keep-alive client (to ``/v2/models/<name>/...``, ``<name>``
+   being what the chosen group serves the model under: on Triton-served groups
+   ``manifests.triton_model_name(model)``, which differs from the model only when that is not a safe
+   folder name; the answer's ``model_name`` is then that name); on an answer, ``complete()`` with the
    measured times (finish = answer received, start = finish - the server's reported compute time) so
    queue estimates and drift recalibration follow real completions;
 4. a server that fails before answering (refused, reset, died mid-request) is ejected and the request
@@ -41,6 +44,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import quote
 from pathlib import Path
 from typing import Any, Optional
 
@@ -51,6 +55,7 @@ from synergai.models import InputError, Plan
 from . import v2
 from .httpkit import (HttpLimits, TokenAuth, add_v2_routes, json_error, json_response, make_app, prometheus, read_body,
                       run_main)
+from .manifests import runtime_model_name, server_runtime
 from .serve import group_assignments
 
 log = logging.getLogger("synergai.gateway")
@@ -135,8 +140,17 @@ class Router:
         self.pools = {p.name: p for p in plan.pools}
         self.deadline_ms = {d.model: d.deadline_ms for d in plan.demands}
         self.targets: dict[str, list[Target]] = {}    # model -> every live server hosting it (rr / lor)
+        # (group, model) -> the name the group's servers serve the model under, where it is not the model's:
+        # Triton's directory name (manifests.runtime_model_name: the same rule as server.json's runtime_name)
+        self.upstream_names: dict[tuple[str, str], str] = {}
         srv_pool = {s.name: s.pool for s in plan.server_groups()}
         for grp, assigns in self.groups.items():
+            if assigns:
+                runtime = server_runtime(assigns)
+                for a in assigns:
+                    up = runtime_model_name(a.model, runtime)
+                    if up != a.model:
+                        self.upstream_names[(grp, a.model)] = up
             for a in assigns:
                 if a.replicas > 0:
                     for u in self.endpoints[grp]:
@@ -156,6 +170,15 @@ class Router:
         self._rr: dict[str, Any] = {m: itertools.cycle(range(len(t))) for m, t in self.targets.items()}
         if previous is not None:
             self._carry(previous)
+
+    def upstream_path(self, request: web.Request, group: str, suffix: str) -> str:
+        """The path to ask a server of ``group`` for the request's model (``suffix``: ``/infer`` or ``""``):
+        the request's own path unless the group serves the model under another name (Triton)."""
+        up = self.upstream_names.get((group, request.match_info["model"]))
+        if up is None:
+            return request.path
+        ver = request.match_info.get("version")
+        return f"/v2/models/{quote(up, safe='')}" + (f"/versions/{quote(ver, safe='')}" if ver else "") + suffix
 
     def url_of(self, replica: int) -> Optional[str]:
         grp, i = self.sched.servers[replica]
@@ -576,7 +599,8 @@ class Gateway:
             return json_error(404, f"unknown model {model[:100]!r} (not served by the live plan)")
         t = r.pick("lor", model, None, 0.0, None, self.inflight)
         try:
-            async with self.session.get(t.target.url + request.path) as resp:  # type: ignore[union-attr]
+            path = r.upstream_path(request, t.target.group, suffix)
+            async with self.session.get(t.target.url + path) as resp:  # type: ignore[union-attr]
                 body = await resp.read()
                 return web.Response(body=body, status=resp.status,
                                     content_type=resp.content_type or "application/json")
@@ -646,7 +670,8 @@ class Gateway:
             tu = loop.time()
             err = None
             try:
-                async with self.session.post(url + request.path, data=body, headers=fwd) as resp:  # type: ignore[union-attr]
+                path = r.upstream_path(request, pick.target.group, "/infer")
+                async with self.session.post(url + path, data=body, headers=fwd) as resp:  # type: ignore[union-attr]
                     payload = await resp.read()
                     status, rh = resp.status, resp.headers
             except asyncio.TimeoutError:

@@ -280,6 +280,12 @@ def triton_model_name(model: str) -> str:
     return model if _SAFE_DIR.match(model) and model not in (".", "..") else dns_name(model, kind="triton-model")
 
 
+def runtime_model_name(model: str, runtime: str) -> str:
+    """The name a server of a group with ``runtime`` serves ``model`` under (``server.json``'s
+    ``runtime_name``, what the gateway forwards to): :func:`triton_model_name` on Triton, else the model."""
+    return triton_model_name(model) if runtime == RUNTIME_TRITON else model
+
+
 def server_runtime(assigns: list[Assignment]) -> str:
     """The runtime of a server group (one process, so one runtime for every hosted model):
 
@@ -307,7 +313,7 @@ def server_config(group: Server, assigns: list[Assignment], runtime: str) -> dic
         plat = triton_platform(c.engine, c.accelerator) if runtime == RUNTIME_TRITON else None
         if runtime == RUNTIME_TRITON and plat is None:
             plat = "onnxruntime_onnx"  # a CPU engine in a Triton group: ONNX Runtime backend, KIND_CPU
-        name = triton_model_name(a.model) if runtime == RUNTIME_TRITON else a.model
+        name = runtime_model_name(a.model, runtime)
         models.append({
             "model": a.model,
             "runtime_name": name,
