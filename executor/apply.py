@@ -19,6 +19,7 @@ Three phases, so a bad object never leaves the cluster half-updated:
 A change confined to the ``synergai.io/plan-id`` annotation is written (the objects then
 name the live plan) but reported as *unchanged*: the workload itself does not change.
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,12 +54,12 @@ class ApplyError(Exception):
 
 @dataclass
 class Change:
-    action: str                 # created | updated | unchanged | deleted
+    action: str  # created | updated | unchanged | deleted
     kind: str
     name: str
     details: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
-    refreshed: bool = False     # only the plan-id annotation differed (written anyway)
+    refreshed: bool = False  # only the plan-id annotation differed (written anyway)
     written: bool = False
 
     @property
@@ -104,7 +105,9 @@ class ApplyResult:
             extra = ""
             if ch.action == "updated" and ch.details:
                 shown = ch.details[:4]
-                extra = "  (" + "; ".join(shown) + (f"; +{len(ch.details) - 4} more" if len(ch.details) > 4 else "") + ")"
+                extra = (
+                    "  (" + "; ".join(shown) + (f"; +{len(ch.details) - 4} more" if len(ch.details) > 4 else "") + ")"
+                )
             elif ch.refreshed:
                 extra = "  (plan-id annotation refreshed)"
             if ch.conflicts:
@@ -166,8 +169,11 @@ def _rejected(e: KubeError, ref: str) -> ApplyError:
     if e.forbidden:
         return ApplyError(f"{ref}: forbidden: {e.message}", kube_error=e)
     if e.not_found and "namespaces" in e.message:
-        return ApplyError(f"{ref}: {e.message} (create the namespace first: synergai apply --create-namespace, "
-                          f"or kubectl create namespace NAME)", kube_error=e)
+        return ApplyError(
+            f"{ref}: {e.message} (create the namespace first: synergai apply --create-namespace, "
+            f"or kubectl create namespace NAME)",
+            kube_error=e,
+        )
     if e.status in (400, 422) or (e.status >= 500 and not e.retryable):
         return ApplyError(f"{ref}: rejected by the API server: {e.message}", kube_error=e)
     return ApplyError(f"{ref}: {e}", kube_error=e)
@@ -180,10 +186,17 @@ def ensure_namespace(kube: KubeClient, namespace: str, *, dry_run: bool = False)
         if kube.get("v1", "Namespace", namespace) is not None:
             return None
         if dry_run:
-            raise ApplyError(f"{ref} does not exist: a dry run cannot check objects in it; apply without --dry-run "
-                             f"(with --create-namespace) or create it first: kubectl create namespace {namespace}")
-        kube.create({"apiVersion": "v1", "kind": "Namespace",
-                     "metadata": {"name": namespace, "labels": {"app.kubernetes.io/created-by": "synergai"}}})
+            raise ApplyError(
+                f"{ref} does not exist: a dry run cannot check objects in it; apply without --dry-run "
+                f"(with --create-namespace) or create it first: kubectl create namespace {namespace}"
+            )
+        kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": namespace, "labels": {"app.kubernetes.io/created-by": "synergai"}},
+            }
+        )
     except KubeError as e:
         if e.conflict:  # created meanwhile
             return None
@@ -191,11 +204,19 @@ def ensure_namespace(kube: KubeClient, namespace: str, *, dry_run: bool = False)
     return Change("created", "Namespace", namespace, written=True)
 
 
-def apply_objects(kube: KubeClient, objs: list[dict], namespace: str, *, dry_run: bool = False,
-                  prune: bool = False, force_conflicts: bool = True, write_interval: float = 0.0,
-                  stop: Optional[threading.Event] = None,
-                  on_write: Optional[Callable[[Change, float], None]] = None,
-                  create_namespace: bool = False) -> ApplyResult:
+def apply_objects(
+    kube: KubeClient,
+    objs: list[dict],
+    namespace: str,
+    *,
+    dry_run: bool = False,
+    prune: bool = False,
+    force_conflicts: bool = True,
+    write_interval: float = 0.0,
+    stop: Optional[threading.Event] = None,
+    on_write: Optional[Callable[[Change, float], None]] = None,
+    create_namespace: bool = False,
+) -> ApplyResult:
     """Make the namespace hold ``objs`` (see module docstring). Raises :class:`ApplyError`.
 
     ``create_namespace``: create the namespace first when it does not exist (reported as a created
@@ -230,8 +251,11 @@ def apply_objects(kube: KubeClient, objs: list[dict], namespace: str, *, dry_run
                     raise
                 conflicts = e.conflict_fields() or [e.message]
                 if not force_conflicts:
-                    raise ApplyError(f"{ref}: conflicts with other field managers: {', '.join(conflicts)} "
-                                     f"(allow taking over with force)", kube_error=e) from None
+                    raise ApplyError(
+                        f"{ref}: conflicts with other field managers: {', '.join(conflicts)} "
+                        f"(allow taking over with force)",
+                        kube_error=e,
+                    ) from None
                 would = kube.apply(obj, namespace, force=True, dry_run=True)
                 force = True
         except KubeError as e:

@@ -4,6 +4,7 @@ Registered by ``synergai.cli`` through :func:`register`. Bad input raises
 ``models.InputError`` (one line, exit 2) before anything touches the cluster; API errors
 print one line and exit 1.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,13 +73,23 @@ def _load(plan_file: Path, images: Optional[Path], *, gateway: bool = False, mod
         raise
 
 
-def manifests(plan_file: Path = typer.Argument(..., help="Plan JSON (from `synergai plan`)."),
-              out: Path = typer.Option(Path("manifests"), "--out", "-o", help="Directory for the YAML files."),
-              images: Optional[Path] = typer.Option(None, "--images", help="Image map YAML (default: executor/images.yaml)."),
-              namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Set metadata.namespace."),
-              validate: bool = typer.Option(True, "--validate/--no-validate", help="Validate offline (strict, Kubernetes 1.20)."),
-              gateway: bool = typer.Option(True, "--gateway/--no-gateway", help="Also write the gateway's objects (needs --namespace: its RoleBinding names it)."),
-              model_store: Optional[str] = typer.Option(None, "--model-store", help="Model files: pvc:CLAIM | hostpath:/DIR | none (default hostpath:/var/lib/synergai/models).")):
+def manifests(
+    plan_file: Path = typer.Argument(..., help="Plan JSON (from `synergai plan`)."),
+    out: Path = typer.Option(Path("manifests"), "--out", "-o", help="Directory for the YAML files."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Image map YAML (default: executor/images.yaml)."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Set metadata.namespace."),
+    validate: bool = typer.Option(True, "--validate/--no-validate", help="Validate offline (strict, Kubernetes 1.20)."),
+    gateway: bool = typer.Option(
+        True,
+        "--gateway/--no-gateway",
+        help="Also write the gateway's objects (needs --namespace: its RoleBinding names it).",
+    ),
+    model_store: Optional[str] = typer.Option(
+        None,
+        "--model-store",
+        help="Model files: pvc:CLAIM | hostpath:/DIR | none (default hostpath:/var/lib/synergai/models).",
+    ),
+):
     """Write the plan's objects as YAML, one file per object, plus a Kustomization: per server group a
     ConfigMap (server.json, Triton config.pbtxt), a Deployment and a Service; a Service per model; the
     gateway (unless --no-gateway).
@@ -94,17 +105,21 @@ def manifests(plan_file: Path = typer.Argument(..., help="Plan JSON (from `syner
     if namespace is not None and not is_dns1123_label(namespace):
         raise InputError(f"{namespace!r} is not a valid namespace name", field="--namespace")
     if gateway and namespace is None:
-        raise InputError("the gateway's RoleBinding names its namespace: give --namespace NAME (or --no-gateway)",
-                         field="--namespace")
+        raise InputError(
+            "the gateway's RoleBinding names its namespace: give --namespace NAME (or --no-gateway)",
+            field="--namespace",
+        )
     plan, ms = _load(plan_file, images, gateway=gateway, model_store=model_store)
     docs = ms.dicts(namespace)
     checks = ""
     if validate:
         from .validate import ManifestInvalid, have_kubernetes_validate, validate_all
 
-        checks = (f" (validated offline for Kubernetes {K8S_VERSION}, strict" +
-                  ("" if have_kubernetes_validate() else "; install kubernetes-validate for the official-schema check")
-                  + ")")
+        checks = (
+            f" (validated offline for Kubernetes {K8S_VERSION}, strict"
+            + ("" if have_kubernetes_validate() else "; install kubernetes-validate for the official-schema check")
+            + ")"
+        )
 
         try:
             validate_all(docs)
@@ -117,15 +132,17 @@ def manifests(plan_file: Path = typer.Argument(..., help="Plan JSON (from `syner
     files = []
     for d in docs:
         fn = f"{d['kind'].lower()}-{d['metadata']['name']}.yaml"
-        (out / fn).write_text(f"{GENERATED} from plan {plan.plan_id}\n" +
-                              yaml.safe_dump(d, sort_keys=False, allow_unicode=True))
+        (out / fn).write_text(
+            f"{GENERATED} from plan {plan.plan_id}\n" + yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
+        )
         files.append(fn)
     kust = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": files}
     if namespace:
         kust["namespace"] = namespace
     (out / KUSTOMIZATION).write_text(
         f"{GENERATED} from plan {plan.plan_id}; kubectl apply -k DIR reads this file, kubectl apply -f DIR the "
-        f"*.yaml objects beside it\n" + yaml.safe_dump(kust, sort_keys=False))
+        f"*.yaml objects beside it\n" + yaml.safe_dump(kust, sort_keys=False)
+    )
     removed = 0
     for f in stale - {out / fn for fn in files} - {out / KUSTOMIZATION}:
         if f.exists():
@@ -136,24 +153,48 @@ def manifests(plan_file: Path = typer.Argument(..., help="Plan JSON (from `syner
         kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
     what = ", ".join(f"{n} {kd}{'s' if n > 1 else ''}" for kd, n in sorted(kinds.items()))
     shared = sum(1 for s in ms.servers if s.shared)
-    print(f"wrote {len(docs)} objects ({what}) for plan {plan.plan_id}: {len(ms.servers)} server groups"
-          f"{f' ({shared} shared)' if shared else ''}{', with the gateway' if gateway else ''}, to {out}/{checks}"
-          + (f"; removed {removed} stale files" if removed else ""))
+    print(
+        f"wrote {len(docs)} objects ({what}) for plan {plan.plan_id}: {len(ms.servers)} server groups"
+        f"{f' ({shared} shared)' if shared else ''}{', with the gateway' if gateway else ''}, to {out}/{checks}"
+        + (f"; removed {removed} stale files" if removed else "")
+    )
     print(f"apply with: kubectl apply -f {out}/   or   kubectl apply -k {out}/   or   synergai apply {plan_file}")
 
 
-def apply(plan_file: Path = typer.Argument(..., help="Plan JSON (from `synergai plan`)."),
-          kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Kubeconfig (default: in-cluster, then $KUBECONFIG / ~/.kube/config)."),
-          context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
-          namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Target namespace (default: the context's, else `default`)."),
-          dry_run: bool = typer.Option(False, "--dry-run", help="Server-side dry run: show the diff, write nothing."),
-          prune: bool = typer.Option(False, "--prune", help="Delete the synergai-managed Deployments/Services/ConfigMaps of server groups and models the plan no longer has (never the gateway)."),
-          images: Optional[Path] = typer.Option(None, "--images", help="Image map YAML (default: executor/images.yaml)."),
-          force_conflicts: bool = typer.Option(True, "--force-conflicts/--no-force-conflicts", help="Take over fields another manager changed (default) or stop."),
-          create_namespace: bool = typer.Option(False, "--create-namespace", help="Create the namespace if it does not exist."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not list unchanged objects."),
-          gateway: bool = typer.Option(True, "--gateway/--no-gateway", help="Also apply the gateway's objects (never pruned)."),
-          model_store: Optional[str] = typer.Option(None, "--model-store", help="Model files: pvc:CLAIM | hostpath:/DIR | none (default hostpath:/var/lib/synergai/models).")):
+def apply(
+    plan_file: Path = typer.Argument(..., help="Plan JSON (from `synergai plan`)."),
+    kubeconfig: Optional[Path] = typer.Option(
+        None, "--kubeconfig", help="Kubeconfig (default: in-cluster, then $KUBECONFIG / ~/.kube/config)."
+    ),
+    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
+    namespace: Optional[str] = typer.Option(
+        None, "--namespace", "-n", help="Target namespace (default: the context's, else `default`)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Server-side dry run: show the diff, write nothing."),
+    prune: bool = typer.Option(
+        False,
+        "--prune",
+        help="Delete the synergai-managed Deployments/Services/ConfigMaps of server groups and models the plan no longer has (never the gateway).",
+    ),
+    images: Optional[Path] = typer.Option(None, "--images", help="Image map YAML (default: executor/images.yaml)."),
+    force_conflicts: bool = typer.Option(
+        True,
+        "--force-conflicts/--no-force-conflicts",
+        help="Take over fields another manager changed (default) or stop.",
+    ),
+    create_namespace: bool = typer.Option(
+        False, "--create-namespace", help="Create the namespace if it does not exist."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not list unchanged objects."),
+    gateway: bool = typer.Option(
+        True, "--gateway/--no-gateway", help="Also apply the gateway's objects (never pruned)."
+    ),
+    model_store: Optional[str] = typer.Option(
+        None,
+        "--model-store",
+        help="Model files: pvc:CLAIM | hostpath:/DIR | none (default hostpath:/var/lib/synergai/models).",
+    ),
+):
     """Server-side apply the plan and print what changed (created / updated / deleted / unchanged)."""
     _need_kube()
     from .apply import ApplyError, apply_objects
@@ -167,8 +208,15 @@ def apply(plan_file: Path = typer.Argument(..., help="Plan JSON (from `synergai 
     kube = KubeClient.from_kubeconfig(kcfg, context)
     ns = namespace or default_namespace(kcfg, context)
     try:
-        res = apply_objects(kube, ms.dicts(ns), ns, dry_run=dry_run, prune=prune, force_conflicts=force_conflicts,
-                            create_namespace=create_namespace)
+        res = apply_objects(
+            kube,
+            ms.dicts(ns),
+            ns,
+            dry_run=dry_run,
+            prune=prune,
+            force_conflicts=force_conflicts,
+            create_namespace=create_namespace,
+        )
     except ApplyError as e:
         if e.written:
             print(f"written before the error: {', '.join(e.written)}", file=sys.stderr)
@@ -184,22 +232,44 @@ def apply(plan_file: Path = typer.Argument(..., help="Plan JSON (from `synergai 
     print(f"plan {plan.plan_id}: {res.summary()}")
 
 
-def daemon(plan_source: str = typer.Option(..., "--plan-source", help="file:PATH or configmap:NS/NAME (a plan, or a workload to plan for the cluster)."),
-           interval: float = typer.Option(30.0, "--interval", help="Full resync period, s (watches react sooner)."),
-           kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Kubeconfig (default: in-cluster, then $KUBECONFIG / ~/.kube/config)."),
-           context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
-           namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace to manage (default: the pod's / the context's)."),
-           port: int = typer.Option(8080, "--port", help="HTTP port for /healthz /readyz /metrics /v1/assign (0: any free port)."),
-           host: str = typer.Option("0.0.0.0", "--host", help="HTTP bind address."),
-           prune: bool = typer.Option(True, "--prune/--no-prune", help="Delete managed objects the plan no longer has."),
-           images: Optional[Path] = typer.Option(None, "--images", help="Image map YAML."),
-           cluster: Optional[Path] = typer.Option(None, "--cluster", help="ClusterSpec for workload sources (default: inventory from Node labels)."),
-           profiles: Optional[Path] = typer.Option(None, "--profiles", help="Profiles for workload sources (default: embedded)."),
-           force_conflicts: bool = typer.Option(True, "--force-conflicts/--no-force-conflicts", help="Take over fields other managers changed."),
-           write_interval: float = typer.Option(0.0, "--write-interval", help="Pause between object writes, s."),
-           status_configmap: str = typer.Option("synergai-status", "--status-configmap", help="ConfigMap for status ('' to disable)."),
-           token_file: Optional[Path] = typer.Option(None, "--token-file", help="Bearer token for POST /v1/assign (a mounted Secret, re-read when it changes; default $SYNERGAI_TOKEN_FILE). Without one /v1/assign refuses everyone."),
-           log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error")):
+def daemon(
+    plan_source: str = typer.Option(
+        ..., "--plan-source", help="file:PATH or configmap:NS/NAME (a plan, or a workload to plan for the cluster)."
+    ),
+    interval: float = typer.Option(30.0, "--interval", help="Full resync period, s (watches react sooner)."),
+    kubeconfig: Optional[Path] = typer.Option(
+        None, "--kubeconfig", help="Kubeconfig (default: in-cluster, then $KUBECONFIG / ~/.kube/config)."
+    ),
+    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
+    namespace: Optional[str] = typer.Option(
+        None, "--namespace", "-n", help="Namespace to manage (default: the pod's / the context's)."
+    ),
+    port: int = typer.Option(
+        8080, "--port", help="HTTP port for /healthz /readyz /metrics /v1/assign (0: any free port)."
+    ),
+    host: str = typer.Option("0.0.0.0", "--host", help="HTTP bind address."),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="Delete managed objects the plan no longer has."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Image map YAML."),
+    cluster: Optional[Path] = typer.Option(
+        None, "--cluster", help="ClusterSpec for workload sources (default: inventory from Node labels)."
+    ),
+    profiles: Optional[Path] = typer.Option(
+        None, "--profiles", help="Profiles for workload sources (default: embedded)."
+    ),
+    force_conflicts: bool = typer.Option(
+        True, "--force-conflicts/--no-force-conflicts", help="Take over fields other managers changed."
+    ),
+    write_interval: float = typer.Option(0.0, "--write-interval", help="Pause between object writes, s."),
+    status_configmap: str = typer.Option(
+        "synergai-status", "--status-configmap", help="ConfigMap for status ('' to disable)."
+    ),
+    token_file: Optional[Path] = typer.Option(
+        None,
+        "--token-file",
+        help="Bearer token for POST /v1/assign (a mounted Secret, re-read when it changes; default $SYNERGAI_TOKEN_FILE). Without one /v1/assign refuses everyone.",
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error"),
+):
     """Reconcile loop: keep the namespace equal to the plan; serve /v1/assign."""
     _need_kube("prometheus_client", "aiohttp")  # aiohttp: its HTTP server (httpkit)
     from .daemon import DaemonConfig, main
@@ -216,14 +286,24 @@ def daemon(plan_source: str = typer.Option(..., "--plan-source", help="file:PATH
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise InputError(f"unknown log level {log_level!r}", field="--log-level")
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = DaemonConfig(plan_source=plan_source, namespace=namespace, kubeconfig=str(kubeconfig) if kubeconfig else None,
-                       context=context, interval=interval, host=host, port=port, prune=prune,
-                       images=str(images) if images else None, cluster=str(cluster) if cluster else None,
-                       profiles=str(profiles) if profiles else None, force_conflicts=force_conflicts,
-                       write_interval=write_interval, status_configmap=status_configmap or None,
-                       **({"token_file": str(token_file)} if token_file else {}))  # else $SYNERGAI_TOKEN_FILE
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = DaemonConfig(
+        plan_source=plan_source,
+        namespace=namespace,
+        kubeconfig=str(kubeconfig) if kubeconfig else None,
+        context=context,
+        interval=interval,
+        host=host,
+        port=port,
+        prune=prune,
+        images=str(images) if images else None,
+        cluster=str(cluster) if cluster else None,
+        profiles=str(profiles) if profiles else None,
+        force_conflicts=force_conflicts,
+        write_interval=write_interval,
+        status_configmap=status_configmap or None,
+        **({"token_file": str(token_file)} if token_file else {}),
+    )  # else $SYNERGAI_TOKEN_FILE
     if plan_source.startswith("file:"):
         p = Path(plan_source[5:])
         if not p.exists():
@@ -231,9 +311,11 @@ def daemon(plan_source: str = typer.Option(..., "--plan-source", help="file:PATH
     raise typer.Exit(main(cfg))
 
 
-def inventory(kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Kubeconfig."),
-              context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
-              out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the ClusterSpec YAML here (default: stdout).")):
+def inventory(
+    kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Kubeconfig."),
+    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the ClusterSpec YAML here (default: stdout)."),
+):
     """Build a ClusterSpec from Node labels (synergai.io/device, synergai.io/tier, synergai.io/pool, ...)."""
     import yaml
 

@@ -36,6 +36,7 @@ Embedding::
     ...
     stop.set()
 """
+
 from __future__ import annotations
 
 import json
@@ -65,15 +66,15 @@ class DaemonConfig:
     namespace: Optional[str] = None
     kubeconfig: Optional[str] = None
     context: Optional[str] = None
-    interval: float = 30.0            # full resync period, s
+    interval: float = 30.0  # full resync period, s
     host: str = "0.0.0.0"
-    port: int = 8080                  # 0: pick a free port (see Daemon.http_port)
+    port: int = 8080  # 0: pick a free port (see Daemon.http_port)
     prune: bool = True
-    images: Optional[str] = None      # image map file (default: executor/images.yaml)
-    cluster: Optional[str] = None     # ClusterSpec file: workload mode + pool check (default: Node labels)
-    profiles: Optional[str] = None    # profile CSV for workload mode (default: embedded)
+    images: Optional[str] = None  # image map file (default: executor/images.yaml)
+    cluster: Optional[str] = None  # ClusterSpec file: workload mode + pool check (default: Node labels)
+    profiles: Optional[str] = None  # profile CSV for workload mode (default: embedded)
     force_conflicts: bool = True
-    write_interval: float = 0.0       # pause between object writes, s (gentle on small API servers)
+    write_interval: float = 0.0  # pause between object writes, s (gentle on small API servers)
     status_configmap: Optional[str] = "synergai-status"
     field_manager: str = MANAGER
     watch: bool = True
@@ -84,11 +85,11 @@ class DaemonConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # HTTP hardening (executor.httpkit)
     token_file: Optional[str] = field(default_factory=lambda: os.environ.get("SYNERGAI_TOKEN_FILE") or None)
-    token: Optional[str] = None       # inline token (embedding, tests); token_file wins when both are set
-    max_body: int = 64 * 1024         # bytes of a /v1/assign body (413 beyond)
-    header_timeout: float = 10.0      # s to send request line + headers
-    body_timeout: float = 10.0        # s to send a body (408 beyond)
-    max_inflight: int = 256           # /v1/assign requests in progress (503 beyond)
+    token: Optional[str] = None  # inline token (embedding, tests); token_file wins when both are set
+    max_body: int = 64 * 1024  # bytes of a /v1/assign body (413 beyond)
+    header_timeout: float = 10.0  # s to send request line + headers
+    body_timeout: float = 10.0  # s to send a body (408 beyond)
+    max_inflight: int = 256  # /v1/assign requests in progress (503 beyond)
 
 
 # ------------------------------------------------------------------------------- metrics
@@ -101,30 +102,49 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.reconciles = Counter("synergai_reconciles_total", "Reconcile steps, by result.", ["result"], registry=r)
         self.errors = Counter("synergai_errors_total", "Errors, by kind.", ["kind"], registry=r)
-        self.objects = Gauge("synergai_objects_managed", "Objects the live plan manages, by kind.", ["kind"],
-                             registry=r)
-        self.changes = Counter("synergai_object_changes_total", "Objects created/updated/deleted.", ["action"],
-                               registry=r)
-        self.apply_latency = Histogram("synergai_apply_latency_seconds", "Latency of one object write.",
-                                       buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10), registry=r)
-        self.reconcile_seconds = Histogram("synergai_reconcile_seconds", "Duration of a reconcile step.",
-                                           buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60), registry=r)
-        self.conflicts = Counter("synergai_conflicts_total", "Field-manager conflicts resolved by forcing.",
-                                 registry=r)
-        self.retries = Counter("synergai_api_retries_total", "API calls retried, by HTTP status (0: no answer).",
-                               ["status"], registry=r)
-        self.watch_restarts = Counter("synergai_watch_restarts_total", "Watch restarts, by resource and reason.",
-                                      ["resource", "reason"], registry=r)
+        self.objects = Gauge(
+            "synergai_objects_managed", "Objects the live plan manages, by kind.", ["kind"], registry=r
+        )
+        self.changes = Counter(
+            "synergai_object_changes_total", "Objects created/updated/deleted.", ["action"], registry=r
+        )
+        self.apply_latency = Histogram(
+            "synergai_apply_latency_seconds",
+            "Latency of one object write.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.reconcile_seconds = Histogram(
+            "synergai_reconcile_seconds",
+            "Duration of a reconcile step.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.conflicts = Counter("synergai_conflicts_total", "Field-manager conflicts resolved by forcing.", registry=r)
+        self.retries = Counter(
+            "synergai_api_retries_total", "API calls retried, by HTTP status (0: no answer).", ["status"], registry=r
+        )
+        self.watch_restarts = Counter(
+            "synergai_watch_restarts_total",
+            "Watch restarts, by resource and reason.",
+            ["resource", "reason"],
+            registry=r,
+        )
         self.in_sync = Gauge("synergai_in_sync", "1 when the last reconcile succeeded.", registry=r)
-        self.last_success = Gauge("synergai_last_success_timestamp_seconds", "Time of the last good reconcile.",
-                                  registry=r)
+        self.last_success = Gauge(
+            "synergai_last_success_timestamp_seconds", "Time of the last good reconcile.", registry=r
+        )
         self.plan_info = Gauge("synergai_plan_info", "The live plan.", ["plan_id"], registry=r)
         self.pools_unmatched = Gauge("synergai_pools_unmatched", "Plan pools no Ready node matches.", registry=r)
-        self.assign_requests = Counter("synergai_assign_requests_total", "/v1/assign requests, by HTTP code.",
-                                       ["code"], registry=r)
-        self.assign_seconds = Histogram("synergai_assign_decision_seconds", "Online-stage decision time.",
-                                        buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2),
-                                        registry=r)
+        self.assign_requests = Counter(
+            "synergai_assign_requests_total", "/v1/assign requests, by HTTP code.", ["code"], registry=r
+        )
+        self.assign_seconds = Histogram(
+            "synergai_assign_decision_seconds",
+            "Online-stage decision time.",
+            buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2),
+            registry=r,
+        )
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
@@ -138,8 +158,16 @@ class Metrics:
 class Watcher(threading.Thread):
     """List+watch one resource; calls ``wake(reason)`` on relevant changes."""
 
-    def __init__(self, daemon: "Daemon", api_version: str, kind: str, namespace: str, *,
-                 label_selector: Optional[str] = None, field_selector: Optional[str] = None):
+    def __init__(
+        self,
+        daemon: Daemon,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        *,
+        label_selector: Optional[str] = None,
+        field_selector: Optional[str] = None,
+    ):
         super().__init__(name=f"watch-{kind.lower()}", daemon=True)
         self.d = daemon
         self.api_version, self.kind, self.namespace = api_version, kind, namespace
@@ -161,13 +189,22 @@ class Watcher(threading.Thread):
     def _fingerprint(self, obj: dict) -> tuple:
         md = obj.get("metadata") or {}
         if self.kind == "Deployment":  # status updates keep the generation: ignore them
-            return (md.get("generation"), json.dumps(md.get("labels"), sort_keys=True),
-                    json.dumps(md.get("annotations"), sort_keys=True), bool(md.get("deletionTimestamp")))
+            return (
+                md.get("generation"),
+                json.dumps(md.get("labels"), sort_keys=True),
+                json.dumps(md.get("annotations"), sort_keys=True),
+                bool(md.get("deletionTimestamp")),
+            )
         return (md.get("resourceVersion"),)
 
     def relist(self) -> None:
-        items, rv = self.kube.list(self.api_version, self.kind, self.namespace, label_selector=self.label_selector,
-                                   field_selector=self.field_selector)
+        items, rv = self.kube.list(
+            self.api_version,
+            self.kind,
+            self.namespace,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+        )
         fresh = {i["metadata"]["uid"]: self._fingerprint(i) for i in items}
         if self.seen and fresh != self.seen:
             self.d.wake(f"{self.kind} changed while not watching")
@@ -183,10 +220,16 @@ class Watcher(threading.Thread):
                     self.relist()
                     need_list = False
                 self.started_watches += 1
-                for ev in self.kube.watch(self.api_version, self.kind, self.namespace, self.rv,
-                                          label_selector=self.label_selector, field_selector=self.field_selector,
-                                          timeout_seconds=self.d.config.watch_timeout,
-                                          on_open=lambda r: setattr(self, "_resp", r)):
+                for ev in self.kube.watch(
+                    self.api_version,
+                    self.kind,
+                    self.namespace,
+                    self.rv,
+                    label_selector=self.label_selector,
+                    field_selector=self.field_selector,
+                    timeout_seconds=self.d.config.watch_timeout,
+                    on_open=lambda r: setattr(self, "_resp", r),
+                ):
                     failures = 0
                     obj = ev.get("object") or {}
                     md = obj.get("metadata") or {}
@@ -235,7 +278,7 @@ class Watcher(threading.Thread):
 # ------------------------------------------------------------------------------- HTTP
 
 
-def _http_app(daemon: "Daemon"):
+def _http_app(daemon: Daemon):
     """The daemon's aiohttp application (handlers run on the HTTP thread's event loop; the daemon's
     methods they call take its locks for microseconds)."""
     from aiohttp import web
@@ -293,8 +336,9 @@ def _http_app(daemon: "Daemon"):
 
 
 class Daemon:
-    def __init__(self, config: DaemonConfig, *, kube: Optional[KubeClient] = None,
-                 stop: Optional[threading.Event] = None):
+    def __init__(
+        self, config: DaemonConfig, *, kube: Optional[KubeClient] = None, stop: Optional[threading.Event] = None
+    ):
         self.config = config
         self.stop = stop or threading.Event()
         self.metrics = Metrics()
@@ -304,8 +348,13 @@ class Daemon:
         self.cluster_spec = ClusterSpec.load(config.cluster) if config.cluster else None
         self._profiles = None
         if kube is None:
-            kube = KubeClient.from_kubeconfig(config.kubeconfig, config.context, field_manager=config.field_manager,
-                                              retry=config.retry, stop=self.stop)
+            kube = KubeClient.from_kubeconfig(
+                config.kubeconfig,
+                config.context,
+                field_manager=config.field_manager,
+                retry=config.retry,
+                stop=self.stop,
+            )
         else:
             kube = kube.with_stop(self.stop)
         kube.on_retry = lambda e: self.metrics.retries.labels(str(e.status)).inc()
@@ -315,7 +364,7 @@ class Daemon:
         self._lock = threading.RLock()
         self._sched_lock = threading.Lock()
         # state
-        self.plan: Optional[Plan] = None            # live plan: last one applied successfully
+        self.plan: Optional[Plan] = None  # live plan: last one applied successfully
         self.manifests: Optional[ManifestSet] = None
         self.scheduler = None
         self._doc_digest: Optional[str] = None
@@ -330,9 +379,9 @@ class Daemon:
         self._started = False
         self._status_written: Optional[dict] = None
         self._nodes_forbidden = False
-        self.http: Optional[Any] = None              # httpkit.ThreadedServer
+        self.http: Optional[Any] = None  # httpkit.ThreadedServer
         self.watchers: list[Watcher] = []
-        self.step_listeners: list[Callable[["Daemon"], None]] = []
+        self.step_listeners: list[Callable[[Daemon], None]] = []
 
     # ---------------------------------------------------------------- lifecycle
     @property
@@ -343,8 +392,13 @@ class Daemon:
         from .httpkit import HttpLimits
 
         c = self.config
-        return HttpLimits(max_body=c.max_body, header_timeout=c.header_timeout, body_timeout=c.body_timeout,
-                          max_inflight=c.max_inflight, max_connections=1024)
+        return HttpLimits(
+            max_body=c.max_body,
+            header_timeout=c.header_timeout,
+            body_timeout=c.body_timeout,
+            max_inflight=c.max_inflight,
+            max_connections=1024,
+        )
 
     def start_http(self) -> None:
         if self.http is not None or self.config.port < 0:
@@ -356,23 +410,34 @@ class Daemon:
 
         c = self.config
         self.http = ThreadedServer(lambda: _http_app(self), c.host, c.port, self.http_limits()).start()
-        auth = "token file " + c.token_file if c.token_file else ("inline token" if c.token else
-                                                                  "NO token: /v1/assign refuses everyone")
-        log.info("serving /healthz /readyz /metrics /status and POST /v1/assign (bearer token: %s) on %s:%d",
-                 auth, c.host, self.http_port)
+        auth = (
+            "token file " + c.token_file
+            if c.token_file
+            else ("inline token" if c.token else "NO token: /v1/assign refuses everyone")
+        )
+        log.info(
+            "serving /healthz /readyz /metrics /status and POST /v1/assign (bearer token: %s) on %s:%d",
+            auth,
+            c.host,
+            self.http_port,
+        )
 
     def start_watches(self) -> None:
         if not self.config.watch:
             return
         ns = self.namespace
-        self.watchers = [Watcher(self, "apps/v1", "Deployment", ns, label_selector=MANAGED_SELECTOR),
-                         Watcher(self, "v1", "Service", ns, label_selector=MANAGED_SELECTOR),
-                         # server-group ConfigMaps (not the daemon's own status ConfigMap)
-                         Watcher(self, "v1", "ConfigMap", ns,
-                                 label_selector=f"{MANAGED_SELECTOR},{LABEL_COMPONENT}=server-config")]
+        self.watchers = [
+            Watcher(self, "apps/v1", "Deployment", ns, label_selector=MANAGED_SELECTOR),
+            Watcher(self, "v1", "Service", ns, label_selector=MANAGED_SELECTOR),
+            # server-group ConfigMaps (not the daemon's own status ConfigMap)
+            Watcher(self, "v1", "ConfigMap", ns, label_selector=f"{MANAGED_SELECTOR},{LABEL_COMPONENT}=server-config"),
+        ]
         if isinstance(self.source, ConfigMapSource):
-            self.watchers.append(Watcher(self, "v1", "ConfigMap", self.source.namespace,
-                                         field_selector=f"metadata.name={self.source.name}"))
+            self.watchers.append(
+                Watcher(
+                    self, "v1", "ConfigMap", self.source.namespace, field_selector=f"metadata.name={self.source.name}"
+                )
+            )
         for w in self.watchers:
             w.start()
 
@@ -385,16 +450,24 @@ class Daemon:
         self._started = True
         self.start_http()
         self.start_watches()
-        log.info("synergai daemon: source %s, namespace %s, interval %gs, prune %s", self.source, self.namespace,
-                 self.config.interval, "on" if self.config.prune else "off")
+        log.info(
+            "synergai daemon: source %s, namespace %s, interval %gs, prune %s",
+            self.source,
+            self.namespace,
+            self.config.interval,
+            "on" if self.config.prune else "off",
+        )
         failures = 0
         try:
             while not self.stop.is_set():
                 self._heartbeat = time.monotonic()
                 ok = self.step()
                 failures = 0 if ok else failures + 1
-                wait = self.config.interval if ok else min(self.config.interval, self.config.max_backoff,
-                                                            0.5 * 2 ** min(failures, 10))
+                wait = (
+                    self.config.interval
+                    if ok
+                    else min(self.config.interval, self.config.max_backoff, 0.5 * 2 ** min(failures, 10))
+                )
                 if self._wait(wait):
                     break
         finally:
@@ -438,10 +511,16 @@ class Daemon:
         try:
             plan, ms = self._desired_state()
             # writes are paced by an event that is never set: a stop lets the step finish
-            result = apply_objects(self.kube, ms.dicts(), self.namespace, prune=self.config.prune,
-                                   force_conflicts=self.config.force_conflicts,
-                                   write_interval=self.config.write_interval, stop=threading.Event(),
-                                   on_write=self._on_write)
+            result = apply_objects(
+                self.kube,
+                ms.dicts(),
+                self.namespace,
+                prune=self.config.prune,
+                force_conflicts=self.config.force_conflicts,
+                write_interval=self.config.write_interval,
+                stop=threading.Event(),
+                on_write=self._on_write,
+            )
         except Stopped:
             return False
         except InputError as e:
@@ -548,8 +627,10 @@ class Daemon:
 
         inv = read_inventory(self.kube)
         if inv.cluster is None:
-            raise InputError("no ClusterSpec given and no Ready node carries the synergai.io/device label "
-                             "(see executor/README.md)", field="--cluster")
+            raise InputError(
+                "no ClusterSpec given and no Ready node carries the synergai.io/device label (see executor/README.md)",
+                field="--cluster",
+            )
         return inv.cluster, inv.cluster.model_dump_json()
 
     def _plan_workload(self, wl: WorkloadSpec, cluster: ClusterSpec, origin: str) -> Plan:
@@ -562,6 +643,7 @@ class Daemon:
                 self._profiles = ProfileTable.load(self.config.profiles)
             else:
                 from synergai import profiling_data
+
                 self._profiles = profiling_data.default_profiles()
         log.info("planning workload %s for %d pools", origin, len(cluster.pools))
         return plan_offline(self._profiles, cluster, wl, time_limit=self.config.plan_time_limit)
@@ -612,16 +694,27 @@ class Daemon:
         if not name:
             return
         st = self.status()
-        data = {"planId": st["planId"] or "", "planSource": st["planSource"], "inSync": str(st["inSync"]).lower(),
-                "lastError": st["lastError"], "objects": str(st["objects"]), "warnings": "\n".join(st["warnings"])}
+        data = {
+            "planId": st["planId"] or "",
+            "planSource": st["planSource"],
+            "inSync": str(st["inSync"]).lower(),
+            "lastError": st["lastError"],
+            "objects": str(st["objects"]),
+            "warnings": "\n".join(st["warnings"]),
+        }
         if data == self._status_written:
             return
         data["updated"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        cm = {"apiVersion": "v1", "kind": "ConfigMap",
-              "metadata": {"name": name, "namespace": self.namespace,
-                           "labels": {LABEL_PART_OF: MANAGER, LABEL_COMPONENT: "daemon-status",
-                                      LABEL_NAME: "synergai-daemon"}},
-              "data": data}
+        cm = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {LABEL_PART_OF: MANAGER, LABEL_COMPONENT: "daemon-status", LABEL_NAME: "synergai-daemon"},
+            },
+            "data": data,
+        }
         try:
             self.kube.apply(cm, self.namespace, force=True)
             data.pop("updated")
@@ -660,18 +753,29 @@ class Daemon:
             dt = time.perf_counter() - t
         self.metrics.assign_seconds.observe(dt)
         if d.replica < 0 or d.group < 0:
-            return 404, {"error": f"model {model!r} is not served by the live plan", "plan_id": plan.plan_id,
-                         "decision_time_us": round(dt * 1e6, 2)}
+            return 404, {
+                "error": f"model {model!r} is not served by the live plan",
+                "plan_id": plan.plan_id,
+                "decision_time_us": round(dt * 1e6, 2),
+            }
         g = sched.groups[d.group]
         w = ms.workload_for(g.model, g.pool, g.config_id)
         if w is None:  # fallback replica: the plan does not run this model anywhere
-            return 404, {"error": f"model {model!r} has no Deployment in the live plan ({d.reason})",
-                         "plan_id": plan.plan_id, "decision_time_us": round(dt * 1e6, 2)}
+            return 404, {
+                "error": f"model {model!r} has no Deployment in the live plan ({d.reason})",
+                "plan_id": plan.plan_id,
+                "decision_time_us": round(dt * 1e6, 2),
+            }
         ns = self.namespace
 
         def svc(name: str) -> dict:
-            return {"name": name, "namespace": ns, "port": 80, "host": f"{name}.{ns}.svc",
-                    "url": f"http://{name}.{ns}.svc:80"}
+            return {
+                "name": name,
+                "namespace": ns,
+                "port": 80,
+                "host": f"{name}.{ns}.svc",
+                "url": f"http://{name}.{ns}.svc:80",
+            }
 
         return 200, {
             "model": g.model,
@@ -699,8 +803,9 @@ class Daemon:
         try:
             req = v2.loads(raw or b"{}", max_depth=4)
         except v2.V2Error as e:
-            return 400, {"error": f"body must be a JSON object like {{\"model\": \"resnet50\", \"deadline_ms\": 50}} "
-                                  f"({e.message})"}
+            return 400, {
+                "error": f'body must be a JSON object like {{"model": "resnet50", "deadline_ms": 50}} ({e.message})'
+            }
         if not isinstance(req, dict):
             return 400, {"error": "body must be a JSON object"}
         model = req.get("model")
@@ -723,8 +828,13 @@ class Daemon:
 # ------------------------------------------------------------------------------- entry points
 
 
-def run(config: DaemonConfig, stop: Optional[threading.Event] = None, *,
-        kube: Optional[KubeClient] = None, ready: Optional[Callable[[Daemon], None]] = None) -> int:
+def run(
+    config: DaemonConfig,
+    stop: Optional[threading.Event] = None,
+    *,
+    kube: Optional[KubeClient] = None,
+    ready: Optional[Callable[[Daemon], None]] = None,
+) -> int:
     """Run the daemon until ``stop`` is set (kopf style); returns the exit code.
 
     ``ready`` is called with the :class:`Daemon` once its HTTP server listens (tests use it

@@ -36,6 +36,7 @@ consistent through the servers: every answer carries the server's queue depth
 exceeds this gateway's own in-flight requests to it has its free time pushed back by the difference
 times its per-request occupancy.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,17 +45,26 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import quote
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import quote
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, client_exceptions, web
 
 from synergai.models import InputError, Plan
 
 from . import v2
-from .httpkit import (HttpLimits, TokenAuth, add_v2_routes, json_error, json_response, make_app, prometheus, read_body,
-                      run_main)
+from .httpkit import (
+    HttpLimits,
+    TokenAuth,
+    add_v2_routes,
+    json_error,
+    json_response,
+    make_app,
+    prometheus,
+    read_body,
+    run_main,
+)
 from .manifests import runtime_model_name, server_runtime
 from .serve import group_assignments
 
@@ -63,15 +73,23 @@ log = logging.getLogger("synergai.gateway")
 POLICIES = ("synergai", "lor", "rr")
 OVERLOADS = ("sacrifice", "least-lateness", "shed")
 FORWARD_HEADERS = ("Content-Type", v2.HEADER_LENGTH, "Content-Encoding", "Accept-Encoding", v2.DEADLINE_HEADER)
-PASS_BACK = ("X-Synergai-Server-Ms", "X-Synergai-Compute-Ms", "X-Synergai-Batch", "X-Synergai-Queue-Depth",
-             v2.HEADER_LENGTH)
+PASS_BACK = (
+    "X-Synergai-Server-Ms",
+    "X-Synergai-Compute-Ms",
+    "X-Synergai-Batch",
+    "X-Synergai-Queue-Depth",
+    v2.HEADER_LENGTH,
+)
 
 
 # ------------------------------------------------------------------------------------------ discovery
 
 #: what --kube-namespace discovery reads, in order of preference (the first the API server serves)
-DISCOVERY_KINDS = (("discovery.k8s.io/v1", "EndpointSlice"), ("discovery.k8s.io/v1beta1", "EndpointSlice"),
-                   ("v1", "Endpoints"))
+DISCOVERY_KINDS = (
+    ("discovery.k8s.io/v1", "EndpointSlice"),
+    ("discovery.k8s.io/v1beta1", "EndpointSlice"),
+    ("v1", "Endpoints"),
+)
 SLICE_SERVICE_LABEL = "kubernetes.io/service-name"
 
 
@@ -117,7 +135,7 @@ class Pick:
     target: Target
     meets: Optional[bool] = None
     estimated_ms: Optional[float] = None
-    decision: Any = None         # the OnlineScheduler Decision (synergai routing)
+    decision: Any = None  # the OnlineScheduler Decision (synergai routing)
     reason: str = ""
 
 
@@ -130,8 +148,14 @@ class Router:
     server gets no traffic.
     """
 
-    def __init__(self, plan: Plan, endpoints: dict[str, list[str]], *, overload: str = "sacrifice",
-                 previous: Optional["Router"] = None):
+    def __init__(
+        self,
+        plan: Plan,
+        endpoints: dict[str, list[str]],
+        *,
+        overload: str = "sacrifice",
+        previous: Optional[Router] = None,
+    ):
         from synergai.planner import OnlineScheduler
 
         self.plan = plan
@@ -139,7 +163,7 @@ class Router:
         self.endpoints = {g: sorted(set(endpoints.get(g, []))) for g in self.groups}
         self.pools = {p.name: p for p in plan.pools}
         self.deadline_ms = {d.model: d.deadline_ms for d in plan.demands}
-        self.targets: dict[str, list[Target]] = {}    # model -> every live server hosting it (rr / lor)
+        self.targets: dict[str, list[Target]] = {}  # model -> every live server hosting it (rr / lor)
         # (group, model) -> the name the group's servers serve the model under, where it is not the model's:
         # Triton's directory name (manifests.runtime_model_name: the same rule as server.json's runtime_name)
         self.upstream_names: dict[tuple[str, str], str] = {}
@@ -157,14 +181,26 @@ class Router:
                         self.targets.setdefault(a.model, []).append(Target(u, grp, srv_pool[grp]))
         n = {g: len(u) for g, u in self.endpoints.items()}
         if plan.servers:
-            live = plan.model_copy(update={"servers": [s.model_copy(update={"replicas": n.get(s.name, 0)})
-                                                       for s in plan.servers]})
+            live = plan.model_copy(
+                update={"servers": [s.model_copy(update={"replicas": n.get(s.name, 0)}) for s in plan.servers]}
+            )
         else:
             from synergai.models.plan import dedicated_name
 
-            live = plan.model_copy(update={"assignments": [
-                a.model_copy(update={"replicas": n.get(dedicated_name(a.model, a.pool, a.config.config_id), 0)
-                                     if a.replicas > 0 else 0}) for a in plan.assignments]})
+            live = plan.model_copy(
+                update={
+                    "assignments": [
+                        a.model_copy(
+                            update={
+                                "replicas": n.get(dedicated_name(a.model, a.pool, a.config.config_id), 0)
+                                if a.replicas > 0
+                                else 0
+                            }
+                        )
+                        for a in plan.assignments
+                    ]
+                }
+            )
         self.sched = OnlineScheduler(live, overload=overload)
         self.models = set(self.targets)
         self._rr: dict[str, Any] = {m: itertools.cycle(range(len(t))) for m, t in self.targets.items()}
@@ -185,7 +221,7 @@ class Router:
         urls = self.endpoints.get(grp)
         return urls[i] if urls and i < len(urls) else None
 
-    def _carry(self, old: "Router") -> None:
+    def _carry(self, old: Router) -> None:
         """Keep the queue estimate of every server that is in both routers."""
         free = {}
         for s, (grp, i) in enumerate(old.sched.servers):
@@ -198,8 +234,16 @@ class Router:
                 self.sched.observe(s, self.sched.free[s], f)
 
     # ------------------------------------------------------------ policies
-    def pick(self, policy: str, model: str, deadline_ms: Optional[float], now: float, origin: Optional[str],
-             inflight: dict[str, int], exclude: frozenset = frozenset()) -> Optional[Pick]:
+    def pick(
+        self,
+        policy: str,
+        model: str,
+        deadline_ms: Optional[float],
+        now: float,
+        origin: Optional[str],
+        inflight: dict[str, int],
+        exclude: frozenset = frozenset(),
+    ) -> Optional[Pick]:
         """A server for one request; None when no live server hosts the model; a Pick with
         ``meets=False`` and no target URL when the online stage sheds it."""
         targets = self.targets.get(model)
@@ -226,8 +270,9 @@ class Router:
         if d is not None and d.replica >= 0:
             self.sched.complete(d, d.start_s)
 
-    def complete(self, pick: Pick, end_s: float, start_s: Optional[float], server_depth: Optional[int],
-                 own_inflight: int) -> None:
+    def complete(
+        self, pick: Pick, end_s: float, start_s: Optional[float], server_depth: Optional[int], own_inflight: int
+    ) -> None:
         d = pick.decision
         if d is None or d.replica < 0:
             return
@@ -249,29 +294,54 @@ class GatewayMetrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("synergai_gateway_requests_total", "Inference requests, by model, pool and code.",
-                                ["model", "pool", "code"], registry=r)
-        self.violations = Counter("synergai_gateway_deadline_violations_total",
-                                  "Answered after their deadline, by model and pool.", ["model", "pool"], registry=r)
-        self.latency = Histogram("synergai_gateway_latency_seconds", "Response time seen by the gateway.",
-                                 ["model", "pool"], registry=r,
-                                 buckets=(.001, .0025, .005, .01, .015, .025, .05, .075, .1, .15, .25, .5, 1, 2.5, 5))
-        self.decision = Histogram("synergai_gateway_decision_seconds", "Routing decision time.", registry=r,
-                                  buckets=(5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3))
-        self.overhead = Histogram("synergai_gateway_overhead_seconds", "Time in the gateway outside the upstream call.",
-                                  registry=r, buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2))
-        self.retries = Counter("synergai_gateway_retries_total", "Requests retried on another server.", ["model"],
-                               registry=r)
-        self.sheds = Counter("synergai_gateway_shed_total", "Requests shed (503) by the overload rule.", ["model"],
-                             registry=r)
-        self.upstream_errors = Counter("synergai_gateway_upstream_errors_total", "Failed upstream calls, by kind.",
-                                       ["kind"], registry=r)
+        self.requests = Counter(
+            "synergai_gateway_requests_total",
+            "Inference requests, by model, pool and code.",
+            ["model", "pool", "code"],
+            registry=r,
+        )
+        self.violations = Counter(
+            "synergai_gateway_deadline_violations_total",
+            "Answered after their deadline, by model and pool.",
+            ["model", "pool"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "synergai_gateway_latency_seconds",
+            "Response time seen by the gateway.",
+            ["model", "pool"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.decision = Histogram(
+            "synergai_gateway_decision_seconds",
+            "Routing decision time.",
+            registry=r,
+            buckets=(5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3),
+        )
+        self.overhead = Histogram(
+            "synergai_gateway_overhead_seconds",
+            "Time in the gateway outside the upstream call.",
+            registry=r,
+            buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2),
+        )
+        self.retries = Counter(
+            "synergai_gateway_retries_total", "Requests retried on another server.", ["model"], registry=r
+        )
+        self.sheds = Counter(
+            "synergai_gateway_shed_total", "Requests shed (503) by the overload rule.", ["model"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "synergai_gateway_upstream_errors_total", "Failed upstream calls, by kind.", ["kind"], registry=r
+        )
         self.endpoints = Gauge("synergai_gateway_endpoints", "Live servers, by server group.", ["group"], registry=r)
-        self.reloads = Counter("synergai_gateway_plan_reloads_total", "Plan reloads, by result.", ["result"],
-                               registry=r)
+        self.reloads = Counter(
+            "synergai_gateway_plan_reloads_total", "Plan reloads, by result.", ["result"], registry=r
+        )
         self.plan_info = Gauge("synergai_gateway_plan_info", "The live plan.", ["plan_id"], registry=r)
-        self.http_rejects = Counter("synergai_gateway_http_rejects_total", "Requests refused by HTTP limits.",
-                                    ["code"], registry=r)
+        self.http_rejects = Counter(
+            "synergai_gateway_http_rejects_total", "Requests refused by HTTP limits.", ["code"], registry=r
+        )
 
 
 # ------------------------------------------------------------------------------------------ gateway
@@ -279,16 +349,16 @@ class GatewayMetrics:
 
 @dataclass
 class GatewayConfig:
-    plan: str                                   # file:PATH | configmap:NS/NAME | PATH
+    plan: str  # file:PATH | configmap:NS/NAME | PATH
     host: str = "127.0.0.1"
     port: int = 8000
     routing: str = "synergai"
     overload: str = "sacrifice"
     endpoints_file: Optional[str] = None
     endpoints: dict[str, list[str]] = field(default_factory=dict)
-    kube_namespace: Optional[str] = None        # discover endpoints from the plan's Services
+    kube_namespace: Optional[str] = None  # discover endpoints from the plan's Services
     kubeconfig: Optional[str] = None
-    kube_discovery: str = "auto"                # auto (EndpointSlices, else Endpoints) | endpointslices | endpoints
+    kube_discovery: str = "auto"  # auto (EndpointSlices, else Endpoints) | endpointslices | endpoints
     token_file: Optional[str] = None
     auth_inference: bool = False
     reload_interval: float = 1.0
@@ -317,7 +387,7 @@ class Gateway:
         self.plan_error = ""
         self.static_endpoints = {g: list(u) for g, u in config.endpoints.items()}
         self.file_endpoints: dict[str, list[str]] = {}
-        self.kube_endpoints: dict[str, list[str]] = {}     # Service name -> URLs
+        self.kube_endpoints: dict[str, list[str]] = {}  # Service name -> URLs
         self.ejected: dict[str, float] = {}
         self.inflight: dict[str, int] = {}
         self.session: Optional[ClientSession] = None
@@ -344,8 +414,9 @@ class Gateway:
 
             for grp, svc in service_names(self.plan).items():
                 out.setdefault(grp, []).extend(self.kube_endpoints.get(svc, []))
-        return {g: [u.rstrip("/") for u in urls if self.ejected.get(u.rstrip("/"), 0) <= now]
-                for g, urls in out.items()}
+        return {
+            g: [u.rstrip("/") for u in urls if self.ejected.get(u.rstrip("/"), 0) <= now] for g, urls in out.items()
+        }
 
     def rebuild(self, plan: Optional[Plan] = None) -> None:
         plan = plan or self.plan
@@ -374,8 +445,9 @@ class Gateway:
         except Exception as e:  # keep serving the old plan
             msg = str(e)
             if msg != self.plan_error:
-                log.error("plan reload failed (still serving plan %s): %s",
-                          self.plan.plan_id if self.plan else None, msg)
+                log.error(
+                    "plan reload failed (still serving plan %s): %s", self.plan.plan_id if self.plan else None, msg
+                )
             self.plan_error = msg
             self.metrics.reloads.labels("error").inc()
             return False
@@ -446,10 +518,11 @@ class Gateway:
 
         ns = self.config.kube_namespace
         kube = self._kube
-        modes = {"auto": DISCOVERY_KINDS, "endpointslices": DISCOVERY_KINDS[:2],
-                 "endpoints": DISCOVERY_KINDS[2:]}[self.config.kube_discovery]
+        modes = {"auto": DISCOVERY_KINDS, "endpointslices": DISCOVERY_KINDS[:2], "endpoints": DISCOVERY_KINDS[2:]}[
+            self.config.kube_discovery
+        ]
         mode_i = 0
-        state: dict[str, tuple[str, list[str]]] = {}   # object name -> (Service, URLs)
+        state: dict[str, tuple[str, list[str]]] = {}  # object name -> (Service, URLs)
 
         def push() -> None:
             snap: dict[str, list[str]] = {}
@@ -513,10 +586,13 @@ class Gateway:
         self.loop = asyncio.get_running_loop()
         c = self.config
         self.session = ClientSession(
-            connector=TCPConnector(limit=c.max_connections_upstream, limit_per_host=0, keepalive_timeout=30,
-                                   enable_cleanup_closed=True),
+            connector=TCPConnector(
+                limit=c.max_connections_upstream, limit_per_host=0, keepalive_timeout=30, enable_cleanup_closed=True
+            ),
             timeout=ClientTimeout(total=c.upstream_timeout, connect=c.connect_timeout),
-            auto_decompress=False, skip_auto_headers=("User-Agent",))
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
         if c.kube_namespace or self.source.kind == "configmap":
             from .kube import KubeClient
 
@@ -565,9 +641,17 @@ class Gateway:
 
     async def status(self, request):
         r = self.router
-        return json_response({"plan_id": r.plan.plan_id if r else None, "routing": self.policy,
-                              "overload": self.config.overload, "endpoints": r.endpoints if r else {},
-                              "ejected": sorted(self.ejected), "plan_error": self.plan_error, "served": self.served})
+        return json_response(
+            {
+                "plan_id": r.plan.plan_id if r else None,
+                "routing": self.policy,
+                "overload": self.config.overload,
+                "endpoints": r.endpoints if r else {},
+                "ejected": sorted(self.ejected),
+                "plan_error": self.plan_error,
+                "served": self.served,
+            }
+        )
 
     async def set_routing(self, request):
         denied = self.auth.check(request)
@@ -579,7 +663,7 @@ class Gateway:
             return json_error(e.status, e.message)
         pol = obj.get("routing") if isinstance(obj, dict) else None
         if pol not in POLICIES:
-            return json_error(400, f"body must be {{\"routing\": one of {', '.join(POLICIES)}}}")
+            return json_error(400, f'body must be {{"routing": one of {", ".join(POLICIES)}}}')
         self.policy = pol
         return json_response({"routing": pol})
 
@@ -588,8 +672,10 @@ class Gateway:
         if denied is not None:
             return denied
         ok = await self.reload_plan()
-        return json_response({"reloaded": ok, "plan_id": self.plan.plan_id if self.plan else None,
-                              "error": self.plan_error or None}, status=200 if ok else 400)
+        return json_response(
+            {"reloaded": ok, "plan_id": self.plan.plan_id if self.plan else None, "error": self.plan_error or None},
+            status=200 if ok else 400,
+        )
 
     async def _proxy_get(self, request, suffix: str):
         """Metadata/readiness of a model: asked of one live server hosting it."""
@@ -602,8 +688,7 @@ class Gateway:
             path = r.upstream_path(request, t.target.group, suffix)
             async with self.session.get(t.target.url + path) as resp:  # type: ignore[union-attr]
                 body = await resp.read()
-                return web.Response(body=body, status=resp.status,
-                                    content_type=resp.content_type or "application/json")
+                return web.Response(body=body, status=resp.status, content_type=resp.content_type or "application/json")
         except (client_exceptions.ClientError, asyncio.TimeoutError) as e:
             return json_error(502, f"server {t.target.url} did not answer: {type(e).__name__}")
 
@@ -641,15 +726,19 @@ class Gateway:
             return json_error(e.status, e.message)
         if model not in r.models:
             m.requests.labels("unknown", "", "404").inc()
-            return json_error(404, f"unknown model {model[:100]!r} (not served by the live plan "
-                                   f"{r.plan.plan_id}; models: {', '.join(sorted(r.models))})")
+            return json_error(
+                404,
+                f"unknown model {model[:100]!r} (not served by the live plan "
+                f"{r.plan.plan_id}; models: {', '.join(sorted(r.models))})",
+            )
         if deadline is None:
             deadline = r.deadline_ms.get(model)
         due = t_body + deadline / 1000.0 if deadline else float("inf")
         origin = request.headers.get("X-Synergai-Origin")
         td = time.perf_counter()
-        pick = r.pick(self.policy, model, deadline, t_body, origin if origin in ("edge", "cloud") else None,
-                      self.inflight)
+        pick = r.pick(
+            self.policy, model, deadline, t_body, origin if origin in ("edge", "cloud") else None, self.inflight
+        )
         m.decision.observe(time.perf_counter() - td)
         if pick is None:
             m.requests.labels(model, "", "503").inc()
@@ -657,8 +746,11 @@ class Gateway:
         if pick.decision is not None and pick.decision.shed:
             m.sheds.labels(model).inc()
             m.requests.labels(model, pick.target.pool, "503").inc()
-            return json_error(503, f"overloaded: no server can meet the {deadline:g} ms deadline for {model}",
-                              {"Retry-After": "1", "X-Synergai-Shed": "1"})
+            return json_error(
+                503,
+                f"overloaded: no server can meet the {deadline:g} ms deadline for {model}",
+                {"Retry-After": "1", "X-Synergai-Shed": "1"},
+            )
         fwd = {k: request.headers[k] for k in FORWARD_HEADERS if k in request.headers}
         retries = 0
         upstream_s = 0.0
@@ -726,18 +818,28 @@ class Gateway:
         over = loop.time() - t0 - upstream_s
         m.overhead.observe(over)
         headers = {k: rh[k] for k in PASS_BACK if k in rh}
-        headers.update({
-            "X-Synergai-Pool": pool, "X-Synergai-Server": pick.target.group, "X-Synergai-Endpoint": pick.target.url,
-            "X-Synergai-Routing": self.policy, "X-Synergai-Retries": str(retries),
-            "X-Synergai-Gateway-Ms": f"{over * 1000:.3f}", "X-Synergai-Plan": r.plan.plan_id,
-        })
+        headers.update(
+            {
+                "X-Synergai-Pool": pool,
+                "X-Synergai-Server": pick.target.group,
+                "X-Synergai-Endpoint": pick.target.url,
+                "X-Synergai-Routing": self.policy,
+                "X-Synergai-Retries": str(retries),
+                "X-Synergai-Gateway-Ms": f"{over * 1000:.3f}",
+                "X-Synergai-Plan": r.plan.plan_id,
+            }
+        )
         if pick.meets is not None:
             headers["X-Synergai-Meets-Deadline"] = "true" if pick.meets else "false"
             headers["X-Synergai-Estimated-Ms"] = f"{pick.estimated_ms:.3f}"
         if deadline:
             headers["X-Synergai-Deadline-Ms"] = f"{deadline:g}"
-        return web.Response(body=payload, status=status, headers=headers,
-                            content_type=rh.get("Content-Type", "application/json").split(";")[0])
+        return web.Response(
+            body=payload,
+            status=status,
+            headers=headers,
+            content_type=rh.get("Content-Type", "application/json").split(";")[0],
+        )
 
 
 def _version() -> str:
@@ -748,5 +850,13 @@ def _version() -> str:
 
 def run_gateway(config: GatewayConfig, port_file: Optional[str] = None) -> int:
     gw = Gateway(config)
-    return run_main(gw.app, config.host, config.port, config.limits, label="synergai gateway", port_file=port_file,
-                    before=gw.startup, cleanup=gw.shutdown)
+    return run_main(
+        gw.app,
+        config.host,
+        config.port,
+        config.limits,
+        label="synergai gateway",
+        port_file=port_file,
+        before=gw.startup,
+        cleanup=gw.shutdown,
+    )

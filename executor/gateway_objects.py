@@ -17,6 +17,7 @@ Model store layout (Triton's model repository layout, also read by ``synergai se
     <store>/<model>/1/model.plan            TensorRT engine built for the target GPU / Jetson
     <store>/<model>/1/model.pt              PyTorch (Triton libtorch backend)
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -24,8 +25,16 @@ from typing import Any, Optional
 from synergai.models import InputError, Plan
 
 from .images import ImageMap
-from .manifests import (ANN_PLAN_ID, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF,
-                        MANAGER, RUN_AS_USER)
+from .manifests import (
+    ANN_PLAN_ID,
+    LABEL_COMPONENT,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_PART_OF,
+    MANAGER,
+    RUN_AS_USER,
+)
 
 
 def group_assignments(plan: Plan) -> dict[str, list]:
@@ -69,86 +78,183 @@ def plan_configmap(plan: Plan, name: str = GATEWAY_PLAN_CONFIGMAP, namespace: Op
     """The ConfigMap the gateway reads the plan from (key ``plan.json``; the candidate list, which only
     ``explain`` uses, is left out to stay far below the 1 MiB object limit)."""
     doc = plan.model_copy(update={"candidates": [], "plan_id": plan.plan_id or plan.compute_id()})
-    md: dict[str, Any] = {"name": name, "labels": _labels("gateway-plan"),
-                          "annotations": {ANN_PLAN_ID: doc.plan_id}}
+    md: dict[str, Any] = {"name": name, "labels": _labels("gateway-plan"), "annotations": {ANN_PLAN_ID: doc.plan_id}}
     if namespace:
         md["namespace"] = namespace
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": md,
-            "data": {"plan.json": doc.model_dump_json(indent=1) + "\n"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": md,
+        "data": {"plan.json": doc.model_dump_json(indent=1) + "\n"},
+    }
 
 
 def _labels(component: str) -> dict[str, str]:
-    return {LABEL_MANAGED_BY: MANAGER, LABEL_PART_OF: MANAGER, LABEL_COMPONENT: component,
-            LABEL_NAME: GATEWAY_NAME, LABEL_INSTANCE: GATEWAY_NAME}
+    return {
+        LABEL_MANAGED_BY: MANAGER,
+        LABEL_PART_OF: MANAGER,
+        LABEL_COMPONENT: component,
+        LABEL_NAME: GATEWAY_NAME,
+        LABEL_INSTANCE: GATEWAY_NAME,
+    }
 
 
-def gateway_objects(plan: Plan, *, namespace: Optional[str] = None, images: Optional[ImageMap] = None,
-                    replicas: int = 2, plan_configmap: str = "synergai-plan", routing: str = "synergai",
-                    overload: str = "sacrifice", api_server_ports: tuple[int, ...] = (443, 6443),
-                    allow_from: Optional[list[dict]] = None) -> list[dict]:
+def gateway_objects(
+    plan: Plan,
+    *,
+    namespace: Optional[str] = None,
+    images: Optional[ImageMap] = None,
+    replicas: int = 2,
+    plan_configmap: str = "synergai-plan",
+    routing: str = "synergai",
+    overload: str = "sacrifice",
+    api_server_ports: tuple[int, ...] = (443, 6443),
+    allow_from: Optional[list[dict]] = None,
+) -> list[dict]:
     """The gateway's objects. ``allow_from``: NetworkPolicy ``from`` peers (default: any client)."""
     images = images or ImageMap.default()
     img = images.resolve("gateway", "*")
     labels = _labels("gateway")
     sel = {LABEL_MANAGED_BY: MANAGER, LABEL_INSTANCE: GATEWAY_NAME}
-    meta = lambda name, kind_labels=labels: {"name": name, "labels": dict(kind_labels),  # noqa: E731
-                                             **({"namespace": namespace} if namespace else {})}
-    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(GATEWAY_NAME),
-          "automountServiceAccountToken": True}
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(GATEWAY_NAME),
-            "rules": [
-                {"apiGroups": [""], "resources": ["endpoints", "services"], "verbs": ["get", "list", "watch"]},
-                # server discovery: EndpointSlices first (discovery.k8s.io/v1, v1beta1 on 1.20), Endpoints fallback
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [plan_configmap],
-                 "verbs": ["get", "watch"]},
-            ]}
-    rb = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta(GATEWAY_NAME),
-          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": GATEWAY_NAME},
-          "subjects": [{"kind": "ServiceAccount", "name": GATEWAY_NAME,
-                        **({"namespace": namespace} if namespace else {})}]}
-    args = ["gateway", "--host", "0.0.0.0", "--port", str(GATEWAY_PORT), "--plan", f"configmap:{plan_configmap}",
-            "--kube-namespace", "$(POD_NAMESPACE)", "--routing", routing, "--overload", overload,
-            "--token-file", "/var/run/secrets/synergai/token"]
-    probe = lambda path, period: {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period,  # noqa: E731
-                                  "timeoutSeconds": 2, "failureThreshold": 3}
+    meta = lambda name, kind_labels=labels: {
+        "name": name,
+        "labels": dict(kind_labels),  # noqa: E731
+        **({"namespace": namespace} if namespace else {}),
+    }
+    sa = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": meta(GATEWAY_NAME),
+        "automountServiceAccountToken": True,
+    }
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": meta(GATEWAY_NAME),
+        "rules": [
+            {"apiGroups": [""], "resources": ["endpoints", "services"], "verbs": ["get", "list", "watch"]},
+            # server discovery: EndpointSlices first (discovery.k8s.io/v1, v1beta1 on 1.20), Endpoints fallback
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [plan_configmap],
+                "verbs": ["get", "watch"],
+            },
+        ],
+    }
+    rb = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": meta(GATEWAY_NAME),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": GATEWAY_NAME},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": GATEWAY_NAME, **({"namespace": namespace} if namespace else {})}
+        ],
+    }
+    args = [
+        "gateway",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(GATEWAY_PORT),
+        "--plan",
+        f"configmap:{plan_configmap}",
+        "--kube-namespace",
+        "$(POD_NAMESPACE)",
+        "--routing",
+        routing,
+        "--overload",
+        overload,
+        "--token-file",
+        "/var/run/secrets/synergai/token",
+    ]
+    probe = lambda path, period: {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,  # noqa: E731
+        "timeoutSeconds": 2,
+        "failureThreshold": 3,
+    }
     container = {
-        "name": "gateway", "image": img.image, "imagePullPolicy": "IfNotPresent", "args": args,
+        "name": "gateway",
+        "image": img.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": args,
         "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
         "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "1", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}},
-        "readinessProbe": probe("/readyz", 5), "livenessProbe": probe("/healthz", 10),
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                            "allowPrivilegeEscalation": False, "privileged": False,
-                            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/synergai", "readOnly": True},
-                         {"name": "tmp", "mountPath": "/tmp"}],
+        "readinessProbe": probe("/readyz", 5),
+        "livenessProbe": probe("/healthz", 10),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "token", "mountPath": "/var/run/secrets/synergai", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
     }
-    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(GATEWAY_NAME),
-           "spec": {"replicas": replicas, "selector": {"matchLabels": dict(sel)},
-                    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                    "template": {"metadata": {"labels": dict(labels)},
-                                 "spec": {"serviceAccountName": GATEWAY_NAME, "containers": [container],
-                                          "enableServiceLinks": False,
-                                          "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER,
-                                                              "fsGroup": RUN_AS_USER,
-                                                              "seccompProfile": {"type": "RuntimeDefault"}},
-                                          "volumes": [{"name": "token", "secret": {"secretName": TOKEN_SECRET,
-                                                                                   "optional": True}},
-                                                      {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]}}}}
-    svc = {"apiVersion": "v1", "kind": "Service", "metadata": meta(GATEWAY_NAME),
-           "spec": {"type": "ClusterIP", "selector": dict(sel),
-                    "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(GATEWAY_NAME),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(sel)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "serviceAccountName": GATEWAY_NAME,
+                    "containers": [container],
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS_USER,
+                        "fsGroup": RUN_AS_USER,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "volumes": [
+                        {"name": "token", "secret": {"secretName": TOKEN_SECRET, "optional": True}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                    ],
+                },
+            },
+        },
+    }
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(GATEWAY_NAME),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": dict(sel),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
     inference_pods = {"podSelector": {"matchLabels": {LABEL_MANAGED_BY: MANAGER, LABEL_COMPONENT: "inference"}}}
-    netpol = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta(GATEWAY_NAME),
-              "spec": {"podSelector": {"matchLabels": dict(sel)}, "policyTypes": ["Ingress", "Egress"],
-                       "ingress": [{"ports": [{"protocol": "TCP", "port": GATEWAY_PORT}],
-                                    **({"from": allow_from} if allow_from else {})}],
-                       "egress": [
-                           {"to": [inference_pods]},                         # the servers (any port they declare)
-                           {"ports": [{"protocol": "TCP", "port": p} for p in api_server_ports]},  # API server
-                           {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},  # DNS
-                       ]}}
+    netpol = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(GATEWAY_NAME),
+        "spec": {
+            "podSelector": {"matchLabels": dict(sel)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {"ports": [{"protocol": "TCP", "port": GATEWAY_PORT}], **({"from": allow_from} if allow_from else {})}
+            ],
+            "egress": [
+                {"to": [inference_pods]},  # the servers (any port they declare)
+                {"ports": [{"protocol": "TCP", "port": p} for p in api_server_ports]},  # API server
+                {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},  # DNS
+            ],
+        },
+    }
     return [sa, role, rb, dep, svc, netpol]
 
 
@@ -198,8 +304,13 @@ def triton_group_configs(assigns: list) -> dict[str, str]:
         plat = triton_platform(a.config.engine, a.config.accelerator)
         gpu = plat is not None and (a.config.accelerators > 0 or a.config.accelerator == "gpu")
         slots = ServiceModel.of(a.config).slots
-        out[a.model] = triton_config(triton_model_name(a.model), a.config, platform=plat or "onnxruntime_onnx",
-                                     instances=slots, kind="KIND_GPU" if gpu else "KIND_CPU")
+        out[a.model] = triton_config(
+            triton_model_name(a.model),
+            a.config,
+            platform=plat or "onnxruntime_onnx",
+            instances=slots,
+            kind="KIND_GPU" if gpu else "KIND_CPU",
+        )
     return out
 
 
@@ -216,10 +327,11 @@ def triton_configmaps(plan: Plan, namespace: Optional[str] = None) -> list[dict]
         if server_runtime(assigns) != RUNTIME_TRITON:
             continue
         data = {f"{triton_model_name(m)}.config.pbtxt": text for m, text in triton_group_configs(assigns).items()}
-        md: dict[str, Any] = {"name": names[g.name], "labels": {LABEL_MANAGED_BY: MANAGER, LABEL_PART_OF: MANAGER,
-                                                                LABEL_COMPONENT: "server-config"},
-                              "annotations": {"synergai.io/server-group": g.name,
-                                              ANN_PLAN_ID: plan.plan_id or plan.compute_id()}}
+        md: dict[str, Any] = {
+            "name": names[g.name],
+            "labels": {LABEL_MANAGED_BY: MANAGER, LABEL_PART_OF: MANAGER, LABEL_COMPONENT: "server-config"},
+            "annotations": {"synergai.io/server-group": g.name, ANN_PLAN_ID: plan.plan_id or plan.compute_id()},
+        }
         if namespace:
             md["namespace"] = namespace
         out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": md, "data": data})

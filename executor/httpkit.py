@@ -13,6 +13,7 @@
 Everything is asyncio: a slow client occupies one connection object, never a thread, so it cannot
 stop others from being served.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,19 +36,19 @@ try:  # orjson is faster and rejects NaN/Infinity and out-of-range numbers by it
     import orjson as _orjson
 except ImportError:  # pragma: no cover - the serve extra installs it
     _orjson = None
-import json as _json
+import json as _json  # noqa: E402 -- the fallback of the optional import above
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 
 
 @dataclass
 class HttpLimits:
-    max_body: int = 64 * 1024 * 1024     # bytes (413 beyond)
-    header_timeout: float = 10.0         # s to send the first request's line + headers
-    body_timeout: float = 30.0           # s to send a request body (408 beyond)
-    keepalive_timeout: float = 30.0      # s an idle keep-alive connection stays open
-    max_inflight: int = 1024             # requests in progress (503 + Retry-After beyond)
-    max_connections: int = 4096          # open connections (closed on accept beyond)
+    max_body: int = 64 * 1024 * 1024  # bytes (413 beyond)
+    header_timeout: float = 10.0  # s to send the first request's line + headers
+    body_timeout: float = 30.0  # s to send a request body (408 beyond)
+    keepalive_timeout: float = 30.0  # s an idle keep-alive connection stays open
+    max_inflight: int = 1024  # requests in progress (503 + Retry-After beyond)
+    max_connections: int = 4096  # open connections (closed on accept beyond)
 
 
 def dumps(obj: Any) -> bytes:
@@ -102,8 +103,11 @@ class TokenAuth:
         tok = self._current()
         hdr = {"WWW-Authenticate": 'Bearer realm="synergai"'}
         if tok is None:
-            return json_error(401, "state-changing endpoint: no token configured on the server "
-                                   "(start it with --token-file); refused", hdr)
+            return json_error(
+                401,
+                "state-changing endpoint: no token configured on the server (start it with --token-file); refused",
+                hdr,
+            )
         got = request.headers.get("Authorization", "")
         if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].strip().encode(), tok):
             return json_error(401, "missing or wrong bearer token (Authorization: Bearer <token>)", hdr)
@@ -126,16 +130,18 @@ async def read_body(request: web.Request, limits: HttpLimits) -> bytes:
 class _JsonHTTP(web.HTTPException):
     def __init__(self, status: int, message: str, headers: Optional[dict] = None):
         self.status_code = status
-        super().__init__(headers=headers, text=_json.dumps({"error": one_line(message)}),
-                         content_type="application/json")
+        super().__init__(
+            headers=headers, text=_json.dumps({"error": one_line(message)}), content_type="application/json"
+        )
 
 
 def http_error(status: int, message: str, headers: Optional[dict] = None) -> web.HTTPException:
     return _JsonHTTP(status, message, headers)
 
 
-def make_app(limits: HttpLimits, *, exempt: frozenset = EXEMPT_PATHS,
-             on_error: Optional[Callable[[int], None]] = None) -> web.Application:
+def make_app(
+    limits: HttpLimits, *, exempt: frozenset = EXEMPT_PATHS, on_error: Optional[Callable[[int], None]] = None
+) -> web.Application:
     """An aiohttp application with JSON errors and bounded concurrency."""
     state = {"inflight": 0}
 
@@ -146,8 +152,7 @@ def make_app(limits: HttpLimits, *, exempt: frozenset = EXEMPT_PATHS,
             if state["inflight"] >= limits.max_inflight:
                 if on_error:
                     on_error(503)
-                return json_error(503, f"server busy: {limits.max_inflight} requests in progress",
-                                  {"Retry-After": "1"})
+                return json_error(503, f"server busy: {limits.max_inflight} requests in progress", {"Retry-After": "1"})
             state["inflight"] += 1
         try:
             return await handler(request)
@@ -159,8 +164,11 @@ def make_app(limits: HttpLimits, *, exempt: frozenset = EXEMPT_PATHS,
             ct = e.content_type or ""
             if "json" in ct:
                 raise
-            return json_error(e.status, e.reason or str(e), {k: v for k, v in e.headers.items()
-                                                              if k in ("Allow", "Retry-After", "WWW-Authenticate")})
+            return json_error(
+                e.status,
+                e.reason or str(e),
+                {k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After", "WWW-Authenticate")},
+            )
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a bug must still answer, in one line
@@ -251,8 +259,14 @@ def bind(host: str, port: int) -> socket.socket:
 
 async def start(app: web.Application, host: str, port: int, limits: HttpLimits) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on host:port (0: any free port); returns the runner and the bound port."""
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.keepalive_timeout,
-                           max_line_size=8190, max_field_size=8190, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        keepalive_timeout=limits.keepalive_timeout,
+        max_line_size=8190,
+        max_field_size=8190,
+        handle_signals=False,
+    )
     await runner.setup()
     srv = runner.server
     srv.__class__ = _GuardedServer
@@ -270,10 +284,18 @@ def write_port_file(port_file: Optional[str], port: int) -> None:
         os.replace(tmp, port_file)
 
 
-def run_main(app_factory: Callable[[], web.Application], host: str, port: int, limits: HttpLimits, *, label: str,
-             port_file: Optional[str] = None, before: Optional[Callable[[], Awaitable[None]]] = None,
-             after_listen: Optional[Callable[[], Awaitable[None]]] = None,
-             cleanup: Optional[Callable[[], Awaitable[None]]] = None) -> int:
+def run_main(
+    app_factory: Callable[[], web.Application],
+    host: str,
+    port: int,
+    limits: HttpLimits,
+    *,
+    label: str,
+    port_file: Optional[str] = None,
+    before: Optional[Callable[[], Awaitable[None]]] = None,
+    after_listen: Optional[Callable[[], Awaitable[None]]] = None,
+    cleanup: Optional[Callable[[], Awaitable[None]]] = None,
+) -> int:
     """Process entry of an aiohttp service: ``before`` -> listen (port file, one stdout line) ->
     ``after_listen`` (e.g. load models) -> wait for SIGTERM/SIGINT -> stop listening -> ``cleanup``."""
 
@@ -322,7 +344,8 @@ class ThreadedServer:
         asyncio.set_event_loop(self.loop)
         try:
             self._runner, self.port = self.loop.run_until_complete(
-                start(self.app_factory(), self.host, self.port_wanted, self.limits))
+                start(self.app_factory(), self.host, self.port_wanted, self.limits)
+            )
         except BaseException as e:
             self._error = e
             self._ready.set()
@@ -334,7 +357,7 @@ class ThreadedServer:
         finally:
             self.loop.close()
 
-    def start(self) -> "ThreadedServer":
+    def start(self) -> ThreadedServer:
         self._thread.start()
         self._ready.wait(30)
         if self._error is not None:

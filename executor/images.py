@@ -2,6 +2,7 @@
 
 The default map ships as ``executor/images.yaml``; users pass their own with ``--images``.
 """
+
 from __future__ import annotations
 
 import re
@@ -70,7 +71,8 @@ class ImageMapFile(BaseModel):
     version: int = Field(1, description="Format version (1).")
     defaults: ServeDefaults = Field(default_factory=ServeDefaults)
     images: dict[str, dict[str, Any]] = Field(
-        description="engine -> architecture (or `*`) -> image reference or entry mapping.")
+        description="engine -> architecture (or `*`) -> image reference or entry mapping."
+    )
 
     @field_validator("images")
     @classmethod
@@ -82,8 +84,7 @@ class ImageMapFile(BaseModel):
             out[engine] = {}
             for arch, x in archs.items():
                 try:
-                    out[engine][arch] = (ImageEntry(image=x) if isinstance(x, str)
-                                         else ImageEntry.model_validate(x))
+                    out[engine][arch] = ImageEntry(image=x) if isinstance(x, str) else ImageEntry.model_validate(x)
                 except ValidationError as e:
                     err = e.errors()[0]
                     loc = ".".join(str(p) for p in err.get("loc", ()))
@@ -115,11 +116,12 @@ class ImageMap:
     def __init__(self, doc: ImageMapFile, source: str = "<memory>"):
         self.doc = doc
         self.source = source
-        self._map = {e.strip().lower(): {a.strip().lower(): v for a, v in archs.items()}
-                     for e, archs in doc.images.items()}
+        self._map = {
+            e.strip().lower(): {a.strip().lower(): v for a, v in archs.items()} for e, archs in doc.images.items()
+        }
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "ImageMap":
+    def load(cls, path: str | Path | None = None) -> ImageMap:
         path = Path(path) if path is not None else DEFAULT_IMAGES
         data = load_structured(path)
         if not isinstance(data, dict):
@@ -130,7 +132,7 @@ class ImageMap:
             raise pydantic_error(e, file=str(path)) from None
 
     @classmethod
-    def default(cls) -> "ImageMap":
+    def default(cls) -> ImageMap:
         return cls.load(DEFAULT_IMAGES)
 
     def engines(self) -> list[str]:
@@ -140,16 +142,27 @@ class ImageMap:
         e, a = engine.strip().lower(), architecture.strip().lower()
         archs = self._map.get(e)
         if archs is None:
-            raise InputError(f"no image for engine {engine!r} (known engines: {', '.join(self.engines())}); "
-                             f"add images.{e}.{a} to the image map", file=self.source, field=f"images.{e}")
+            raise InputError(
+                f"no image for engine {engine!r} (known engines: {', '.join(self.engines())}); "
+                f"add images.{e}.{a} to the image map",
+                file=self.source,
+                field=f"images.{e}",
+            )
         entry = archs.get(a, archs.get("*"))
         if entry is None:
-            raise InputError(f"no image for engine {engine!r} on architecture {architecture!r}; "
-                             f"add images.{e}.{a} to the image map", file=self.source, field=f"images.{e}.{a}")
+            raise InputError(
+                f"no image for engine {engine!r} on architecture {architecture!r}; add images.{e}.{a} to the image map",
+                file=self.source,
+                field=f"images.{e}.{a}",
+            )
         if isinstance(entry, str):
             entry = ImageEntry(image=entry)
         d = self.doc.defaults
-        return ResolvedImage(image=entry.image, port=entry.port or d.port,
-                             liveness_path=entry.liveness_path or d.liveness_path,
-                             readiness_path=entry.readiness_path or d.readiness_path,
-                             args=tuple(entry.args), env=tuple(sorted(entry.env.items())))
+        return ResolvedImage(
+            image=entry.image,
+            port=entry.port or d.port,
+            liveness_path=entry.liveness_path or d.liveness_path,
+            readiness_path=entry.readiness_path or d.readiness_path,
+            args=tuple(entry.args),
+            env=tuple(sorted(entry.env.items())),
+        )

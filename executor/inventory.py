@@ -18,6 +18,7 @@ Capacity per node is the node's *allocatable* cpu/memory/accelerators; a pool of
 nodes that differ takes the smallest of each, so the plan fits every node. Nodes that are
 cordoned or not Ready are left out.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,24 @@ LABEL_RTT = "synergai.io/rtt-ms"
 LABEL_IDLE = "synergai.io/idle-power-w"
 LABEL_ACCEL = "synergai.io/accelerator"
 
-_SUFFIX = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18, "m": 1e-3, "u": 1e-6, "n": 1e-9,
-           "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60}
+_SUFFIX = {
+    "": 1,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "m": 1e-3,
+    "u": 1e-6,
+    "n": 1e-9,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
 _QTY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[kMGTPEmun]?)$")
 _NOT_ACCEL_PREFIX = ("hugepages-", "attachable-volumes-")
 
@@ -54,7 +71,7 @@ def parse_quantity(q: str | int | float) -> float:
 @dataclass
 class Inventory:
     cluster: Optional[ClusterSpec]
-    ignored: list[str] = field(default_factory=list)   # "node: reason"
+    ignored: list[str] = field(default_factory=list)  # "node: reason"
     nodes: dict[str, list[str]] = field(default_factory=dict)  # pool -> node names
 
 
@@ -134,15 +151,17 @@ def cluster_from_nodes(nodes: Iterable[dict], name: str = "inventory") -> Invent
         for n in ns:
             lb = n["metadata"]["labels"]
             if (lb[LABEL_DEVICE], lb.get(LABEL_TIER, "cloud"), lb.get(LABEL_ARCH, arch)) != (device, tier, arch):
-                ignored.append(f"{n['metadata']['name']}: pool {pool_name!r} mixes devices/tiers/architectures "
-                               f"(first node: {device}/{tier}/{arch})")
+                ignored.append(
+                    f"{n['metadata']['name']}: pool {pool_name!r} mixes devices/tiers/architectures "
+                    f"(first node: {device}/{tier}/{arch})"
+                )
                 continue
             keep.append(n)
         cpu, mem, acc, res = [], [], [], None
         for n in keep:
             alloc = (n.get("status") or {}).get("allocatable") or {}
             cpu.append(parse_quantity(alloc.get("cpu", 0)))
-            mem.append(parse_quantity(alloc.get("memory", 0)) / 2 ** 20)
+            mem.append(parse_quantity(alloc.get("memory", 0)) / 2**20)
             r, c = _accelerator(alloc, n["metadata"]["labels"])
             acc.append(c)
             res = res or r
@@ -150,13 +169,24 @@ def cluster_from_nodes(nodes: Iterable[dict], name: str = "inventory") -> Invent
             ignored.extend(f"{n['metadata']['name']}: no allocatable cpu/memory" for n in keep)
             continue
         labels = {LABEL_POOL: pool_name} if LABEL_POOL in first else {LABEL_DEVICE: device, LABEL_TIER: tier}
-        pools.append(NodePool(
-            name=pool_name, device=device, architecture=arch, tier=tier, nodes=len(keep),
-            cpu=round(min(cpu), 3), memory_mb=round(min(mem), 1), accelerators=min(acc),
-            accelerator_resource=res or "nvidia.com/gpu",
-            rtt_ms=max(_float_label(n["metadata"]["labels"], LABEL_RTT, n["metadata"]["name"]) for n in keep),
-            idle_power_w=max(_float_label(n["metadata"]["labels"], LABEL_IDLE, n["metadata"]["name"]) for n in keep),
-            labels=labels))
+        pools.append(
+            NodePool(
+                name=pool_name,
+                device=device,
+                architecture=arch,
+                tier=tier,
+                nodes=len(keep),
+                cpu=round(min(cpu), 3),
+                memory_mb=round(min(mem), 1),
+                accelerators=min(acc),
+                accelerator_resource=res or "nvidia.com/gpu",
+                rtt_ms=max(_float_label(n["metadata"]["labels"], LABEL_RTT, n["metadata"]["name"]) for n in keep),
+                idle_power_w=max(
+                    _float_label(n["metadata"]["labels"], LABEL_IDLE, n["metadata"]["name"]) for n in keep
+                ),
+                labels=labels,
+            )
+        )
         members[pool_name] = sorted(n["metadata"]["name"] for n in keep)
     return Inventory(cluster=ClusterSpec(name=name, pools=pools) if pools else None, ignored=ignored, nodes=members)
 

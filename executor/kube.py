@@ -10,6 +10,7 @@ server reports as 500 "failed to create typed patch object"), 408, and connectio
 gives up early when the ``stop`` event is set. 409 is *not* retried here: callers decide
 (field-manager conflicts are resolved by :mod:`executor.apply`, stale deletes re-listed).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,11 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("rbac.authorization.k8s.io/v1", "Role"): ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): ("/apis/rbac.authorization.k8s.io/v1",
-                                                             "clusterrolebindings", False),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): (
+        "/apis/rbac.authorization.k8s.io/v1",
+        "clusterrolebindings",
+        False,
+    ),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies", True),
     # what the gateway discovers servers from (read-only): EndpointSlices (discovery.k8s.io/v1 from
     # Kubernetes 1.21, v1beta1 on 1.20), else Endpoints
@@ -58,8 +62,17 @@ for _api, _kind in RESOURCES:
 class KubeError(Exception):
     """An API call failed. ``status`` is the HTTP status (0: no response)."""
 
-    def __init__(self, status: int, message: str, *, reason: str = "", body: Optional[dict] = None,
-                 retry_after: Optional[float] = None, verb: str = "", what: str = ""):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        reason: str = "",
+        body: Optional[dict] = None,
+        retry_after: Optional[float] = None,
+        verb: str = "",
+        what: str = "",
+    ):
         self.status = status
         self.reason = reason
         self.body = body or {}
@@ -114,13 +127,13 @@ class Stopped(Exception):
 
 @dataclass
 class RetryPolicy:
-    attempts: int = 6            # total tries per call
-    base: float = 0.2            # first backoff, s
-    cap: float = 5.0             # max backoff, s
-    jitter: float = 0.3          # +- fraction
+    attempts: int = 6  # total tries per call
+    base: float = 0.2  # first backoff, s
+    cap: float = 5.0  # max backoff, s
+    jitter: float = 0.3  # +- fraction
 
     def delay(self, attempt: int, retry_after: Optional[float] = None) -> float:
-        d = min(self.cap, self.base * (2 ** attempt))
+        d = min(self.cap, self.base * (2**attempt))
         d *= 1 + random.uniform(-self.jitter, self.jitter)
         if retry_after is not None:
             d = max(d, min(retry_after, 30.0))
@@ -145,8 +158,10 @@ def _configuration(kubeconfig: Optional[str] = None, context: Optional[str] = No
             try:
                 config.load_kube_config(context=context, client_configuration=cfg)
             except Exception as e:
-                raise InputError(f"no in-cluster configuration and no usable kubeconfig ({e}); pass --kubeconfig",
-                                 field="--kubeconfig") from None
+                raise InputError(
+                    f"no in-cluster configuration and no usable kubeconfig ({e}); pass --kubeconfig",
+                    field="--kubeconfig",
+                ) from None
     cfg.client_side_validation = False
     cfg.retries = False  # our own retry loop, with backoff
     if not cfg.verify_ssl:
@@ -183,9 +198,16 @@ class KubeClient:
     Thread-safe: every thread gets its own ``ApiClient`` (connection pool).
     """
 
-    def __init__(self, configuration, *, field_manager: str = "synergai", retry: Optional[RetryPolicy] = None,
-                 stop: Optional[threading.Event] = None, timeout: float = 30.0,
-                 on_retry: Optional[Callable[[KubeError], None]] = None):
+    def __init__(
+        self,
+        configuration,
+        *,
+        field_manager: str = "synergai",
+        retry: Optional[RetryPolicy] = None,
+        stop: Optional[threading.Event] = None,
+        timeout: float = 30.0,
+        on_retry: Optional[Callable[[KubeError], None]] = None,
+    ):
         self.configuration = configuration
         self.field_manager = field_manager
         self.retry = retry or RetryPolicy()
@@ -197,12 +219,18 @@ class KubeClient:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_kubeconfig(cls, kubeconfig: Optional[str] = None, context: Optional[str] = None, **kw) -> "KubeClient":
+    def from_kubeconfig(cls, kubeconfig: Optional[str] = None, context: Optional[str] = None, **kw) -> KubeClient:
         return cls(_configuration(kubeconfig, context), **kw)
 
-    def with_stop(self, stop: threading.Event) -> "KubeClient":
-        return KubeClient(self.configuration, field_manager=self.field_manager, retry=self.retry, stop=stop,
-                          timeout=self.timeout, on_retry=self.on_retry)
+    def with_stop(self, stop: threading.Event) -> KubeClient:
+        return KubeClient(
+            self.configuration,
+            field_manager=self.field_manager,
+            retry=self.retry,
+            stop=stop,
+            timeout=self.timeout,
+            on_retry=self.on_retry,
+        )
 
     @property
     def api(self):
@@ -227,16 +255,30 @@ class KubeClient:
         self._local = threading.local()
 
     # ------------------------------------------------------------------ raw
-    def _raw(self, method: str, path: str, query: Optional[list] = None, body: Any = None,
-             content_type: Optional[str] = None, timeout: Any = None, stream: bool = False):
+    def _raw(
+        self,
+        method: str,
+        path: str,
+        query: Optional[list] = None,
+        body: Any = None,
+        content_type: Optional[str] = None,
+        timeout: Any = None,
+        stream: bool = False,
+    ):
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
         elif body is not None:
             headers["Content-Type"] = "application/json"
         api = self.api
-        m, url, h, b, pp = api.param_serialize(method, path, query_params=list(query or []), header_params=headers,
-                                               body=body, auth_settings=["BearerToken"])
+        m, url, h, b, pp = api.param_serialize(
+            method,
+            path,
+            query_params=list(query or []),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
         what = path
         try:
             r = api.call_api(m, url, h, b, pp, _request_timeout=timeout or (5, self.timeout))
@@ -258,12 +300,26 @@ class KubeClient:
                 ra = float(ra) if ra is not None else None
             except ValueError:
                 ra = None
-            raise KubeError(r.status, doc.get("message") or r.reason or "", reason=doc.get("reason", ""),
-                            body=doc, retry_after=ra, verb=method, what=what)
+            raise KubeError(
+                r.status,
+                doc.get("message") or r.reason or "",
+                reason=doc.get("reason", ""),
+                body=doc,
+                retry_after=ra,
+                verb=method,
+                what=what,
+            )
         return doc
 
-    def request(self, method: str, path: str, query: Optional[list] = None, body: Any = None,
-                content_type: Optional[str] = None, timeout: Any = None) -> dict:
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: Optional[list] = None,
+        body: Any = None,
+        content_type: Optional[str] = None,
+        timeout: Any = None,
+    ) -> dict:
         """One API call with retries on transient errors (see module docstring)."""
         attempt = 0
         while True:
@@ -309,8 +365,15 @@ class KubeClient:
                 return None
             raise
 
-    def list(self, api_version: str, kind: str, namespace: Optional[str] = None, *,
-             label_selector: Optional[str] = None, field_selector: Optional[str] = None) -> tuple[list[dict], str]:
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: Optional[str] = None,
+        *,
+        label_selector: Optional[str] = None,
+        field_selector: Optional[str] = None,
+    ) -> tuple[list[dict], str]:
         """All items (paged) and the list's resourceVersion."""
         items: list[dict] = []
         cont = None
@@ -329,8 +392,15 @@ class KubeClient:
             if not cont:
                 return items, meta.get("resourceVersion", "")
 
-    def apply(self, obj: dict, namespace: Optional[str] = None, *, force: bool = True, dry_run: bool = False,
-              field_manager: Optional[str] = None) -> dict:
+    def apply(
+        self,
+        obj: dict,
+        namespace: Optional[str] = None,
+        *,
+        force: bool = True,
+        dry_run: bool = False,
+        field_manager: Optional[str] = None,
+    ) -> dict:
         """Server-side apply ``obj``; returns the object as the server has (or would have) it."""
         api_version, kind, name = obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
         q = [("fieldManager", field_manager or self.field_manager)]
@@ -338,11 +408,21 @@ class KubeClient:
             q.append(("force", "true"))
         if dry_run:
             q.append(("dryRun", "All"))
-        return self.request("PATCH", self.path(api_version, kind, namespace, name), q, body=obj,
-                            content_type=APPLY_CONTENT_TYPE)
+        return self.request(
+            "PATCH", self.path(api_version, kind, namespace, name), q, body=obj, content_type=APPLY_CONTENT_TYPE
+        )
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: Optional[str] = None, *,
-               uid: Optional[str] = None, dry_run: bool = False, propagation: str = "Background") -> bool:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: Optional[str] = None,
+        *,
+        uid: Optional[str] = None,
+        dry_run: bool = False,
+        propagation: str = "Background",
+    ) -> bool:
         """Delete; False if it was already gone. ``uid`` guards against deleting a re-created object."""
         body: dict = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
         if uid:
@@ -361,23 +441,37 @@ class KubeClient:
     def create(self, obj: dict, namespace: Optional[str] = None) -> dict:
         return self.request("POST", self.path(obj["apiVersion"], obj["kind"], namespace), body=obj)
 
-    def watch(self, api_version: str, kind: str, namespace: Optional[str], resource_version: str, *,
-              label_selector: Optional[str] = None, field_selector: Optional[str] = None,
-              timeout_seconds: int = 60, on_open: Optional[Callable[[Any], None]] = None) -> Iterator[dict]:
+    def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: Optional[str],
+        resource_version: str,
+        *,
+        label_selector: Optional[str] = None,
+        field_selector: Optional[str] = None,
+        timeout_seconds: int = 60,
+        on_open: Optional[Callable[[Any], None]] = None,
+    ) -> Iterator[dict]:
         """Watch events (``{"type", "object"}``) from ``resource_version``.
 
         Raises :class:`KubeError` with status 410 when the version is too old (the caller
         re-lists), and status 0 when the connection drops. Ends normally when the server
         closes the watch after ``timeout_seconds``.
         """
-        q = [("watch", "true"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
-             ("timeoutSeconds", int(timeout_seconds))]
+        q = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", int(timeout_seconds)),
+        ]
         if label_selector:
             q.append(("labelSelector", label_selector))
         if field_selector:
             q.append(("fieldSelector", field_selector))
-        resp = self._raw("GET", self.path(api_version, kind, namespace), q, timeout=(5, timeout_seconds + 15),
-                         stream=True)
+        resp = self._raw(
+            "GET", self.path(api_version, kind, namespace), q, timeout=(5, timeout_seconds + 15), stream=True
+        )
         if on_open is not None:
             on_open(resp)  # lets another thread shut the stream down
         buf = b""
@@ -393,8 +487,14 @@ class KubeClient:
                     ev = json.loads(line)
                     if ev.get("type") == "ERROR":
                         st = ev.get("object") or {}
-                        raise KubeError(int(st.get("code") or 500), st.get("message", "watch error"),
-                                        reason=st.get("reason", ""), body=st, verb="WATCH", what=kind)
+                        raise KubeError(
+                            int(st.get("code") or 500),
+                            st.get("message", "watch error"),
+                            reason=st.get("reason", ""),
+                            body=st,
+                            verb="WATCH",
+                            what=kind,
+                        )
                     yield ev
         except KubeError:
             raise

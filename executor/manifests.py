@@ -21,6 +21,7 @@ same manifests reports ``unchanged`` and a server-side apply by another field ma
 The plan id goes into an annotation of the object metadata only, never into the pod
 template, so a new plan that does not change a Deployment's pods does not roll them.
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,17 +40,17 @@ from .names import Namer, dns_name, is_dns1123_subdomain, label_key_error, label
 
 MANAGER = "synergai"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_NAME = "app.kubernetes.io/name"          # the model (sanitised)
+LABEL_NAME = "app.kubernetes.io/name"  # the model (sanitised)
 LABEL_INSTANCE = "app.kubernetes.io/instance"  # the deployment (model, pool[, config])
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
-LABEL_POOL = "synergai.io/pool"                # pool (sanitised) on pods/objects; raw pool name on nodes
+LABEL_POOL = "synergai.io/pool"  # pool (sanitised) on pods/objects; raw pool name on nodes
 LABEL_TIER = "synergai.io/tier"
 LABEL_DEVICE = "synergai.io/device"
 LABEL_ARCH = "kubernetes.io/arch"
-LABEL_SERVER = "synergai.io/server"            # the server group (its plan name, or a sanitised form)
-LABEL_SHARED = "synergai.io/shared"            # "true" when the group's servers host several models
-MODEL_LABEL_PREFIX = "model.synergai.io"       # model.synergai.io/<model label>: serving, per hosted model
+LABEL_SERVER = "synergai.io/server"  # the server group (its plan name, or a sanitised form)
+LABEL_SHARED = "synergai.io/shared"  # "true" when the group's servers host several models
+MODEL_LABEL_PREFIX = "model.synergai.io"  # model.synergai.io/<model label>: serving, per hosted model
 
 ANN_PLAN_ID = "synergai.io/plan-id"
 ANN_MODEL = "synergai.io/model"
@@ -57,9 +58,9 @@ ANN_POOL = "synergai.io/pool-name"
 ANN_CONFIG = "synergai.io/config-id"
 ANN_ENGINE = "synergai.io/engine"
 ANN_SERVER = "synergai.io/server-group"
-ANN_MODELS = "synergai.io/models"              # JSON list of the hosted models (raw names)
-ANN_RUNTIME = "synergai.io/runtime"            # triton | synergai-serve
-ANN_CONFIG_HASH = "synergai.io/config-hash"    # hash of the server ConfigMap's data (pod template: rolls pods)
+ANN_MODELS = "synergai.io/models"  # JSON list of the hosted models (raw names)
+ANN_RUNTIME = "synergai.io/runtime"  # triton | synergai-serve
+ANN_CONFIG_HASH = "synergai.io/config-hash"  # hash of the server ConfigMap's data (pod template: rolls pods)
 
 SERVICE_PORT = 80
 CONTAINER_NAME = "server"
@@ -105,7 +106,7 @@ class ServerWorkload:
 @dataclass
 class ManifestSet:
     plan_id: str
-    objects: list[Any] = field(default_factory=list)          # typed kubernetes client models
+    objects: list[Any] = field(default_factory=list)  # typed kubernetes client models
     workloads: list[Workload] = field(default_factory=list)
     servers: list[ServerWorkload] = field(default_factory=list)
     model_services: dict[str, str] = field(default_factory=dict)  # model -> Service name
@@ -206,8 +207,11 @@ def pool_node_selector(pool: NodePool) -> dict[str, str]:
         labels = {LABEL_POOL: pool_label_value(pool.name)}
     _check_labels(labels, f"pool {pool.name!r}")
     if LABEL_ARCH in labels and labels[LABEL_ARCH] != pool.architecture:
-        raise InputError(f"pool {pool.name!r}: label {LABEL_ARCH}={labels[LABEL_ARCH]!r} contradicts its "
-                         f"architecture {pool.architecture!r}", field="pools.labels")
+        raise InputError(
+            f"pool {pool.name!r}: label {LABEL_ARCH}={labels[LABEL_ARCH]!r} contradicts its "
+            f"architecture {pool.architecture!r}",
+            field="pools.labels",
+        )
     sel.update(labels)
     return sel
 
@@ -234,7 +238,7 @@ class ModelStore:
     target: str = "/var/lib/synergai/models"
 
     @classmethod
-    def parse(cls, spec: str) -> "ModelStore":
+    def parse(cls, spec: str) -> ModelStore:
         kind, sep, target = str(spec).strip().partition(":")
         kind = kind.lower()
         if kind == "none" and not sep:
@@ -247,11 +251,14 @@ class ModelStore:
 
     def volume(self) -> Any:
         if self.kind == "pvc":
-            return k.V1Volume(name="model-store", persistent_volume_claim=k.V1PersistentVolumeClaimVolumeSource(
-                claim_name=self.target, read_only=True))
+            return k.V1Volume(
+                name="model-store",
+                persistent_volume_claim=k.V1PersistentVolumeClaimVolumeSource(claim_name=self.target, read_only=True),
+            )
         if self.kind == "hostpath":
-            return k.V1Volume(name="model-store", host_path=k.V1HostPathVolumeSource(path=self.target,
-                                                                                     type="Directory"))
+            return k.V1Volume(
+                name="model-store", host_path=k.V1HostPathVolumeSource(path=self.target, type="Directory")
+            )
         return None
 
 
@@ -314,26 +321,35 @@ def server_config(group: Server, assigns: list[Assignment], runtime: str) -> dic
         if runtime == RUNTIME_TRITON and plat is None:
             plat = "onnxruntime_onnx"  # a CPU engine in a Triton group: ONNX Runtime backend, KIND_CPU
         name = runtime_model_name(a.model, runtime)
-        models.append({
-            "model": a.model,
-            "runtime_name": name,
-            "config_id": c.config_id,
-            "engine": c.engine,
-            "precision": c.precision,
-            "batch_size": c.batch_size,
-            "threads": c.threads,
-            "batch_wait_ms": round(batch_wait_ms(c), 6),
-            "slots": ServiceModel.of(c).slots,
-            "accelerator": c.accelerator,
-            "accelerators": c.accelerators,
-            "power_mode": c.power_mode,
-            "file": f"{a.model}/1/{model_file(c.engine, c.accelerator) if plat is None else _file_of(plat)}",
-            **({"triton_platform": plat} if plat else {}),
-            "config": c.model_dump(mode="json"),
-        })
-    return {"schema_version": SERVER_CONFIG_SCHEMA, "server": group.name, "pool": group.pool,
-            "shared": group.shared, "power_mode": group.power_mode, "runtime": runtime,
-            "model_store": MODEL_STORE_DIR, "models": models}
+        models.append(
+            {
+                "model": a.model,
+                "runtime_name": name,
+                "config_id": c.config_id,
+                "engine": c.engine,
+                "precision": c.precision,
+                "batch_size": c.batch_size,
+                "threads": c.threads,
+                "batch_wait_ms": round(batch_wait_ms(c), 6),
+                "slots": ServiceModel.of(c).slots,
+                "accelerator": c.accelerator,
+                "accelerators": c.accelerators,
+                "power_mode": c.power_mode,
+                "file": f"{a.model}/1/{model_file(c.engine, c.accelerator) if plat is None else _file_of(plat)}",
+                **({"triton_platform": plat} if plat else {}),
+                "config": c.model_dump(mode="json"),
+            }
+        )
+    return {
+        "schema_version": SERVER_CONFIG_SCHEMA,
+        "server": group.name,
+        "pool": group.pool,
+        "shared": group.shared,
+        "power_mode": group.power_mode,
+        "runtime": runtime,
+        "model_store": MODEL_STORE_DIR,
+        "models": models,
+    }
 
 
 def _file_of(platform: str) -> str:
@@ -351,8 +367,11 @@ def _resources(group: Server, assigns: list[Assignment], pool: NodePool) -> Any:
         res = pool.accelerator_resource
         err = label_key_error(res)
         if err or "/" not in res:
-            raise InputError(f"pool {pool.name!r}: accelerator_resource {res!r} is not an extended resource "
-                             f"name like nvidia.com/gpu", field="pools.accelerator_resource")
+            raise InputError(
+                f"pool {pool.name!r}: accelerator_resource {res!r} is not an extended resource "
+                f"name like nvidia.com/gpu",
+                field="pools.accelerator_resource",
+            )
         # extended resources: requests must equal limits
         requests[res] = str(group.accelerators)
         limits[res] = str(group.accelerators)
@@ -362,21 +381,27 @@ def _resources(group: Server, assigns: list[Assignment], pool: NodePool) -> Any:
 def _env(group: Server, assigns: list[Assignment], img: ResolvedImage, runtime: str) -> list[Any]:
     from synergai.planner.service import batch_wait_ms
 
-    env = {"SYNERGAI_SERVER": group.name, "SYNERGAI_SERVER_CONFIG": f"{SERVER_CONFIG_DIR}/{SERVER_CONFIG_KEY}",
-           "SYNERGAI_MODEL_STORE": MODEL_STORE_DIR, "PORT": str(img.port)}
+    env = {
+        "SYNERGAI_SERVER": group.name,
+        "SYNERGAI_SERVER_CONFIG": f"{SERVER_CONFIG_DIR}/{SERVER_CONFIG_KEY}",
+        "SYNERGAI_MODEL_STORE": MODEL_STORE_DIR,
+        "PORT": str(img.port),
+    }
     if len(assigns) == 1:  # a dedicated server: the single model's configuration as environment too
         a = assigns[0]
         c = a.config
-        env.update({
-            "MODEL": a.model,
-            "ENGINE": c.engine,
-            "PRECISION": c.precision,
-            "BATCH_SIZE": str(c.batch_size),
-            "THREADS": "auto" if c.threads is None else str(c.threads),
-            "POWER_MODE": c.power_mode,
-            "ACCELERATOR": c.accelerator,
-            "CONFIG_ID": c.config_id,
-        })
+        env.update(
+            {
+                "MODEL": a.model,
+                "ENGINE": c.engine,
+                "PRECISION": c.precision,
+                "BATCH_SIZE": str(c.batch_size),
+                "THREADS": "auto" if c.threads is None else str(c.threads),
+                "POWER_MODE": c.power_mode,
+                "ACCELERATOR": c.accelerator,
+                "CONFIG_ID": c.config_id,
+            }
+        )
         if c.batch_size > 1:  # the batch-formation wait the planner assumed (planner.service.batch_wait_ms)
             env["MAX_BATCH_DELAY_MS"] = f"{batch_wait_ms(c):.3f}"
         if c.threads:
@@ -386,8 +411,9 @@ def _env(group: Server, assigns: list[Assignment], img: ResolvedImage, runtime: 
     return [k.V1EnvVar(name=n, value=v) for n, v in env.items()]
 
 
-def _container(group: Server, assigns: list[Assignment], pool: NodePool, img: ResolvedImage, runtime: str,
-               mounts: list[Any]) -> Any:
+def _container(
+    group: Server, assigns: list[Assignment], pool: NodePool, img: ResolvedImage, runtime: str, mounts: list[Any]
+) -> Any:
     http = k.V1HTTPGetAction(path=img.readiness_path, port="http", scheme="HTTP")
     live = k.V1HTTPGetAction(path=img.liveness_path, port="http", scheme="HTTP")
     return k.V1Container(
@@ -437,22 +463,31 @@ def _groups(plan: Plan) -> list[tuple[Server, list[Assignment]]]:
         seen: set[str] = set()
         for a in assigns:
             if a.pool != g.pool:
-                raise InputError(f"assignment {a.model}/{a.pool}: pool {a.pool!r} is not the pool {g.pool!r} of "
-                                 f"its server group {g.name!r}", field="assignments.pool")
+                raise InputError(
+                    f"assignment {a.model}/{a.pool}: pool {a.pool!r} is not the pool {g.pool!r} of "
+                    f"its server group {g.name!r}",
+                    field="assignments.pool",
+                )
             if a.model in seen:
-                raise InputError(f"duplicate assignment for model {a.model!r} on pool {a.pool!r} in server group "
-                                 f"{g.name!r} (configuration {a.config.config_id})", field="assignments")
+                raise InputError(
+                    f"duplicate assignment for model {a.model!r} on pool {a.pool!r} in server group "
+                    f"{g.name!r} (configuration {a.config.config_id})",
+                    field="assignments",
+                )
             seen.add(a.model)
         out.append((g, sorted(assigns, key=lambda a: (a.model, a.config.config_id))))
     if plan.servers:
         for a in plan.assignments:
             if a.replicas > 0 and a.server not in known:
-                raise InputError(f"assignment {a.model}/{a.pool}: server group {a.server!r} is not in plan.servers",
-                                 field="assignments.server")
+                raise InputError(
+                    f"assignment {a.model}/{a.pool}: server group {a.server!r} is not in plan.servers",
+                    field="assignments.server",
+                )
     for a in plan.assignments:
         if a.pool not in pools:
-            raise InputError(f"assignment {a.model}/{a.pool}: pool {a.pool!r} is not in plan.pools",
-                             field="assignments.pool")
+            raise InputError(
+                f"assignment {a.model}/{a.pool}: pool {a.pool!r} is not in plan.pools", field="assignments.pool"
+            )
     return sorted(out, key=lambda x: x[0].name)
 
 
@@ -486,8 +521,14 @@ def model_label_key(model_label: str) -> str:
     return f"{MODEL_LABEL_PREFIX}/{model_label}"
 
 
-def build(plan: Plan, images: Optional[ImageMap] = None, *, gateway: bool = False,
-          model_store: Optional[ModelStore] = None, gateway_options: Optional[dict] = None) -> ManifestSet:
+def build(
+    plan: Plan,
+    images: Optional[ImageMap] = None,
+    *,
+    gateway: bool = False,
+    model_store: Optional[ModelStore] = None,
+    gateway_options: Optional[dict] = None,
+) -> ManifestSet:
     """All objects for ``plan``; raises :class:`models.InputError` (nothing half-built) on bad input.
 
     ``gateway``: add the gateway's objects and the plan ConfigMap it reads (see
@@ -523,38 +564,63 @@ def build(plan: Plan, images: Optional[ImageMap] = None, *, gateway: bool = Fals
                         raise
                     img = images.resolve(a.config.engine, pool.architecture)
             except InputError as e:
-                raise InputError(f"model {a.model!r} on pool {g.pool!r}: {e.message} (image map {images.source})",
-                                 field="assignments.config.engine") from None
+                raise InputError(
+                    f"model {a.model!r} on pool {g.pool!r}: {e.message} (image map {images.source})",
+                    field="assignments.config.engine",
+                ) from None
             imgs[img] = a
         if len(imgs) > 1:
-            raise InputError(f"server group {g.name!r} on pool {g.pool!r}: its models need different images ("
-                             + ", ".join(f"{a.model}: {i.image}" for i, a in imgs.items())
-                             + "); one server runs one image", field="servers")
+            raise InputError(
+                f"server group {g.name!r} on pool {g.pool!r}: its models need different images ("
+                + ", ".join(f"{a.model}: {i.image}" for i, a in imgs.items())
+                + "); one server runs one image",
+                field="servers",
+            )
         (img,) = imgs
         name = names[g.name]
         srv_label = g.name if label_value_error(g.name) is None and g.name else dns_name(g.name, kind="server")
         selector = {LABEL_MANAGED_BY: MANAGER, LABEL_INSTANCE: name}
-        labels = {LABEL_MANAGED_BY: MANAGER, LABEL_PART_OF: MANAGER, LABEL_COMPONENT: "inference",
-                  LABEL_INSTANCE: name, LABEL_POOL: pool_label_value(g.pool), LABEL_TIER: pool.tier,
-                  LABEL_SERVER: srv_label, LABEL_SHARED: "true" if g.shared else "false"}
+        labels = {
+            LABEL_MANAGED_BY: MANAGER,
+            LABEL_PART_OF: MANAGER,
+            LABEL_COMPONENT: "inference",
+            LABEL_INSTANCE: name,
+            LABEL_POOL: pool_label_value(g.pool),
+            LABEL_TIER: pool.tier,
+            LABEL_SERVER: srv_label,
+            LABEL_SHARED: "true" if g.shared else "false",
+        }
         if len(assigns) == 1:
             labels[LABEL_NAME] = model_label[assigns[0].model]
         pod_labels = {**labels, **{model_label_key(model_label[a.model]): "serving" for a in assigns}}
-        ident = {ANN_SERVER: g.name, ANN_POOL: g.pool, ANN_MODELS: json.dumps([a.model for a in assigns]),
-                 ANN_RUNTIME: runtime}
+        ident = {
+            ANN_SERVER: g.name,
+            ANN_POOL: g.pool,
+            ANN_MODELS: json.dumps([a.model for a in assigns]),
+            ANN_RUNTIME: runtime,
+        }
         if len(assigns) == 1:
-            ident.update({ANN_MODEL: assigns[0].model, ANN_CONFIG: assigns[0].config.config_id,
-                          ANN_ENGINE: assigns[0].config.engine})
+            ident.update(
+                {
+                    ANN_MODEL: assigns[0].model,
+                    ANN_CONFIG: assigns[0].config.config_id,
+                    ANN_ENGINE: assigns[0].config.engine,
+                }
+            )
         else:
             ident[ANN_CONFIG] = json.dumps({a.model: a.config.config_id for a in assigns})
 
         # the server configuration, mounted from a ConfigMap of the same name
         doc = server_config(g, assigns, runtime)
         data = {SERVER_CONFIG_KEY: json.dumps(doc, indent=2, sort_keys=True) + "\n"}
-        mounts = [k.V1VolumeMount(name="tmp", mount_path="/tmp"),
-                  k.V1VolumeMount(name="server-config", mount_path=SERVER_CONFIG_DIR, read_only=True)]
-        volumes = [k.V1Volume(name="tmp", empty_dir=k.V1EmptyDirVolumeSource(size_limit="1Gi")),
-                   k.V1Volume(name="server-config", config_map=k.V1ConfigMapVolumeSource(name=name))]
+        mounts = [
+            k.V1VolumeMount(name="tmp", mount_path="/tmp"),
+            k.V1VolumeMount(name="server-config", mount_path=SERVER_CONFIG_DIR, read_only=True),
+        ]
+        volumes = [
+            k.V1Volume(name="tmp", empty_dir=k.V1EmptyDirVolumeSource(size_limit="1Gi")),
+            k.V1Volume(name="server-config", config_map=k.V1ConfigMapVolumeSource(name=name)),
+        ]
         store_vol = store.volume()
         if runtime == RUNTIME_TRITON:
             # Triton's model repository: an emptyDir at /models holding, per model, config.pbtxt (from the
@@ -567,28 +633,55 @@ def build(plan: Plan, images: Optional[ImageMap] = None, *, gateway: bool = Fals
             for m in doc["models"]:
                 key = f"{m['runtime_name']}.config.pbtxt"  # runtime_name is a valid ConfigMap key
                 data[key] = pbtxt[m["model"]]
-                mounts.append(k.V1VolumeMount(name="server-config", read_only=True, sub_path=key,
-                                              mount_path=f"{MODEL_STORE_DIR}/{m['runtime_name']}/config.pbtxt"))
+                mounts.append(
+                    k.V1VolumeMount(
+                        name="server-config",
+                        read_only=True,
+                        sub_path=key,
+                        mount_path=f"{MODEL_STORE_DIR}/{m['runtime_name']}/config.pbtxt",
+                    )
+                )
                 if store_vol is not None:
-                    mounts.append(k.V1VolumeMount(name="model-store", read_only=True, sub_path=f"{m['model']}/1",
-                                                  mount_path=f"{MODEL_STORE_DIR}/{m['runtime_name']}/1"))
+                    mounts.append(
+                        k.V1VolumeMount(
+                            name="model-store",
+                            read_only=True,
+                            sub_path=f"{m['model']}/1",
+                            mount_path=f"{MODEL_STORE_DIR}/{m['runtime_name']}/1",
+                        )
+                    )
         elif store_vol is not None:
             mounts.append(k.V1VolumeMount(name="model-store", mount_path=MODEL_STORE_DIR, read_only=True))
         if store_vol is not None:
             volumes.append(store_vol)
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-        cm_labels = {LABEL_MANAGED_BY: MANAGER, LABEL_PART_OF: MANAGER, LABEL_COMPONENT: "server-config",
-                     LABEL_INSTANCE: name, LABEL_POOL: labels[LABEL_POOL], LABEL_SERVER: srv_label}
-        configmaps.append(k.V1ConfigMap(
-            api_version="v1", kind="ConfigMap", data=data,
-            metadata=k.V1ObjectMeta(name=name, labels=cm_labels,
-                                    annotations={ANN_PLAN_ID: plan_id, ANN_SERVER: g.name, ANN_CONFIG_HASH: digest})))
+        cm_labels = {
+            LABEL_MANAGED_BY: MANAGER,
+            LABEL_PART_OF: MANAGER,
+            LABEL_COMPONENT: "server-config",
+            LABEL_INSTANCE: name,
+            LABEL_POOL: labels[LABEL_POOL],
+            LABEL_SERVER: srv_label,
+        }
+        configmaps.append(
+            k.V1ConfigMap(
+                api_version="v1",
+                kind="ConfigMap",
+                data=data,
+                metadata=k.V1ObjectMeta(
+                    name=name,
+                    labels=cm_labels,
+                    annotations={ANN_PLAN_ID: plan_id, ANN_SERVER: g.name, ANN_CONFIG_HASH: digest},
+                ),
+            )
+        )
 
         accel = g.accelerators > 0
         strategy = k.V1DeploymentStrategy(
             type="RollingUpdate",
             # accelerators are usually all allocated: surge pods could never schedule
-            rolling_update=k.V1RollingUpdateDeployment(max_surge=0 if accel else 1, max_unavailable=1 if accel else 0))
+            rolling_update=k.V1RollingUpdateDeployment(max_surge=0 if accel else 1, max_unavailable=1 if accel else 0),
+        )
         pod = k.V1PodSpec(
             containers=[_container(g, assigns, pool, img, runtime, mounts)],
             node_selector=dict(selectors[g.pool]),
@@ -597,19 +690,29 @@ def build(plan: Plan, images: Optional[ImageMap] = None, *, gateway: bool = Fals
             # hostNetwork/hostPID/hostIPC are left unset: false is their default and the API server
             # drops a false value, so writing it would make every kubectl re-apply a change
             security_context=k.V1PodSecurityContext(
-                run_as_non_root=True, run_as_user=RUN_AS_USER, run_as_group=RUN_AS_USER, fs_group=RUN_AS_USER,
-                seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault")),
+                run_as_non_root=True,
+                run_as_user=RUN_AS_USER,
+                run_as_group=RUN_AS_USER,
+                fs_group=RUN_AS_USER,
+                seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault"),
+            ),
             termination_grace_period_seconds=30,
             restart_policy="Always",
             volumes=volumes,
-            topology_spread_constraints=[k.V1TopologySpreadConstraint(
-                max_skew=1, topology_key="kubernetes.io/hostname", when_unsatisfiable="ScheduleAnyway",
-                label_selector=k.V1LabelSelector(match_labels=dict(selector)))],
+            topology_spread_constraints=[
+                k.V1TopologySpreadConstraint(
+                    max_skew=1,
+                    topology_key="kubernetes.io/hostname",
+                    when_unsatisfiable="ScheduleAnyway",
+                    label_selector=k.V1LabelSelector(match_labels=dict(selector)),
+                )
+            ],
         )
         # the configuration's hash in the pod template: a changed server.json / config.pbtxt rolls the pods
         # (subPath mounts never see ConfigMap updates)
         dep = k.V1Deployment(
-            api_version="apps/v1", kind="Deployment",
+            api_version="apps/v1",
+            kind="Deployment",
             metadata=k.V1ObjectMeta(name=name, labels=dict(labels), annotations={ANN_PLAN_ID: plan_id, **ident}),
             spec=k.V1DeploymentSpec(
                 replicas=g.replicas,
@@ -618,34 +721,72 @@ def build(plan: Plan, images: Optional[ImageMap] = None, *, gateway: bool = Fals
                 revision_history_limit=3,
                 progress_deadline_seconds=600,
                 template=k.V1PodTemplateSpec(
-                    metadata=k.V1ObjectMeta(labels=pod_labels, annotations={**ident, ANN_CONFIG_HASH: digest}),
-                    spec=pod)))
+                    metadata=k.V1ObjectMeta(labels=pod_labels, annotations={**ident, ANN_CONFIG_HASH: digest}), spec=pod
+                ),
+            ),
+        )
         svc = k.V1Service(
-            api_version="v1", kind="Service",
+            api_version="v1",
+            kind="Service",
             metadata=k.V1ObjectMeta(name=name, labels=dict(labels), annotations={ANN_PLAN_ID: plan_id, **ident}),
-            spec=k.V1ServiceSpec(type="ClusterIP", selector=dict(selector), session_affinity="None",
-                                 ports=[k.V1ServicePort(name="http", port=SERVICE_PORT, target_port="http",
-                                                        protocol="TCP")]))
+            spec=k.V1ServiceSpec(
+                type="ClusterIP",
+                selector=dict(selector),
+                session_affinity="None",
+                ports=[k.V1ServicePort(name="http", port=SERVICE_PORT, target_port="http", protocol="TCP")],
+            ),
+        )
         deployments.append(dep)
         services.append(svc)
-        out.servers.append(ServerWorkload(name=name, server=g.name, pool=g.pool, replicas=g.replicas,
-                                          shared=g.shared, standby=g.standby, models=[a.model for a in assigns],
-                                          runtime=runtime, image=img.image, service=name, configmap=name))
+        out.servers.append(
+            ServerWorkload(
+                name=name,
+                server=g.name,
+                pool=g.pool,
+                replicas=g.replicas,
+                shared=g.shared,
+                standby=g.standby,
+                models=[a.model for a in assigns],
+                runtime=runtime,
+                image=img.image,
+                service=name,
+                configmap=name,
+            )
+        )
         for a in assigns:
-            out.workloads.append(Workload(name=name, model=a.model, pool=g.pool, config_id=a.config.config_id,
-                                          replicas=g.replicas, service=name, server=g.name))
+            out.workloads.append(
+                Workload(
+                    name=name,
+                    model=a.model,
+                    pool=g.pool,
+                    config_id=a.config.config_id,
+                    replicas=g.replicas,
+                    service=name,
+                    server=g.name,
+                )
+            )
 
     for m in models:
         name = namer.name(m, kind="model-service")
-        labels = {LABEL_MANAGED_BY: MANAGER, LABEL_PART_OF: MANAGER, LABEL_COMPONENT: "model-endpoint",
-                  LABEL_NAME: model_label[m]}
-        services.append(k.V1Service(
-            api_version="v1", kind="Service",
-            metadata=k.V1ObjectMeta(name=name, labels=labels, annotations={ANN_PLAN_ID: plan_id, ANN_MODEL: m}),
-            spec=k.V1ServiceSpec(type="ClusterIP", session_affinity="None",
-                                 selector={LABEL_MANAGED_BY: MANAGER, model_label_key(model_label[m]): "serving"},
-                                 ports=[k.V1ServicePort(name="http", port=SERVICE_PORT, target_port="http",
-                                                        protocol="TCP")])))
+        labels = {
+            LABEL_MANAGED_BY: MANAGER,
+            LABEL_PART_OF: MANAGER,
+            LABEL_COMPONENT: "model-endpoint",
+            LABEL_NAME: model_label[m],
+        }
+        services.append(
+            k.V1Service(
+                api_version="v1",
+                kind="Service",
+                metadata=k.V1ObjectMeta(name=name, labels=labels, annotations={ANN_PLAN_ID: plan_id, ANN_MODEL: m}),
+                spec=k.V1ServiceSpec(
+                    type="ClusterIP",
+                    session_affinity="None",
+                    selector={LABEL_MANAGED_BY: MANAGER, model_label_key(model_label[m]): "serving"},
+                    ports=[k.V1ServicePort(name="http", port=SERVICE_PORT, target_port="http", protocol="TCP")],
+                ),
+            )
+        )
         out.model_services[m] = name
 
     out.objects = configmaps + deployments + services
@@ -657,8 +798,9 @@ def build(plan: Plan, images: Optional[ImageMap] = None, *, gateway: bool = Fals
     return out
 
 
-def build_manifests(plan: Plan, images: Optional[ImageMap] = None, namespace: Optional[str] = None,
-                    **kw: Any) -> list[dict]:
+def build_manifests(
+    plan: Plan, images: Optional[ImageMap] = None, namespace: Optional[str] = None, **kw: Any
+) -> list[dict]:
     """Plain dict manifests for ``plan`` (ConfigMaps, Deployments, Services[, the gateway's objects])."""
     return build(plan, images, **kw).dicts(namespace)
 

@@ -10,6 +10,7 @@ It is a readable slug of the inputs followed by a hash of the *raw* inputs, so:
   unlikely collision within one plan);
 * the same inputs always give the same name (crash-safe re-apply, no generateName).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -19,6 +19,7 @@
 
 Kubernetes access uses the official ``kubernetes`` client; nothing here needs kubectl.
 """
+
 from __future__ import annotations
 
 import io
@@ -40,7 +41,7 @@ CONFIGMAP_MAX_BYTES = 1024 * 1024
 CSV_KEY = "profiles.csv"
 META_KEY = "meta.jsonl"
 
-PROFILER = "synergai-profiler"                   # ServiceAccount / Role / RoleBinding name
+PROFILER = "synergai-profiler"  # ServiceAccount / Role / RoleBinding name
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_POOL = "synergai.io/pool"
@@ -74,6 +75,7 @@ def pool_label(pool: str) -> str:
 def _version() -> str:
     try:
         from synergai import __version__
+
         return __version__
     except Exception:  # pragma: no cover
         return "latest"
@@ -105,22 +107,50 @@ def rbac_objects(namespace: Optional[str] = None) -> list[dict]:
     if namespace:
         md["namespace"] = namespace
     sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(md)}
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": dict(md),
-            "rules": [{"apiGroups": [""], "resources": ["configmaps"],
-                       "verbs": ["get", "create", "update", "patch"]}]}
-    rb = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": dict(md),
-          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": PROFILER},
-          "subjects": [{"kind": "ServiceAccount", "name": PROFILER, **({"namespace": namespace} if namespace else {})}]}
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": dict(md),
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update", "patch"]}],
+    }
+    rb = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": dict(md),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": PROFILER},
+        "subjects": [{"kind": "ServiceAccount", "name": PROFILER, **({"namespace": namespace} if namespace else {})}],
+    }
     return [sa, role, rb]
 
 
 def profiler_args(pool: NodePool, *, engines: str = "all", extra: Optional[list[str]] = None) -> list[str]:
-    return ["synergai", "profile", "--quick", "--engine", engines, "--device", pool.device, "--out", OUT_IN_POD,
-            "--publish-configmap", object_name(pool.name), "--pool", pool.name, *(extra or [])]
+    return [
+        "synergai",
+        "profile",
+        "--quick",
+        "--engine",
+        engines,
+        "--device",
+        pool.device,
+        "--out",
+        OUT_IN_POD,
+        "--publish-configmap",
+        object_name(pool.name),
+        "--pool",
+        pool.name,
+        *(extra or []),
+    ]
 
 
-def job_object(pool: NodePool, *, image: str, namespace: Optional[str] = None, engines: str = "all",
-               extra_args: Optional[list[str]] = None, memory_mb: Optional[float] = None) -> dict:
+def job_object(
+    pool: NodePool,
+    *,
+    image: str,
+    namespace: Optional[str] = None,
+    engines: str = "all",
+    extra_args: Optional[list[str]] = None,
+    memory_mb: Optional[float] = None,
+) -> dict:
     """The Job profiling ``pool`` (a plain dict manifest)."""
     sel = pool_node_selector(pool)
     cores = max(1, math.floor(pool.cpu + 1e-9))
@@ -145,40 +175,70 @@ def job_object(pool: NodePool, *, image: str, namespace: Optional[str] = None, e
             {"name": "SYNERGAI_POOL", "value": pool.name},
         ],
         "resources": {"requests": dict(res), "limits": dict(res)},
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                            "allowPrivilegeEscalation": False, "privileged": False,
-                            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod = {
         "restartPolicy": "Never",
         "serviceAccountName": PROFILER,
-        "automountServiceAccountToken": True,      # it writes its ConfigMap through the API
+        "automountServiceAccountToken": True,  # it writes its ConfigMap through the API
         "enableServiceLinks": False,
-        "hostNetwork": False, "hostPID": False, "hostIPC": False,
+        "hostNetwork": False,
+        "hostPID": False,
+        "hostIPC": False,
         "nodeSelector": sel,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                            "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
     }
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": md,
-            "spec": {"backoffLimit": 1, "completions": 1, "parallelism": 1,
-                     "activeDeadlineSeconds": ACTIVE_DEADLINE_S,
-                     "template": {"metadata": {"labels": dict(labels), "annotations": dict(ann)}, "spec": pod}}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": md,
+        "spec": {
+            "backoffLimit": 1,
+            "completions": 1,
+            "parallelism": 1,
+            "activeDeadlineSeconds": ACTIVE_DEADLINE_S,
+            "template": {"metadata": {"labels": dict(labels), "annotations": dict(ann)}, "spec": pod},
+        },
+    }
 
 
-def build_objects(cluster: ClusterSpec, *, namespace: Optional[str] = None, images: Any = None,
-                  image: Optional[str] = None, engines: str = "all", extra_args: Optional[list[str]] = None,
-                  pools: Optional[list[str]] = None) -> list[dict]:
+def build_objects(
+    cluster: ClusterSpec,
+    *,
+    namespace: Optional[str] = None,
+    images: Any = None,
+    image: Optional[str] = None,
+    engines: str = "all",
+    extra_args: Optional[list[str]] = None,
+    pools: Optional[list[str]] = None,
+) -> list[dict]:
     """RBAC objects then one Job per pool (pools with ``nodes == 0`` are skipped: nothing to run on)."""
     chosen = cluster.pools
     if pools:
         known = {p.name for p in cluster.pools}
         for p in pools:
             if p not in known:
-                raise InputError(f"pool {p!r} is not in the cluster (pools: {', '.join(sorted(known))})", field="--pool")
+                raise InputError(
+                    f"pool {p!r} is not in the cluster (pools: {', '.join(sorted(known))})", field="--pool"
+                )
         chosen = [p for p in cluster.pools if p.name in pools]
     out = rbac_objects(namespace)
     names: dict[str, str] = {}
@@ -189,8 +249,11 @@ def build_objects(cluster: ClusterSpec, *, namespace: Optional[str] = None, imag
         if n in names:
             raise InputError(f"pools {names[n]!r} and {p.name!r} map to the same Job name {n}", field="pools.name")
         names[n] = p.name
-        out.append(job_object(p, image=image_for(p, images, image), namespace=namespace, engines=engines,
-                              extra_args=extra_args))
+        out.append(
+            job_object(
+                p, image=image_for(p, images, image), namespace=namespace, engines=engines, extra_args=extra_args
+            )
+        )
     return out
 
 
@@ -227,12 +290,15 @@ def api_client(kubeconfig: Optional[str] = None):
     except InputError:
         raise
     except Exception as e:
-        raise InputError(f"cannot load Kubernetes configuration: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-                         field="--kubeconfig") from None
+        raise InputError(
+            f"cannot load Kubernetes configuration: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+            field="--kubeconfig",
+        ) from None
     cfg.client_side_validation = False
     if not cfg.verify_ssl:
         try:
             import urllib3
+
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         except Exception:  # pragma: no cover
             pass
@@ -270,8 +336,12 @@ def apply_objects(api, objs: list[dict], namespace: str, *, replace_jobs: bool =
     from kubernetes.client.rest import ApiException
 
     core, rbac, batch = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api), client.BatchV1Api(api)
-    create = {"ServiceAccount": core.create_namespaced_service_account, "Role": rbac.create_namespaced_role,
-              "RoleBinding": rbac.create_namespaced_role_binding, "Job": batch.create_namespaced_job}
+    create = {
+        "ServiceAccount": core.create_namespaced_service_account,
+        "Role": rbac.create_namespaced_role,
+        "RoleBinding": rbac.create_namespaced_role_binding,
+        "Job": batch.create_namespaced_job,
+    }
     lines = []
     for o in objs:
         o = json.loads(json.dumps(o))
@@ -291,6 +361,7 @@ def apply_objects(api, objs: list[dict], namespace: str, *, replace_jobs: bool =
             if kind == "Job" and replace_jobs:
                 batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
                 import time
+
                 for _ in range(50):
                     try:
                         fn(namespace, o)
@@ -314,13 +385,16 @@ def configmap_object(name: str, pool: str, device: str, csv_text: str, meta_text
     The measurement sidecar (``meta.jsonl``) is included only when it still fits; otherwise the
     ``synergai.io/meta`` annotation says it was left out.
     """
+
     def size(d: dict) -> int:
         return sum(len(k.encode()) + len(v.encode()) for k, v in d.items())
 
     data = {CSV_KEY: csv_text}
     if size(data) > CONFIGMAP_MAX_BYTES:
-        raise ProfileJobError(f"profiles of pool {pool!r} are {size(data)} bytes; a ConfigMap holds at most "
-                              f"{CONFIGMAP_MAX_BYTES} bytes (1 MiB): profile fewer configurations (--budget, --quick)")
+        raise ProfileJobError(
+            f"profiles of pool {pool!r} are {size(data)} bytes; a ConfigMap holds at most "
+            f"{CONFIGMAP_MAX_BYTES} bytes (1 MiB): profile fewer configurations (--budget, --quick)"
+        )
     ann = {ANN_POOL: pool, ANN_DEVICE: device}
     if meta_text:
         if size(data) + len(META_KEY) + len(meta_text.encode()) <= CONFIGMAP_MAX_BYTES:
@@ -328,9 +402,12 @@ def configmap_object(name: str, pool: str, device: str, csv_text: str, meta_text
             ann[ANN_META] = "included"
         else:
             ann[ANN_META] = "omitted: over the 1 MiB ConfigMap limit"
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "labels": {**_labels(), LABEL_POOL: pool_label(pool)}, "annotations": ann},
-            "data": data}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": {**_labels(), LABEL_POOL: pool_label(pool)}, "annotations": ann},
+        "data": data,
+    }
 
 
 def publish(api, csv_path: Path, *, name: str, pool: str, device: str, namespace: str) -> str:
@@ -356,16 +433,18 @@ def publish(api, csv_path: Path, *, name: str, pool: str, device: str, namespace
             raise ProfileJobError(f"replace ConfigMap {namespace}/{name}: {_api_error(e2)}") from None
         verb = "replaced"
     n = max(0, text.count("\n") - 1)
-    return f"{verb} ConfigMap {namespace}/{name}: {n} records, {sum(len(v.encode()) for v in cm['data'].values())} bytes"
+    return (
+        f"{verb} ConfigMap {namespace}/{name}: {n} records, {sum(len(v.encode()) for v in cm['data'].values())} bytes"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- collect
 @dataclass
 class Collected:
     table: Optional[ProfileTable]
-    accepted: dict[str, int] = field(default_factory=dict)      # configmap name -> records kept
-    rejected: list[str] = field(default_factory=list)           # one line each
-    missing: list[str] = field(default_factory=list)            # pools without a ConfigMap (with job state)
+    accepted: dict[str, int] = field(default_factory=dict)  # configmap name -> records kept
+    rejected: list[str] = field(default_factory=list)  # one line each
+    missing: list[str] = field(default_factory=list)  # pools without a ConfigMap (with job state)
 
 
 def parse_configmap(cm: dict, pools: Optional[dict[str, NodePool]] = None) -> tuple[list[ProfileRecord], list[str]]:
@@ -410,11 +489,15 @@ def parse_configmap(cm: dict, pools: Optional[dict[str, NodePool]] = None) -> tu
             continue
         r = t.records[0]
         if expect is not None and r.device != expect.device:
-            bad.append(f"{where}: {CSV_KEY} row {row}: device: {r.device!r} is not pool {pool!r}'s device {expect.device!r}")
+            bad.append(
+                f"{where}: {CSV_KEY} row {row}: device: {r.device!r} is not pool {pool!r}'s device {expect.device!r}"
+            )
             continue
         if expect is not None and r.architecture != expect.architecture:
-            bad.append(f"{where}: {CSV_KEY} row {row}: architecture: {r.architecture!r} is not pool {pool!r}'s "
-                       f"architecture {expect.architecture!r}")
+            bad.append(
+                f"{where}: {CSV_KEY} row {row}: architecture: {r.architecture!r} is not pool {pool!r}'s "
+                f"architecture {expect.architecture!r}"
+            )
             continue
         good.append(r)
     return good, bad
@@ -461,7 +544,8 @@ def job_states(api, namespace: str) -> dict[str, str]:
 
     try:
         resp = api.sanitize_for_serialization(
-            client.BatchV1Api(api).list_namespaced_job(namespace, label_selector=SELECTOR))
+            client.BatchV1Api(api).list_namespaced_job(namespace, label_selector=SELECTOR)
+        )
     except ApiException:
         return {}
     out = {}

@@ -26,6 +26,7 @@ Every response carries ``X-Synergai-Server-Ms`` (arrival to answer), ``X-Synerga
 (the batch's execution), ``X-Synergai-Batch`` (rows in it) and ``X-Synergai-Queue-Depth``
 (requests in this server not yet answered), which the gateway uses for feedback.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,8 +41,7 @@ import numpy as np
 from aiohttp import web
 
 from . import v2
-from .httpkit import (HttpLimits, add_v2_routes, json_error, json_response, make_app, prometheus, read_body,
-                      run_main)
+from .httpkit import HttpLimits, add_v2_routes, json_error, json_response, make_app, prometheus, read_body, run_main
 
 log = logging.getLogger("synergai.serve")
 
@@ -67,7 +67,7 @@ def service_model(cfg: Any):
 class TensorSpec:
     name: str
     datatype: str
-    shape: list[int]          # -1 = any
+    shape: list[int]  # -1 = any
 
     def doc(self) -> dict:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
@@ -90,11 +90,19 @@ class Runtime:
         self.info: dict = {}
 
     def metadata(self) -> dict:
-        return {"name": self.name, "versions": [self.version], "platform": self.platform,
-                "inputs": [t.doc() for t in self.inputs], "outputs": [t.doc() for t in self.outputs],
-                "parameters": {"max_batch_size": self.batch_size,
-                               "max_queue_delay_ms": round(self.batch_wait_s * 1000, 3),
-                               "slots": self.slots, **self.info}}
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": self.platform,
+            "inputs": [t.doc() for t in self.inputs],
+            "outputs": [t.doc() for t in self.outputs],
+            "parameters": {
+                "max_batch_size": self.batch_size,
+                "max_queue_delay_ms": round(self.batch_wait_s * 1000, 3),
+                "slots": self.slots,
+                **self.info,
+            },
+        }
 
     def validate(self, req: v2.InferRequest) -> int:
         """Rows in the request (its batch dimension); 400 on a signature mismatch."""
@@ -136,8 +144,11 @@ class EmulatedRuntime(Runtime):
         self.rng = np.random.default_rng(seed)
         self.inputs = [TensorSpec("INPUT0", "FP32", [-1, EMU_FEATURES])]
         self.outputs = [TensorSpec("OUTPUT0", "FP32", [-1, 1])]
-        self.info = {"emulates": label or getattr(cfg, "config_id", ""),
-                     "latency_p50_ms": cfg.latency_p50_ms, "latency_p99_ms": cfg.latency_p99_ms}
+        self.info = {
+            "emulates": label or getattr(cfg, "config_id", ""),
+            "latency_p50_ms": cfg.latency_p50_ms,
+            "latency_p99_ms": cfg.latency_p99_ms,
+        }
 
     async def execute(self, inputs):
         t = self.service.sample(self.rng)
@@ -146,16 +157,32 @@ class EmulatedRuntime(Runtime):
         return {"OUTPUT0": x.sum(axis=1, keepdims=True, dtype=np.float32)}, t
 
 
-_ORT_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
-              "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int8)": "INT8", "tensor(uint8)": "UINT8",
-              "tensor(bool)": "BOOL", "tensor(string)": "BYTES"}
+_ORT_TYPES = {
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(float16)": "FP16",
+    "tensor(int64)": "INT64",
+    "tensor(int32)": "INT32",
+    "tensor(int8)": "INT8",
+    "tensor(uint8)": "UINT8",
+    "tensor(bool)": "BOOL",
+    "tensor(string)": "BYTES",
+}
 
 
 class OnnxRuntime(Runtime):
     platform = "onnxruntime_onnx"
 
-    def __init__(self, name: str, path: Path, *, batch_size: int = 1, batch_wait_ms: float = 0.0, slots: int = 1,
-                 threads: int = 1):
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        *,
+        batch_size: int = 1,
+        batch_wait_ms: float = 0.0,
+        slots: int = 1,
+        threads: int = 1,
+    ):
         super().__init__(name, batch_size=batch_size, batch_wait_ms=batch_wait_ms, slots=slots)
         self.path = Path(path)
         self.threads = max(1, int(threads))
@@ -266,12 +293,13 @@ class Batcher:
             if len(live) == 1:
                 feed = {t.name: t.array for t in live[0].req.inputs}
             else:
-                feed = {n: np.concatenate([next(t.array for t in b.req.inputs if t.name == n) for b in live])
-                        for n in names}
+                feed = {
+                    n: np.concatenate([next(t.array for t in b.req.inputs if t.name == n) for b in live]) for n in names
+                }
             outs, dt = await self.rt.execute(feed)
             off = 0
             for b in live:
-                part = {k: v[off:off + b.rows] for k, v in outs.items()}
+                part = {k: v[off : off + b.rows] for k, v in outs.items()}
                 off += b.rows
                 if not b.fut.done():
                     b.fut.set_result((part, dt, rows))
@@ -288,8 +316,14 @@ class Batcher:
 
 
 class ModelServer:
-    def __init__(self, runtimes: list[Runtime], *, shared: Optional[bool] = None, name: str = "synergai-serve",
-                 limits: Optional[HttpLimits] = None):
+    def __init__(
+        self,
+        runtimes: list[Runtime],
+        *,
+        shared: Optional[bool] = None,
+        name: str = "synergai-serve",
+        limits: Optional[HttpLimits] = None,
+    ):
         if not runtimes:
             raise ValueError("a server needs at least one model")
         names = [r.name for r in runtimes]
@@ -307,12 +341,23 @@ class ModelServer:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         r = self.registry = CollectorRegistry()
-        self.m_requests = Counter("synergai_serve_requests_total", "Inference requests, by model and code.",
-                                  ["model", "code"], registry=r)
-        self.m_batch = Histogram("synergai_serve_batch_rows", "Rows per executed batch.", ["model"],
-                                 buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
-        self.m_latency = Histogram("synergai_serve_latency_seconds", "Arrival to answer, by model.", ["model"],
-                                   buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5), registry=r)
+        self.m_requests = Counter(
+            "synergai_serve_requests_total", "Inference requests, by model and code.", ["model", "code"], registry=r
+        )
+        self.m_batch = Histogram(
+            "synergai_serve_batch_rows",
+            "Rows per executed batch.",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.m_latency = Histogram(
+            "synergai_serve_latency_seconds",
+            "Arrival to answer, by model.",
+            ["model"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
 
     async def load(self) -> None:
         try:
@@ -328,9 +373,14 @@ class ModelServer:
             for b in self.batchers.values():
                 b.start()
             self.is_ready = True
-            log.info("ready (%s): %s", "shared" if self.shared else "dedicated", ", ".join(f"{r.name} ({r.platform}, b{r.batch_size}, "
-                                            f"wait {r.batch_wait_s * 1000:.2f} ms, {r.slots} slot(s))"
-                                            for r in self.models.values()))
+            log.info(
+                "ready (%s): %s",
+                "shared" if self.shared else "dedicated",
+                ", ".join(
+                    f"{r.name} ({r.platform}, b{r.batch_size}, wait {r.batch_wait_s * 1000:.2f} ms, {r.slots} slot(s))"
+                    for r in self.models.values()
+                ),
+            )
         except Exception as e:
             self.load_error = f"{type(e).__name__}: {e}"
             log.exception("loading the models failed")
@@ -378,8 +428,9 @@ class ModelServer:
             rt = self._model(request)
         except v2.V2Error as e:
             return json_error(e.status, e.message)
-        return json_response({"name": rt.name, "ready": rt.ready and self.is_ready},
-                             status=200 if rt.ready and self.is_ready else 503)
+        return json_response(
+            {"name": rt.name, "ready": rt.ready and self.is_ready}, status=200 if rt.ready and self.is_ready else 503
+        )
 
     async def infer(self, request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
@@ -400,8 +451,14 @@ class ModelServer:
             outs, compute_s, batch_rows = await self.batchers[rt.name].submit(req, rows)
             payload, headers = v2.encode_response(rt.name, rt.version, req.id, outs, req)
             server_ms = (time.perf_counter() - t0) * 1000.0
-            headers.update({"X-Synergai-Server-Ms": f"{server_ms:.3f}", "X-Synergai-Compute-Ms": f"{compute_s * 1000:.3f}",
-                            "X-Synergai-Batch": str(batch_rows), "X-Synergai-Queue-Depth": str(self.inflight - 1)})
+            headers.update(
+                {
+                    "X-Synergai-Server-Ms": f"{server_ms:.3f}",
+                    "X-Synergai-Compute-Ms": f"{compute_s * 1000:.3f}",
+                    "X-Synergai-Batch": str(batch_rows),
+                    "X-Synergai-Queue-Depth": str(self.inflight - 1),
+                }
+            )
             ctype = headers.pop("Content-Type")
             self.m_requests.labels(label, "200").inc()
             self.m_batch.labels(label).observe(batch_rows)
@@ -436,8 +493,10 @@ def emulated_from_profile(model: str, spec: str, profiles=None, seed: int = 0) -
 
     device, _, config_id = spec.strip().partition("/")
     if not device or not config_id:
-        raise InputError(f"--emulate {spec!r}: expected DEVICE/CONFIG_ID, e.g. "
-                         "x86-xeon-8275cl/onnxruntime/fp32/b1/tauto/default", field="--emulate")
+        raise InputError(
+            f"--emulate {spec!r}: expected DEVICE/CONFIG_ID, e.g. x86-xeon-8275cl/onnxruntime/fp32/b1/tauto/default",
+            field="--emulate",
+        )
     if profiles is None:
         from synergai import profiling_data
 
@@ -449,8 +508,11 @@ def emulated_from_profile(model: str, spec: str, profiles=None, seed: int = 0) -
 
             return EmulatedRuntime(model, config_choice(r), seed=seed, label=f"{device}/{config_id}")
     have = ", ".join(sorted(r.config_id for r in recs)[:8]) or "none"
-    raise InputError(f"no profile for model {model!r} on device {device!r} with configuration {config_id!r} "
-                     f"(configurations there: {have})", field="--emulate")
+    raise InputError(
+        f"no profile for model {model!r} on device {device!r} with configuration {config_id!r} "
+        f"(configurations there: {have})",
+        field="--emulate",
+    )
 
 
 def group_assignments(plan) -> dict[str, list]:
@@ -464,15 +526,16 @@ def emulated_from_plan(plan, group: str, seed: int = 0) -> list[EmulatedRuntime]
 
     groups = group_assignments(plan)
     if group not in groups:
-        raise InputError(f"plan has no server group {group!r} (groups: {', '.join(sorted(groups))})",
-                         field="--server")
-    return [EmulatedRuntime(a.model, a.config, seed=seed + k, label=f"{a.pool}/{a.config.config_id}")
-            for k, a in enumerate(groups[group])]
+        raise InputError(f"plan has no server group {group!r} (groups: {', '.join(sorted(groups))})", field="--server")
+    return [
+        EmulatedRuntime(a.model, a.config, seed=seed + k, label=f"{a.pool}/{a.config.config_id}")
+        for k, a in enumerate(groups[group])
+    ]
 
 
-SERVER_CONFIG_ENV = "SYNERGAI_SERVER_CONFIG"   # default of --plan-config (set in every synergai serve pod)
-EMULATE_ENV = "SYNERGAI_SERVE_EMULATE"         # 1/true/yes: --emulate-config by default
-MODEL_STORE_ENV = "SYNERGAI_MODEL_STORE"       # the store the files of server.json are relative to
+SERVER_CONFIG_ENV = "SYNERGAI_SERVER_CONFIG"  # default of --plan-config (set in every synergai serve pod)
+EMULATE_ENV = "SYNERGAI_SERVE_EMULATE"  # 1/true/yes: --emulate-config by default
+MODEL_STORE_ENV = "SYNERGAI_MODEL_STORE"  # the store the files of server.json are relative to
 
 
 def load_server_config(path) -> dict:
@@ -492,8 +555,9 @@ def load_server_config(path) -> dict:
         raise InputError(f"not a readable JSON server configuration: {e}", **where) from None
     if not isinstance(doc, dict) or doc.get("schema_version") != SERVER_CONFIG_SCHEMA:
         got = doc.get("schema_version") if isinstance(doc, dict) else type(doc).__name__
-        raise InputError(f"expected a server configuration with schema_version {SERVER_CONFIG_SCHEMA!r} "
-                         f"(got {got!r})", **where)
+        raise InputError(
+            f"expected a server configuration with schema_version {SERVER_CONFIG_SCHEMA!r} (got {got!r})", **where
+        )
     models = doc.get("models")
     if not isinstance(models, list) or not models:
         raise InputError("`models` must be a non-empty list", **where)
@@ -506,8 +570,9 @@ def load_server_config(path) -> dict:
     return doc
 
 
-def runtimes_from_server_config(path, *, emulate: bool = False, model_store=None,
-                                seed: int = 0) -> tuple[list[Runtime], bool]:
+def runtimes_from_server_config(
+    path, *, emulate: bool = False, model_store=None, seed: int = 0
+) -> tuple[list[Runtime], bool]:
     """The runtimes of a ``server.json`` (what ``executor.manifests.build`` mounts into every
     ``synergai serve`` pod at ``/etc/synergai/server.json``) and whether the server is shared.
 
@@ -534,31 +599,50 @@ def runtimes_from_server_config(path, *, emulate: bool = False, model_store=None
             try:
                 cfg = ConfigChoice.model_validate(m["config"])
             except Exception as e:
-                raise InputError(f"models[{k}] ({m['model']}): bad `config`: {' '.join(str(e).split())}",
-                                 **where) from None
-            out.append(EmulatedRuntime(m.get("runtime_name") or m["model"], cfg, seed=seed + k,
-                                       label=f"{doc.get('pool', '')}/{cfg.config_id}"))
+                raise InputError(
+                    f"models[{k}] ({m['model']}): bad `config`: {' '.join(str(e).split())}", **where
+                ) from None
+            out.append(
+                EmulatedRuntime(
+                    m.get("runtime_name") or m["model"],
+                    cfg,
+                    seed=seed + k,
+                    label=f"{doc.get('pool', '')}/{cfg.config_id}",
+                )
+            )
         return out, shared
     if doc.get("runtime", RUNTIME_SERVE) != RUNTIME_SERVE:
-        raise InputError(f"server group {doc.get('server')!r} runs on {doc.get('runtime')!r}, not synergai serve "
-                         "(emulate it with --emulate-config)", **where)
+        raise InputError(
+            f"server group {doc.get('server')!r} runs on {doc.get('runtime')!r}, not synergai serve "
+            "(emulate it with --emulate-config)",
+            **where,
+        )
     store = Path(model_store or os.environ.get(MODEL_STORE_ENV) or doc.get("model_store") or "/models")
     for k, m in enumerate(doc["models"]):
         f = store / m["file"]
         if not f.is_file():
             raise InputError(f"model {m['model']!r}: no model file {f} in the model store", **where)
         try:
-            out.append(OnnxRuntime(m.get("runtime_name") or m["model"], f, batch_size=int(m.get("batch_size") or 1),
-                                   batch_wait_ms=float(m.get("batch_wait_ms") or 0.0),
-                                   slots=int(m.get("slots") or 1), threads=int(m.get("threads") or 1)))
+            out.append(
+                OnnxRuntime(
+                    m.get("runtime_name") or m["model"],
+                    f,
+                    batch_size=int(m.get("batch_size") or 1),
+                    batch_wait_ms=float(m.get("batch_wait_ms") or 0.0),
+                    slots=int(m.get("slots") or 1),
+                    threads=int(m.get("threads") or 1),
+                )
+            )
         except (TypeError, ValueError) as e:
-            raise InputError(f"model {m['model']!r}: bad batch_size/batch_wait_ms/slots/threads: {e}",
-                             **where) from None
+            raise InputError(
+                f"model {m['model']!r}: bad batch_size/batch_wait_ms/slots/threads: {e}", **where
+            ) from None
     return out, shared
 
 
-def onnx_runtime(spec: str, *, batch_size: int = 1, batch_wait_ms: float = 0.0, slots: int = 1,
-                 threads: int = 1) -> OnnxRuntime:
+def onnx_runtime(
+    spec: str, *, batch_size: int = 1, batch_wait_ms: float = 0.0, slots: int = 1, threads: int = 1
+) -> OnnxRuntime:
     """``NAME`` (a zoo model), ``NAME=zoo:ZOO_NAME`` or ``NAME=/path/model.onnx``."""
     from synergai.models import InputError
 
@@ -570,8 +654,9 @@ def onnx_runtime(spec: str, *, batch_size: int = 1, batch_wait_ms: float = 0.0, 
 
         z = zoo.resolve(src[4:])
         if z is None:
-            raise InputError(f"--onnx {spec!r}: no zoo model {src[4:]!r} (zoo: {', '.join(zoo.model_names())})",
-                             field="--onnx")
+            raise InputError(
+                f"--onnx {spec!r}: no zoo model {src[4:]!r} (zoo: {', '.join(zoo.model_names())})", field="--onnx"
+            )
         path = zoo.build(z)
     else:
         path = Path(src)
@@ -583,8 +668,16 @@ def onnx_runtime(spec: str, *, batch_size: int = 1, batch_wait_ms: float = 0.0, 
 # ------------------------------------------------------------------------------------------ entry point
 
 
-def run_server(runtimes: list[Runtime], host: str, port: int, *, shared: Optional[bool] = None,
-               limits: Optional[HttpLimits] = None, port_file: Optional[str] = None) -> int:
+def run_server(
+    runtimes: list[Runtime],
+    host: str,
+    port: int,
+    *,
+    shared: Optional[bool] = None,
+    limits: Optional[HttpLimits] = None,
+    port_file: Optional[str] = None,
+) -> int:
     server = ModelServer(runtimes, shared=shared, limits=limits)
-    return run_main(server.app, host, port, server.limits, label="synergai serve", port_file=port_file,
-                    after_listen=server.load)
+    return run_main(
+        server.app, host, port, server.limits, label="synergai serve", port_file=port_file, after_listen=server.load
+    )

@@ -7,6 +7,7 @@ A source holds either a **plan** (the JSON ``synergai plan`` writes) or a **work
 ConfigMap keys, first found wins: ``plan.json``, then ``workload.yaml`` / ``workload.yml`` /
 ``workload.json``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,7 @@ WORKLOAD_KEYS = ("workload.yaml", "workload.yml", "workload.json")
 
 @dataclass
 class SourceDoc:
-    origin: str          # "file:/x/plan.json" or "configmap:ns/name#plan.json"
+    origin: str  # "file:/x/plan.json" or "configmap:ns/name#plan.json"
     text: str
     digest: str
     is_json_hint: bool = False
@@ -74,8 +75,10 @@ class ConfigMapSource:
             if key in data:
                 text = data[key]
                 return SourceDoc(f"{self}#{key}", text, _digest(text), key.endswith(".json"))
-        raise InputError(f"ConfigMap {self.namespace}/{self.name} has none of the keys "
-                         f"{', '.join((PLAN_KEY, *WORKLOAD_KEYS))}", file=str(self))
+        raise InputError(
+            f"ConfigMap {self.namespace}/{self.name} has none of the keys {', '.join((PLAN_KEY, *WORKLOAD_KEYS))}",
+            file=str(self),
+        )
 
 
 Source = Union[FileSource, ConfigMapSource]
@@ -94,8 +97,7 @@ def parse_source(spec: str, default_namespace: Optional[str] = None) -> Source:
         if not name or not is_dns1123_subdomain(name) or (ns and not is_dns1123_label(ns)):
             raise InputError(f"plan source {spec!r}: not a valid ConfigMap namespace/name", field="--plan-source")
         return ConfigMapSource(ns, name)
-    raise InputError(f"plan source {spec!r}: unknown scheme {scheme!r}; use file: or configmap:",
-                     field="--plan-source")
+    raise InputError(f"plan source {spec!r}: unknown scheme {scheme!r}; use file: or configmap:", field="--plan-source")
 
 
 def parse_document(doc: SourceDoc) -> Union[Plan, WorkloadSpec]:
@@ -112,8 +114,11 @@ def parse_document(doc: SourceDoc) -> Union[Plan, WorkloadSpec]:
             data = yaml.safe_load(doc.text)
         except yaml.YAMLError as ye:
             mark = getattr(ye, "problem_mark", None)
-            raise InputError(f"neither JSON nor YAML: {getattr(ye, 'problem', None) or ye}", file=name,
-                             row=(mark.line + 1) if mark else None) from None
+            raise InputError(
+                f"neither JSON nor YAML: {getattr(ye, 'problem', None) or ye}",
+                file=name,
+                row=(mark.line + 1) if mark else None,
+            ) from None
     if not isinstance(data, dict):
         raise InputError("expected a plan (JSON object) or a workload (mapping with `models`)", file=name)
     if "schema_version" in data or "assignments" in data:

@@ -8,6 +8,7 @@ Everything a client can send is bounded: nesting depth, number of inputs, tensor
 count, numbers (400-digit integers and ``1e400`` are rejected, not overflowed) and the deadline.
 Violations raise :class:`V2Error` with a 4xx status and a one-line message.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,19 @@ MAX_ELEMENTS = 16 * 1024 * 1024
 MAX_DEADLINE_MS = 86_400_000.0  # a day
 
 DTYPES: dict[str, Any] = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "BYTES": np.object_,
 }
 NP_TO_V2 = {np.dtype(v).name: k for k, v in DTYPES.items() if k != "BYTES"}
 
@@ -139,9 +150,9 @@ class Tensor:
 class InferRequest:
     id: Optional[str]
     inputs: list[Tensor]
-    outputs: list[dict]             # requested outputs (name, parameters), may be empty (= all)
+    outputs: list[dict]  # requested outputs (name, parameters), may be empty (= all)
     parameters: dict
-    binary_output: bool = False      # request-level binary_data_output
+    binary_output: bool = False  # request-level binary_data_output
 
 
 def split_binary(body: bytes, header_length: Optional[str]) -> tuple[bytes, bytes]:
@@ -196,11 +207,11 @@ def _bytes_tensor_from_raw(raw: bytes, count: int, where: str) -> np.ndarray:
     for i in range(count):
         if off + 4 > len(raw):
             raise V2Error(400, f"{where}: truncated BYTES tensor")
-        n = int.from_bytes(raw[off:off + 4], "little")
+        n = int.from_bytes(raw[off : off + 4], "little")
         off += 4
         if off + n > len(raw):
             raise V2Error(400, f"{where}: truncated BYTES tensor")
-        out[i] = raw[off:off + n]
+        out[i] = raw[off : off + n]
         off += n
     if off != len(raw):
         raise V2Error(400, f"{where}: BYTES tensor has {len(raw) - off} trailing bytes")
@@ -242,15 +253,16 @@ def parse_infer_request(obj: dict, binary: bytes = b"") -> InferRequest:
             if size is not None:
                 if isinstance(size, bool) or not isinstance(size, int) or size < 0 or off + size > len(binary):
                     raise V2Error(400, f"{where}.parameters.binary_data_size does not match the body")
-                raw = binary[off:off + size]
+                raw = binary[off : off + size]
                 off += size
                 if dt == "BYTES":
                     arr = _bytes_tensor_from_raw(raw, count, where)
                 else:
                     item = np.dtype(DTYPES[dt]).itemsize
                     if len(raw) != count * item:
-                        raise V2Error(400, f"{where}: {len(raw)} bytes of {dt} data for shape {shape} "
-                                           f"(expected {count * item})")
+                        raise V2Error(
+                            400, f"{where}: {len(raw)} bytes of {dt} data for shape {shape} (expected {count * item})"
+                        )
                     arr = np.frombuffer(raw, dtype=DTYPES[dt])
             else:
                 data = t.get("data")
@@ -290,8 +302,11 @@ def parse_infer_request(obj: dict, binary: bytes = b"") -> InferRequest:
     if off != len(binary):
         raise V2Error(400, f"{len(binary) - off} bytes of binary data not claimed by any input")
     outs = obj.get("outputs") or []
-    if not isinstance(outs, list) or len(outs) > MAX_INPUTS or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs):
+    if (
+        not isinstance(outs, list)
+        or len(outs) > MAX_INPUTS
+        or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs)
+    ):
         raise V2Error(400, "outputs must be a list of objects with a name")
     bo = params.get("binary_data_output", False)
     return InferRequest(rid, tensors, outs, params, bool(bo) if isinstance(bo, bool) else False)
@@ -309,8 +324,14 @@ def v2_datatype(arr: np.ndarray) -> str:
         raise V2Error(500, f"cannot encode numpy dtype {arr.dtype}") from None
 
 
-def encode_response(model: str, version: Optional[str], rid: Optional[str], outputs: dict[str, np.ndarray],
-                    req: InferRequest, parameters: Optional[dict] = None) -> tuple[bytes, dict]:
+def encode_response(
+    model: str,
+    version: Optional[str],
+    rid: Optional[str],
+    outputs: dict[str, np.ndarray],
+    req: InferRequest,
+    parameters: Optional[dict] = None,
+) -> tuple[bytes, dict]:
     """Body and headers of a V2 response; binary outputs when the request asked for them."""
     wanted = {o["name"]: o for o in req.outputs}
     names = list(wanted) if wanted else list(outputs)
@@ -325,8 +346,10 @@ def encode_response(model: str, version: Optional[str], rid: Optional[str], outp
         binary = op.get("binary_data", req.binary_output) if isinstance(op, dict) else req.binary_output
         if binary is True:
             if arr.dtype == np.object_:
-                raw = b"".join(len(b).to_bytes(4, "little") + b for b in
-                               (x if isinstance(x, bytes) else str(x).encode() for x in arr.ravel()))
+                raw = b"".join(
+                    len(b).to_bytes(4, "little") + b
+                    for b in (x if isinstance(x, bytes) else str(x).encode() for x in arr.ravel())
+                )
             else:
                 raw = np.ascontiguousarray(arr).tobytes()
             o["parameters"] = {"binary_data_size": len(raw)}

@@ -13,6 +13,7 @@ Two checks, both strict (an unknown field is an error):
 The integration tests also server-side dry-run every manifest on a 1.20 API server, which
 catches what schemas cannot (selector/label mismatch, requests > limits, bad names).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,9 +40,16 @@ SNAPSHOT_KINDS = {
     ("networking.k8s.io/v1", "NetworkPolicy"): "io.k8s.api.networking.v1.NetworkPolicy",  # the gateway's
 }
 
-_DROP_KEYS = {"description", "x-kubernetes-group-version-kind", "x-kubernetes-patch-merge-key",
-              "x-kubernetes-patch-strategy", "x-kubernetes-list-map-keys", "x-kubernetes-list-type",
-              "x-kubernetes-map-type", "x-kubernetes-unions"}
+_DROP_KEYS = {
+    "description",
+    "x-kubernetes-group-version-kind",
+    "x-kubernetes-patch-merge-key",
+    "x-kubernetes-patch-strategy",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-list-type",
+    "x-kubernetes-map-type",
+    "x-kubernetes-unions",
+}
 
 
 class ManifestInvalid(ValueError):

@@ -463,7 +463,7 @@ def response_quantile(
     return float(_sum_quantile(pi, theta, *a, q)[0]) + rtt_s
 
 
-def _arr(sm: ServiceModel):
+def _arr(sm: ServiceModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (np.array([sm.mu]), np.array([sm.sigma]), np.array([sm.lo]), np.array([sm.hi]))
 
 

@@ -5,6 +5,7 @@
 :func:`require`, which raises :class:`MissingExtra` (a ``ModuleNotFoundError`` naming the
 extra and the pip command) instead of a bare ``No module named ...``.
 """
+
 from __future__ import annotations
 
 from importlib import import_module
@@ -16,7 +17,7 @@ MODULE_EXTRAS: dict[str, tuple[str, ...]] = {
     "kubernetes": ("kube",),
     "kubernetes_validate": ("kube",),
     "prometheus_client": ("kube", "serve"),
-    "aiohttp": ("serve", "kube"),          # the HTTP stack of serve / gateway / loadtest and of the daemon
+    "aiohttp": ("serve", "kube"),  # the HTTP stack of serve / gateway / loadtest and of the daemon
     "onnx": ("profile",),
     "onnxruntime": ("profile",),
     "openvino": ("profile",),
@@ -52,8 +53,7 @@ class MissingExtra(ModuleNotFoundError):
         self.extra = extra
         self.what = what
         need = f"{what} needs" if what else "needs"
-        super().__init__(f"{need} the {extra} extra ({module} is not installed): {pip_command(extra)}",
-                         name=module)
+        super().__init__(f"{need} the {extra} extra ({module} is not installed): {pip_command(extra)}", name=module)
 
 
 def extra_for(module: Optional[str], command: Optional[str] = None) -> Optional[str]:

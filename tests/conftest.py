@@ -4,6 +4,7 @@ The control plane is ``tests/kube_harness.py`` (etcd + kube-apiserver + kube-con
 v1.20 built by ``bash .ci/build-kube.sh``). Tests that use it are marked ``@pytest.mark.kube``;
 when the binaries are missing they FAIL (never skip) with a message saying how to build them.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ import time
 import uuid
 
 import pytest
+
 
 def pytest_configure(config):
     # the test API server has a self-signed certificate (kubeconfig: insecure-skip-tls-verify)
@@ -34,13 +36,11 @@ def kube_cluster():
 
     ``kube_cluster.tokens()`` holds the admin token and the users in :data:`KUBE_TOKENS`.
     """
-    from tests.kube_harness import KubeBinariesMissing, KubeCluster, KubeHarnessError
-
     # The harness's Service range is a /24 (254 ClusterIPs); the executor tests create a few hundred
     # Services per session (namespaces are deleted asynchronously), so widen it (the last flag wins).
     # + the EndpointSlice controller: it publishes ready pods (loopback pod IPs included, which the
     # Endpoints validation refuses) for the gateway's discovery (tests/test_gateway_kube.py)
-    from tests.kube_harness import DEFAULT_CONTROLLERS
+    from tests.kube_harness import DEFAULT_CONTROLLERS, KubeBinariesMissing, KubeCluster, KubeHarnessError
 
     cluster = KubeCluster(extra_tokens=dict(KUBE_TOKENS), controllers=(*DEFAULT_CONTROLLERS, "endpointslice"))
     problem = None
@@ -66,8 +66,13 @@ def fake_kubelet(kube_cluster):
     kubelet = FakeKubelet(
         kube_cluster.kubeconfig_path,
         node_name="fake-node-1",
-        labels={"kubernetes.io/arch": "amd64", "synergai.io/device": "x86-xeon-8275cl",
-                "synergai.io/tier": "cloud", "synergai.io/pool": "cloud-x86", "synergai.test/pool": "cpu"},
+        labels={
+            "kubernetes.io/arch": "amd64",
+            "synergai.io/device": "x86-xeon-8275cl",
+            "synergai.io/tier": "cloud",
+            "synergai.io/pool": "cloud-x86",
+            "synergai.test/pool": "cpu",
+        },
         capacity={"cpu": "16", "memory": "32Gi"},
     )
     kubelet.start()
@@ -89,9 +94,14 @@ def local_pods(kube_cluster, kube_namespace, tmp_path):
 
     def start(plan_path, **kw):
         rt = LocalServeRuntime(plan_path, log_dir=tmp_path / "pods", **kw)
-        kl = FakeKubelet(kube_cluster.kubeconfig_path, node_name=f"serve-{uuid.uuid4().hex[:6]}",
-                         labels={"synergai.test/pool": "local"}, runtime=rt, namespaces=[kube_namespace],
-                         poll_interval=0.2)
+        kl = FakeKubelet(
+            kube_cluster.kubeconfig_path,
+            node_name=f"serve-{uuid.uuid4().hex[:6]}",
+            labels={"synergai.test/pool": "local"},
+            runtime=rt,
+            namespaces=[kube_namespace],
+            poll_interval=0.2,
+        )
         made.append(kl)
         return kl.start()
 
@@ -120,8 +130,9 @@ def _ns_name(request) -> str:
 
 
 def create_namespace(kube, name: str) -> str:
-    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
-                                                                          "labels": {"synergai.test/ns": "1"}}})
+    kube.create(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"synergai.test/ns": "1"}}}
+    )
     # the namespace's default ServiceAccount is not needed (ServiceAccount admission is off)
     return name
 
@@ -189,8 +200,7 @@ class RunningDaemon:
     def post(self, path: str, body, token: object = "config"):
         """POST with the daemon's bearer token (``token=None``: none, or a given string)."""
         tok = self.token if token == "config" else token
-        return http_request(self.port, "POST", path, body,
-                            headers={"Authorization": f"Bearer {tok}"} if tok else None)
+        return http_request(self.port, "POST", path, body, headers={"Authorization": f"Bearer {tok}"} if tok else None)
 
     def metric(self, name: str, **labels) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
@@ -276,10 +286,20 @@ def daemon_config(plan_source: str, namespace: str, kubeconfig: str, **kw):
     from synergai.executor.daemon import DaemonConfig
     from synergai.executor.kube import RetryPolicy
 
-    base = dict(plan_source=plan_source, namespace=namespace, kubeconfig=kubeconfig, interval=1.0,
-                host="127.0.0.1", port=0, debounce=0.05, watch_timeout=20, max_backoff=2.0,
-                retry=RetryPolicy(attempts=8, base=0.1, cap=1.0), token="daemon-" + secrets.token_hex(8),
-                token_file=None)
+    base = dict(
+        plan_source=plan_source,
+        namespace=namespace,
+        kubeconfig=kubeconfig,
+        interval=1.0,
+        host="127.0.0.1",
+        port=0,
+        debounce=0.05,
+        watch_timeout=20,
+        max_backoff=2.0,
+        retry=RetryPolicy(attempts=8, base=0.1, cap=1.0),
+        token="daemon-" + secrets.token_hex(8),
+        token_file=None,
+    )
     base.update(kw)
     return DaemonConfig(**base)
 
@@ -293,9 +313,9 @@ def free_port() -> int:
 
 
 # CI runs the property tests with a fixed seed so a green run is reproducible; locally they explore.
-import os as _os
+import os as _os  # noqa: E402 -- kept beside the profile it configures
 
-from hypothesis import settings as _hsettings
+from hypothesis import settings as _hsettings  # noqa: E402
 
 _hsettings.register_profile("ci", derandomize=True, print_blob=True)
 if _os.environ.get("CI"):

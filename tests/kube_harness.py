@@ -46,7 +46,7 @@ import urllib.error
 import urllib.request
 import weakref
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "synergai-kube"
 
 
-def ensure_binaries() -> Dict[str, str]:
+def ensure_binaries() -> dict[str, str]:
     """Return absolute paths of the control-plane binaries.
 
     Keys: ``kube-apiserver``, ``kube-controller-manager``, ``etcd`` and, when
@@ -97,8 +97,8 @@ def ensure_binaries() -> Dict[str, str]:
     (and /usr/bin for etcd). Raises :class:`KubeBinariesMissing` otherwise.
     """
     cache_bin = default_cache_dir() / "bin"
-    found: Dict[str, str] = {}
-    missing: List[str] = []
+    found: dict[str, str] = {}
+    missing: list[str] = []
     for name, required in (
         ("kube-apiserver", True),
         ("kube-controller-manager", True),
@@ -110,9 +110,7 @@ def ensure_binaries() -> Dict[str, str]:
         if cand.is_file() and os.access(cand, os.X_OK):
             path = str(cand)
         else:
-            path = shutil.which(name) or (
-                "/usr/bin/" + name if os.access("/usr/bin/" + name, os.X_OK) else None
-            )
+            path = shutil.which(name) or ("/usr/bin/" + name if os.access("/usr/bin/" + name, os.X_OK) else None)
         if path:
             found[name] = path
         elif required:
@@ -124,8 +122,7 @@ def ensure_binaries() -> Dict[str, str]:
             f"package into {cache_bin} (~10 min cold) and install etcd-server"
         )
         raise KubeBinariesMissing(
-            f"missing Kubernetes test binaries: {', '.join(missing)} "
-            f"(looked in {cache_bin} and $PATH); {hint}"
+            f"missing Kubernetes test binaries: {', '.join(missing)} (looked in {cache_bin} and $PATH); {hint}"
         )
     return found
 
@@ -139,7 +136,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _free_ports(n: int) -> List[int]:
+def _free_ports(n: int) -> list[int]:
     socks = []
     try:
         for _ in range(n):
@@ -247,15 +244,12 @@ def _gen_rsa_key(path: Path) -> None:
             from cryptography.hazmat.primitives.asymmetric import rsa
         except ImportError as exc:  # pragma: no cover
             raise KubeHarnessError(
-                "need the openssl CLI or the python 'cryptography' package to "
-                "generate the service-account key"
+                "need the openssl CLI or the python 'cryptography' package to generate the service-account key"
             ) from exc
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         path.write_bytes(
             key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
+                serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
             )
         )
     os.chmod(path, 0o600)
@@ -289,9 +283,7 @@ class _Proc:
     def start(self) -> None:
         logf = open(self.log_path, "ab")
         try:
-            logf.write(
-                f"\n===== {time.strftime('%H:%M:%S')} starting: {' '.join(self.argv)}\n".encode()
-            )
+            logf.write(f"\n===== {time.strftime('%H:%M:%S')} starting: {' '.join(self.argv)}\n".encode())
             logf.flush()
             self.popen = subprocess.Popen(
                 self.argv,
@@ -325,7 +317,7 @@ class _Proc:
 
 # --------------------------------------------------------------------------- cluster
 
-_LIVE_CLUSTERS: "weakref.WeakSet[KubeCluster]" = weakref.WeakSet()
+_LIVE_CLUSTERS: weakref.WeakSet[KubeCluster] = weakref.WeakSet()
 
 
 @atexit.register
@@ -337,7 +329,7 @@ def _stop_leftover_clusters() -> None:  # pragma: no cover - safety net
             pass
 
 
-TokenSpec = Union[str, Tuple[str, Sequence[str]]]
+TokenSpec = Union[str, tuple[str, Sequence[str]]]
 
 
 class KubeCluster:
@@ -371,7 +363,7 @@ class KubeCluster:
         base_dir: Optional[Union[str, Path]] = None,
         keep_dir: Optional[bool] = None,
     ):
-        self.extra_tokens: Dict[str, Tuple[str, List[str]]] = {}
+        self.extra_tokens: dict[str, tuple[str, list[str]]] = {}
         for user, spec in (extra_tokens or {}).items():
             if isinstance(spec, str):
                 self.extra_tokens[user] = (spec, [])
@@ -384,12 +376,10 @@ class KubeCluster:
         self.ready_timeout = ready_timeout
         self.apiserver_stop_timeout = apiserver_stop_timeout
         self.base_dir = str(base_dir) if base_dir else None
-        self.keep_dir = (
-            keep_dir if keep_dir is not None else os.environ.get("SYNERGAI_KUBE_KEEP") == "1"
-        )
+        self.keep_dir = keep_dir if keep_dir is not None else os.environ.get("SYNERGAI_KUBE_KEEP") == "1"
 
         self.admin_token: str = "admin-" + secrets.token_hex(16)
-        self.binaries: Dict[str, str] = {}
+        self.binaries: dict[str, str] = {}
         self.tmpdir: Optional[Path] = None
         self.etcd_port: Optional[int] = None
         self.etcd_peer_port: Optional[int] = None
@@ -422,7 +412,7 @@ class KubeCluster:
     def apiserver_pid(self) -> Optional[int]:
         return self._apiserver.pid if self._apiserver else None
 
-    def tokens(self) -> Dict[str, str]:
+    def tokens(self) -> dict[str, str]:
         """``{username: token}`` for all static-token users (incl. admin)."""
         d = {self.ADMIN_USER: self.admin_token}
         d.update({u: t for u, (t, _) in self.extra_tokens.items()})
@@ -435,14 +425,14 @@ class KubeCluster:
         self.extra_tokens[user] = (token, list(groups))
 
     # ------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "KubeCluster":
+    def __enter__(self) -> KubeCluster:
         self.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def start(self) -> "KubeCluster":
+    def start(self) -> KubeCluster:
         if self._started:
             return self
         t0 = time.monotonic()
@@ -454,9 +444,7 @@ class KubeCluster:
             self.log_dir.mkdir()
             (self.tmpdir / "certs").mkdir()
             self._write_auth_files()
-            self.etcd_port, self.etcd_peer_port, self.apiserver_port, self.controller_manager_port = (
-                _free_ports(4)
-            )
+            self.etcd_port, self.etcd_peer_port, self.apiserver_port, self.controller_manager_port = _free_ports(4)
             self.kubeconfig_path = write_kubeconfig(
                 self.tmpdir / "admin.kubeconfig", self.server, self.admin_token, user=self.ADMIN_USER
             )
@@ -536,7 +524,7 @@ class KubeCluster:
         raise KubeHarnessError(f"etcd not healthy after 30s; log tail:\n{self._etcd.tail()}")
 
     # ------------------------------------------------------------ apiserver
-    def _apiserver_argv(self) -> List[str]:
+    def _apiserver_argv(self) -> list[str]:
         assert self.tmpdir is not None
         sa_key = self.tmpdir / "sa.key"
         return [
@@ -581,9 +569,7 @@ class KubeCluster:
         if self._apiserver is not None:
             self._apiserver.stop(self.apiserver_stop_timeout, graceful=graceful)
 
-    def restart_apiserver(
-        self, downtime: float = 0.0, timeout: Optional[float] = None, graceful: bool = True
-    ) -> None:
+    def restart_apiserver(self, downtime: float = 0.0, timeout: Optional[float] = None, graceful: bool = True) -> None:
         """Stop and restart kube-apiserver on the same port, then wait for /readyz.
 
         ``downtime`` seconds are slept between stop and start; ``timeout``
@@ -602,7 +588,7 @@ class KubeCluster:
         self._apiserver = None
         self.start_apiserver(timeout)
 
-    def _get(self, path: str, token: Optional[str] = None, timeout: float = 5.0) -> Tuple[int, bytes]:
+    def _get(self, path: str, token: Optional[str] = None, timeout: float = 5.0) -> tuple[int, bytes]:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -682,9 +668,7 @@ class KubeCluster:
         last = ""
         while time.monotonic() < deadline:
             if not self._kcm.alive():
-                raise KubeHarnessError(
-                    f"kube-controller-manager exited during startup; log tail:\n{self._kcm.tail()}"
-                )
+                raise KubeHarnessError(f"kube-controller-manager exited during startup; log tail:\n{self._kcm.tail()}")
             try:
                 with urllib.request.urlopen(url, timeout=2, context=ctx) as r:
                     if r.status == 200:
@@ -763,16 +747,12 @@ class FakeKubelet:
         poll_interval: float = 0.3,
         scheduler_names: Optional[Iterable[str]] = ("default-scheduler",),
         bind_pods: bool = True,
-        runtime: Optional["LocalServeRuntime"] = None,
+        runtime: Optional[LocalServeRuntime] = None,
         namespaces: Optional[Iterable[str]] = None,
     ):
         self.kubeconfig = str(kubeconfig)
         self.node_name = node_name
-        self.labels = {
-            "kubernetes.io/arch": "amd64",
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/hostname": node_name,
-        }
+        self.labels = {"kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux", "kubernetes.io/hostname": node_name}
         self.labels.update(labels or {})
         self.capacity = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
         self.capacity.update(capacity or {})
@@ -791,17 +771,17 @@ class FakeKubelet:
         self._core = None
         self._node_ok = False
         self._last_heartbeat = 0.0
-        self.errors: List[str] = []  # recent errors (bounded), for debugging
-        self.bound: List[str] = []  # "ns/name" of pods bound so far
+        self.errors: list[str] = []  # recent errors (bounded), for debugging
+        self.bound: list[str] = []  # "ns/name" of pods bound so far
 
-    def __enter__(self) -> "FakeKubelet":
+    def __enter__(self) -> FakeKubelet:
         self.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def start(self) -> "FakeKubelet":
+    def start(self) -> FakeKubelet:
         from kubernetes import client
 
         if self._thread is not None:
@@ -861,8 +841,14 @@ class FakeKubelet:
         else:
             pods = [p for p in pods if p["metadata"]["namespace"] not in _CLAIMED_NAMESPACES]
         if self.runtime is not None:  # processes of pods that are gone
-            self.runtime.reap({p["metadata"]["uid"] for p in pods if p.get("spec", {}).get("nodeName") == self.node_name
-                               and not p["metadata"].get("deletionTimestamp")})
+            self.runtime.reap(
+                {
+                    p["metadata"]["uid"]
+                    for p in pods
+                    if p.get("spec", {}).get("nodeName") == self.node_name
+                    and not p["metadata"].get("deletionTimestamp")
+                }
+            )
         for pod in pods:
             try:
                 self._sync_pod(pod)
@@ -874,10 +860,10 @@ class FakeKubelet:
                 raise
 
     # ------------------------------------------------------------ node
-    def _node_status(self) -> Dict[str, Any]:
+    def _node_status(self) -> dict[str, Any]:
         now = _now()
 
-        def cond(t: str, status: str, reason: str, msg: str) -> Dict[str, str]:
+        def cond(t: str, status: str, reason: str, msg: str) -> dict[str, str]:
             return {
                 "type": t,
                 "status": status,
@@ -939,14 +925,12 @@ class FakeKubelet:
             _preload_content=False,
             _request_timeout=10,
         )
-        self._core.patch_node_status(
-            self.node_name, {"status": status}, _preload_content=False, _request_timeout=10
-        )
+        self._core.patch_node_status(self.node_name, {"status": status}, _preload_content=False, _request_timeout=10)
         self._node_ok = True
         self._last_heartbeat = time.monotonic()
 
     # ------------------------------------------------------------ pods
-    def _sync_pod(self, pod: Dict[str, Any]) -> None:
+    def _sync_pod(self, pod: dict[str, Any]) -> None:
         meta, spec, status = pod["metadata"], pod.get("spec", {}), pod.get("status", {})
         ns, name = meta["namespace"], meta["name"]
         node = spec.get("nodeName")
@@ -972,9 +956,7 @@ class FakeKubelet:
             }
             # (_preload_content=False: the python client can't deserialize the
             # Status the server returns into V1Binding.)
-            self._core.create_namespaced_pod_binding(
-                name, ns, binding, _preload_content=False, _request_timeout=10
-            )
+            self._core.create_namespaced_pod_binding(name, ns, binding, _preload_content=False, _request_timeout=10)
             self.bound.append(f"{ns}/{name}")
             return
         if node != self.node_name:
@@ -1024,7 +1006,7 @@ class FakeKubelet:
 _CLAIMED_NAMESPACES: set = set()
 
 
-def _fake_kubelet_sync_running_pod(self: FakeKubelet, pod: Dict[str, Any]) -> None:
+def _fake_kubelet_sync_running_pod(self: FakeKubelet, pod: dict[str, Any]) -> None:
     """With a runtime: start the pod's process on its own loopback IP (pod IP), Ready once it answers."""
     meta, status = pod["metadata"], pod.get("status", {})
     ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
@@ -1041,24 +1023,39 @@ def _fake_kubelet_sync_running_pod(self: FakeKubelet, pod: Dict[str, Any]) -> No
     now = _now()
     flag = "True" if ready else "False"
     cname = (pod.get("spec", {}).get("containers") or [{"name": "server"}])[0]["name"]
-    state = ({"terminated": {"exitCode": proc.returncode or 1, "reason": "Error", "finishedAt": now}}
-             if failed else {"running": {"startedAt": now}})
+    state = (
+        {"terminated": {"exitCode": proc.returncode or 1, "reason": "Error", "finishedAt": now}}
+        if failed
+        else {"running": {"startedAt": now}}
+    )
     new_status = {
         "phase": "Failed" if failed else "Running",
         "hostIP": "127.0.0.1",
         "podIP": proc.ip,
         "podIPs": [{"ip": proc.ip}],
         "startTime": status.get("startTime") or now,
-        "conditions": [{"type": "Initialized", "status": "True", "lastTransitionTime": now},
-                       {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                       {"type": "Ready", "status": flag, "lastTransitionTime": now},
-                       {"type": "ContainersReady", "status": flag, "lastTransitionTime": now}],
-        "containerStatuses": [{"name": cname, "image": "local", "imageID": "local://synergai-serve",
-                               "containerID": f"local://{proc.pid}", "ready": ready, "started": not failed,
-                               "restartCount": 0, "state": state}],
+        "conditions": [
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Ready", "status": flag, "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
+        ],
+        "containerStatuses": [
+            {
+                "name": cname,
+                "image": "local",
+                "imageID": "local://synergai-serve",
+                "containerID": f"local://{proc.pid}",
+                "ready": ready,
+                "started": not failed,
+                "restartCount": 0,
+                "state": state,
+            }
+        ],
     }
-    self._core.patch_namespaced_pod_status(name, ns, {"status": new_status}, _preload_content=False,
-                                           _request_timeout=10)
+    self._core.patch_namespaced_pod_status(
+        name, ns, {"status": new_status}, _preload_content=False, _request_timeout=10
+    )
 
 
 FakeKubelet._sync_running_pod = _fake_kubelet_sync_running_pod  # type: ignore[attr-defined]
@@ -1086,12 +1083,18 @@ class LoopbackIPs:
 class PodProcess:
     """One pod's process (``synergai serve``) on its loopback IP."""
 
-    def __init__(self, uid: str, ip: str, port: int, argv: List[str], log_path: Path, ready_path: str):
+    def __init__(self, uid: str, ip: str, port: int, argv: list[str], log_path: Path, ready_path: str):
         self.uid, self.ip, self.port, self.argv = uid, ip, port, argv
         self.log_path, self.ready_path = log_path, ready_path
         self._logf = open(log_path, "ab")
-        self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT,
-                                      start_new_session=True, close_fds=True)
+        self.popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
         self._ready = False
 
     @property
@@ -1136,9 +1139,16 @@ class LocalServeRuntime:
     group of its model/pool/config annotations). ``argv_for(pod, ip, port)`` overrides the command.
     """
 
-    def __init__(self, plan_path: Union[str, Path], *, log_dir: Union[str, Path], ips: Optional[LoopbackIPs] = None,
-                 extra_args: Sequence[str] = (), ready_path: str = "/v2/health/ready",
-                 argv_for: Optional[Any] = None):
+    def __init__(
+        self,
+        plan_path: Union[str, Path],
+        *,
+        log_dir: Union[str, Path],
+        ips: Optional[LoopbackIPs] = None,
+        extra_args: Sequence[str] = (),
+        ready_path: str = "/v2/health/ready",
+        argv_for: Optional[Any] = None,
+    ):
         import sys
 
         self.plan_path = str(plan_path)
@@ -1149,12 +1159,12 @@ class LocalServeRuntime:
         self.ready_path = ready_path
         self.argv_for = argv_for
         self.python = sys.executable
-        self.procs: Dict[str, PodProcess] = {}
-        self.history: List[Tuple[str, str, str]] = []  # (pod name, group, ip) of every process started
+        self.procs: dict[str, PodProcess] = {}
+        self.history: list[tuple[str, str, str]] = []  # (pod name, group, ip) of every process started
         self._lock = threading.Lock()
 
     @staticmethod
-    def group_of(pod: Dict[str, Any]) -> str:
+    def group_of(pod: dict[str, Any]) -> str:
         ann = (pod.get("metadata") or {}).get("annotations") or {}
         if ann.get("synergai.io/server-group"):
             return ann["synergai.io/server-group"]
@@ -1163,7 +1173,7 @@ class LocalServeRuntime:
         return dedicated_name(ann["synergai.io/model"], ann["synergai.io/pool-name"], ann["synergai.io/config-id"])
 
     @staticmethod
-    def port_of(pod: Dict[str, Any]) -> int:
+    def port_of(pod: dict[str, Any]) -> int:
         for c in (pod.get("spec") or {}).get("containers") or []:
             for p in c.get("ports") or []:
                 if p.get("name") == "http" or len(c.get("ports")) == 1:
@@ -1173,16 +1183,32 @@ class LocalServeRuntime:
     def get(self, uid: str) -> Optional[PodProcess]:
         return self.procs.get(uid)
 
-    def start_pod(self, pod: Dict[str, Any]) -> PodProcess:
+    def start_pod(self, pod: dict[str, Any]) -> PodProcess:
         uid, name = pod["metadata"]["uid"], pod["metadata"]["name"]
         ip, port = self.ips.next(), self.port_of(pod)
         group = self.group_of(pod)
         if self.argv_for is not None:
             argv = list(self.argv_for(pod, ip, port))
         else:
-            argv = [self.python, "-m", "synergai.executor.serving_cli", "serve", "--plan", self.plan_path,
-                    "--server", group, "--host", ip, "--port", str(port), "--log-level", "warning",
-                    "--seed", str(len(self.history)), *self.extra_args]
+            argv = [
+                self.python,
+                "-m",
+                "synergai.executor.serving_cli",
+                "serve",
+                "--plan",
+                self.plan_path,
+                "--server",
+                group,
+                "--host",
+                ip,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--seed",
+                str(len(self.history)),
+                *self.extra_args,
+            ]
         proc = PodProcess(uid, ip, port, argv, self.log_dir / f"{name}.log", self.ready_path)
         with self._lock:
             self.procs[uid] = proc
@@ -1205,5 +1231,5 @@ class LocalServeRuntime:
         for uid in list(self.procs):
             self.stop_pod(uid)
 
-    def alive(self) -> List[PodProcess]:
+    def alive(self) -> list[PodProcess]:
         return [p for p in self.procs.values() if not p.exited()]

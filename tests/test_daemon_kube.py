@@ -4,6 +4,7 @@ In-process (``executor.daemon.run`` in a thread with a stop event) for drift, co
 watch expiry, API server restarts, ConfigMap sources and /v1/assign; as a subprocess
 (``python -m synergai.cli daemon``) for SIGTERM and SIGKILL.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,13 @@ def converged(kube, ns, ms) -> bool:
 
 
 def scale(kube, ns, name, replicas, manager="kubectl"):
-    kube.request("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale", [("fieldManager", manager)],
-                 body={"spec": {"replicas": replicas}}, content_type="application/merge-patch+json")
+    kube.request(
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
+        [("fieldManager", manager)],
+        body={"spec": {"replicas": replicas}},
+        content_type="application/merge-patch+json",
+    )
 
 
 def replicas(kube, ns, name):
@@ -49,8 +55,9 @@ def replicas(kube, ns, name):
 # ------------------------------------------------------------------------------------------ in-process
 
 
-def test_daemon_converges_repairs_drift_follows_the_plan_and_answers(kube_cluster, kube_admin, kube_namespace,
-                                                                      tmp_path):
+def test_daemon_converges_repairs_drift_follows_the_plan_and_answers(
+    kube_cluster, kube_admin, kube_namespace, tmp_path
+):
     ns = kube_namespace
     a = default_plan()
     b, what = changed_plan(a)
@@ -76,14 +83,26 @@ def test_daemon_converges_repairs_drift_follows_the_plan_and_answers(kube_cluste
         wait_for(lambda: converged(kube_admin, ns, ms_a), 10, what="deleted objects re-created")
 
         # someone hand-edits the pod template (another field manager): reverted, pods roll back
-        image = next(d for d in ms_a.dicts() if d["kind"] == "Deployment" and d["metadata"]["name"] == w.name
-                     )["spec"]["template"]["spec"]["containers"][0]["image"]
-        kube_admin.request("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{w.name}",
-                           [("fieldManager", "kubectl-edit")], content_type="application/strategic-merge-patch+json",
-                           body={"spec": {"template": {"spec": {"containers": [{"name": "server",
-                                                                                "image": "evil/image:1"}]}}}})
-        wait_for(lambda: kube_admin.get("apps/v1", "Deployment", w.name, ns)["spec"]["template"]["spec"]
-                 ["containers"][0]["image"] == image, 10, what="hand edit reverted")
+        image = next(d for d in ms_a.dicts() if d["kind"] == "Deployment" and d["metadata"]["name"] == w.name)["spec"][
+            "template"
+        ]["spec"]["containers"][0]["image"]
+        kube_admin.request(
+            "PATCH",
+            f"/apis/apps/v1/namespaces/{ns}/deployments/{w.name}",
+            [("fieldManager", "kubectl-edit")],
+            content_type="application/strategic-merge-patch+json",
+            body={"spec": {"template": {"spec": {"containers": [{"name": "server", "image": "evil/image:1"}]}}}},
+        )
+        wait_for(
+            lambda: (
+                kube_admin.get("apps/v1", "Deployment", w.name, ns)["spec"]["template"]["spec"]["containers"][0][
+                    "image"
+                ]
+                == image
+            ),
+            10,
+            what="hand edit reverted",
+        )
         assert rd.metric("synergai_object_changes_total", action="updated") >= 2
         assert rd.metric("synergai_object_changes_total", action="created") >= len(ms_a.objects) + 2
 
@@ -106,9 +125,13 @@ def test_daemon_converges_repairs_drift_follows_the_plan_and_answers(kube_cluste
         assert rd.get("/nope")[0] == 404
         # hostile bodies: 400 with a one-line JSON error, never a dropped connection
         model0 = next(iter(ms_a.model_services))
-        for hostile in (b'{"model": "' + model0.encode() + b'", "deadline_ms": ' + b"9" * 400 + b"}",
-                        b'{"model": "x", "deadline_ms": 1e400}', b"[" * 100_000 + b"]" * 100_000,
-                        b'{"model": ' + b'{"a": ' * 50 + b"1" + b"}" * 50 + b"}", b"\xff\xfe"):
+        for hostile in (
+            b'{"model": "' + model0.encode() + b'", "deadline_ms": ' + b"9" * 400 + b"}",
+            b'{"model": "x", "deadline_ms": 1e400}',
+            b"[" * 100_000 + b"]" * 100_000,
+            b'{"model": ' + b'{"a": ' * 50 + b"1" + b"}" * 50 + b"}",
+            b"\xff\xfe",
+        ):
             code, body = rd.post("/v1/assign", hostile)
             assert code in (400, 413), (code, body[:200])
             assert "\n" not in body.decode().strip() and json.loads(body)["error"]
@@ -152,19 +175,40 @@ def test_daemon_resolves_a_409_conflict(kube_cluster, kube_admin, kube_namespace
     with running_daemon(daemon_config(f"file:{f}", ns, kube_cluster.kubeconfig_path)) as rd:
         wait_for(lambda: rd.get("/readyz")[0] == 200, 20, what="ready")
         w = ms.workloads[-1]
-        kube_admin.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": w.name},
-                          "spec": {"replicas": w.replicas + 3}}, ns, force=True, field_manager="autoscaler")
+        kube_admin.apply(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": w.name},
+                "spec": {"replicas": w.replicas + 3},
+            },
+            ns,
+            force=True,
+            field_manager="autoscaler",
+        )
         wait_for(lambda: rd.metric("synergai_conflicts_total") >= 1, 10, what="conflict counted")
         wait_for(lambda: replicas(kube_admin, ns, w.name) == w.replicas, 10, what="replicas restored")
         dep = kube_admin.get("apps/v1", "Deployment", w.name, ns)
         # spec.replicas (the deployment controller owns status.replicas once it has updated the status)
-        owner = [m for m in dep["metadata"]["managedFields"]
-                 if "f:replicas" in json.dumps((m.get("fieldsV1") or {}).get("f:spec", {}))]
+        owner = [
+            m
+            for m in dep["metadata"]["managedFields"]
+            if "f:replicas" in json.dumps((m.get("fieldsV1") or {}).get("f:spec", {}))
+        ]
         assert [m["manager"] for m in owner] == ["synergai"]
 
     # with --no-force-conflicts the daemon reports and leaves the field alone
-    kube_admin.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": w.name},
-                      "spec": {"replicas": w.replicas + 3}}, ns, force=True, field_manager="autoscaler")
+    kube_admin.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": w.name},
+            "spec": {"replicas": w.replicas + 3},
+        },
+        ns,
+        force=True,
+        field_manager="autoscaler",
+    )
     with running_daemon(daemon_config(f"file:{f}", ns, kube_cluster.kubeconfig_path, force_conflicts=False)) as rd:
         wait_for(lambda: "conflict" in json.loads(rd.get("/status")[1])["lastError"], 10, what="conflict reported")
         assert rd.metric("synergai_in_sync") == 0
@@ -172,8 +216,9 @@ def test_daemon_resolves_a_409_conflict(kube_cluster, kube_admin, kube_namespace
         assert replicas(kube_admin, ns, w.name) == w.replicas + 3
 
 
-def test_daemon_survives_an_api_server_restart_and_expired_watches(kube_cluster, kube_admin, kube_namespace,
-                                                                    tmp_path, fake_kubelet):
+def test_daemon_survives_an_api_server_restart_and_expired_watches(
+    kube_cluster, kube_admin, kube_namespace, tmp_path, fake_kubelet
+):
     """The API server restarts; the daemon's watches reconnect (resuming from the versions they last
     saw, they usually get 410 Gone and list afresh) and keep reacting to drift (the periodic resync
     is 300 s away, so only the watches can)."""
@@ -193,12 +238,16 @@ def test_daemon_survives_an_api_server_restart_and_expired_watches(kube_cluster,
         # Usually both resumed watches get 410 Gone; when a watch had already seen a newer version
         # (a bookmark) it just reconnects. Either way both must restart; the 410 decoding itself is
         # unit-tested in test_executor_kube.py, and the drift repair below proves the watches live.
-        wait_for(lambda: rd.metric("synergai_watch_restarts_total", reason="disconnected") >= 2, 60,
-                 what="both watches restarted")
+        wait_for(
+            lambda: rd.metric("synergai_watch_restarts_total", reason="disconnected") >= 2,
+            60,
+            what="both watches restarted",
+        )
         for w in (ms.workloads[1], ms.workloads[2]):
             scale(kube_admin, ns, w.name, 7)
-            wait_for(lambda w=w: replicas(kube_admin, ns, w.name) == w.replicas, 10,
-                     what="drift repaired after the restart")
+            wait_for(
+                lambda w=w: replicas(kube_admin, ns, w.name) == w.replicas, 10, what="drift repaired after the restart"
+            )
         kube_admin.delete("v1", "Service", ms.workloads[0].service, ns)
         wait_for(lambda: converged(kube_admin, ns, ms), 10, what="deleted Service re-created")
         assert rd.metric("synergai_in_sync") == 1
@@ -206,8 +255,10 @@ def test_daemon_survives_an_api_server_restart_and_expired_watches(kube_cluster,
 
 def settle(kube, ns, quiet: float = 1.0, timeout: float = 30.0) -> None:
     """Wait until no managed object in ``ns`` changes for ``quiet`` seconds (controllers done)."""
+
     def rvs():
         return {k: v["metadata"]["resourceVersion"] for k, v in managed(kube, ns).items()}
+
     deadline = time.monotonic() + timeout
     last = rvs()
     while time.monotonic() < deadline:
@@ -231,11 +282,16 @@ def test_daemon_configmap_plan_source(kube_cluster, kube_admin, kube_namespace):
     ns = kube_namespace
     a = random_plan(1)
     b, _ = changed_plan(a)
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "the-plan"},
-          "data": {"plan.json": a.model_dump_json()}}
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "the-plan"},
+        "data": {"plan.json": a.model_dump_json()},
+    }
     kube_admin.create(cm, ns)
-    with running_daemon(daemon_config(f"configmap:{ns}/the-plan", ns, kube_cluster.kubeconfig_path,
-                                      interval=300.0)) as rd:
+    with running_daemon(
+        daemon_config(f"configmap:{ns}/the-plan", ns, kube_cluster.kubeconfig_path, interval=300.0)
+    ) as rd:
         wait_for(lambda: converged(kube_admin, ns, build(a)), 20, what="plan A from the ConfigMap")
         cm["data"]["plan.json"] = b.model_dump_json()
         kube_admin.apply(cm, ns, field_manager="operator")
@@ -256,9 +312,10 @@ def test_daemon_plans_a_workload_for_the_node_inventory(kube_cluster, kube_admin
     """The planner on the cluster: a workload in the ConfigMap, the cluster read from Node labels."""
     ns = kube_namespace
     wl = "models:\n  - {model: mobilenet-v2, rate_rps: 60, deadline_ms: 100}\n"
-    kube_admin.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "wl"},
-                       "data": {"workload.yaml": wl}}, ns)
-    with running_daemon(daemon_config(f"configmap:wl", ns, kube_cluster.kubeconfig_path)) as rd:
+    kube_admin.create(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "wl"}, "data": {"workload.yaml": wl}}, ns
+    )
+    with running_daemon(daemon_config("configmap:wl", ns, kube_cluster.kubeconfig_path)) as rd:
         wait_for(lambda: rd.get("/readyz")[0] == 200, 60, what="planned and applied")
         d = rd.daemon
         assert {p.name for p in d.plan.pools} >= {"cloud-x86"}  # the fake node's pool
@@ -269,8 +326,14 @@ def test_daemon_plans_a_workload_for_the_node_inventory(kube_cluster, kube_admin
             assert sel["synergai.io/pool"] == "cloud-x86" and sel["kubernetes.io/arch"] == "amd64"
         assert d.warnings == []  # every plan pool has a matching Ready node
         name = deps[0]["metadata"]["name"]
-        wait_for(lambda: (kube_admin.get("apps/v1", "Deployment", name, ns).get("status") or {})
-                 .get("availableReplicas") == deps[0]["spec"]["replicas"], 60, what="pods running on the node")
+        wait_for(
+            lambda: (
+                (kube_admin.get("apps/v1", "Deployment", name, ns).get("status") or {}).get("availableReplicas")
+                == deps[0]["spec"]["replicas"]
+            ),
+            60,
+            what="pods running on the node",
+        )
 
 
 # ------------------------------------------------------------------------------------------ subprocess
@@ -282,9 +345,29 @@ def _spawn(plan_source, ns, kubeconfig, port, *extra, log=None, token_file=None)
     if token_file:
         env["SYNERGAI_TOKEN_FILE"] = str(token_file)
     return subprocess.Popen(
-        [sys.executable, "-m", "synergai.cli", "daemon", "--plan-source", plan_source, "--namespace", ns,
-         "--kubeconfig", kubeconfig, "--port", str(port), "--host", "127.0.0.1", *extra],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log or subprocess.PIPE, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "synergai.cli",
+            "daemon",
+            "--plan-source",
+            plan_source,
+            "--namespace",
+            ns,
+            "--kubeconfig",
+            kubeconfig,
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log or subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def _ready(port) -> bool:
@@ -303,8 +386,9 @@ def test_daemon_sigterm_finishes_the_step_and_exits_0(kube_cluster, kube_admin, 
     default_plan().save(f)
     port = free_port()
     log = open(tmp_path / "daemon.log", "wb")
-    p = _spawn(f"file:{f}", ns, kube_cluster.kubeconfig_path, port, "--interval", "1", "--write-interval", "0.2",
-               log=log)
+    p = _spawn(
+        f"file:{f}", ns, kube_cluster.kubeconfig_path, port, "--interval", "1", "--write-interval", "0.2", log=log
+    )
     try:
         wait_for(lambda: managed(kube_admin, ns) or p.poll() is not None, 30, interval=0.02, what="first write")
         assert p.poll() is None, (tmp_path / "daemon.log").read_text()
@@ -323,8 +407,9 @@ def test_daemon_sigterm_finishes_the_step_and_exits_0(kube_cluster, kube_admin, 
     assert "Traceback" not in text
 
 
-def test_daemon_killed_mid_reconcile_converges_on_restart(kube_cluster, kube_admin, kube_namespace, tmp_path,
-                                                          fake_kubelet):
+def test_daemon_killed_mid_reconcile_converges_on_restart(
+    kube_cluster, kube_admin, kube_namespace, tmp_path, fake_kubelet
+):
     """SIGKILL while the daemon is half-way through moving plan A to plan B; a restarted daemon
     converges to B with nothing duplicated and nothing orphaned."""
     ns = kube_namespace
@@ -346,9 +431,14 @@ def test_daemon_killed_mid_reconcile_converges_on_restart(kube_cluster, kube_adm
         # kill after the first write, before the last
         def partly():
             live = managed(kube_admin, ns)
-            return sum(1 for w in ms_b.workloads
-                       if ("Deployment", w.name) in live and live[("Deployment", w.name)]["spec"]["replicas"]
-                       == w.replicas and ms_a.workload_for(w.model, w.pool).replicas != w.replicas)
+            return sum(
+                1
+                for w in ms_b.workloads
+                if ("Deployment", w.name) in live
+                and live[("Deployment", w.name)]["spec"]["replicas"] == w.replicas
+                and ms_a.workload_for(w.model, w.pool).replicas != w.replicas
+            )
+
         wait_for(lambda: partly() >= 1, 30, interval=0.02, what="first write")
         os.kill(p.pid, signal.SIGKILL)
         p.wait(10)
@@ -379,8 +469,11 @@ def test_daemon_killed_mid_reconcile_converges_on_restart(kube_cluster, kube_adm
         assert http_request(port, "POST", "/v1/assign", body, headers=auth)[0] == 200
         # nothing duplicated: one Deployment per (model, pool), one Service per Deployment and per model
         live = managed(kube_admin, ns)
-        pairs = [(o["metadata"]["annotations"]["synergai.io/model"], o["metadata"]["annotations"]["synergai.io/pool-name"])
-                 for (k, _), o in live.items() if k == "Deployment"]
+        pairs = [
+            (o["metadata"]["annotations"]["synergai.io/model"], o["metadata"]["annotations"]["synergai.io/pool-name"])
+            for (k, _), o in live.items()
+            if k == "Deployment"
+        ]
         assert len(pairs) == len(set(pairs)) == len(ms_b.workloads)
         # nothing orphaned: every ReplicaSet and Pod belongs to a live Deployment of plan B (after GC)
         names = {w.name for w in ms_b.workloads}
@@ -393,6 +486,7 @@ def test_daemon_killed_mid_reconcile_converges_on_restart(kube_cluster, kube_adm
             pod_ok = all(pd["metadata"].get("ownerReferences", [{}])[0].get("name") in rs_names for pd in pods)
             want = sum(w.replicas for w in ms_b.workloads)
             return rs_ok and pod_ok and len([pd for pd in pods if not pd["metadata"].get("deletionTimestamp")]) == want
+
         wait_for(owned, 60, interval=0.5, what="ReplicaSets/Pods owned by plan B's Deployments only")
         p.send_signal(signal.SIGTERM)
         assert p.wait(20) == 0

@@ -4,6 +4,7 @@ The Role/RoleBinding/ClusterRole/ClusterRoleBinding from ``executor/deploy/rbac.
 a test namespace (namespace substituted; the bindings' subject is the static-token user
 ``synergai-daemon``, which has no other permission), and the daemon runs with that token only.
 """
+
 from __future__ import annotations
 
 import copy
@@ -65,8 +66,9 @@ def daemon_rbac(kube_cluster, kube_admin, kube_namespace):
                 pass
 
 
-def test_deploy_rbac_is_enough_and_no_more(kube_cluster, kube_admin, kube_namespace, other_namespace, daemon_rbac,
-                                           tmp_path):
+def test_deploy_rbac_is_enough_and_no_more(
+    kube_cluster, kube_admin, kube_namespace, other_namespace, daemon_rbac, tmp_path
+):
     ns = kube_namespace
     token = KUBE_TOKENS[DAEMON_USER]
     kubeconfig = kube_cluster.kubeconfig_for_token(token, tmp_path / "daemon.kubeconfig", user=DAEMON_USER)
@@ -77,8 +79,15 @@ def test_deploy_rbac_is_enough_and_no_more(kube_cluster, kube_admin, kube_namesp
     ms = build(default_plan())
     f = tmp_path / "plan.json"
     default_plan().save(f)
-    kube_admin.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "the-plan"},
-                       "data": {"plan.json": default_plan().model_dump_json()}}, ns)
+    kube_admin.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "the-plan"},
+            "data": {"plan.json": default_plan().model_dump_json()},
+        },
+        ns,
+    )
 
     # enough: the daemon converges, reads its plan from a ConfigMap, watches, repairs drift, prunes,
     # writes its status ConfigMap and reads Nodes, all with this token only
@@ -116,16 +125,28 @@ def test_deploy_rbac_is_enough_and_no_more(kube_cluster, kube_admin, kube_namesp
     assert managed(kube_admin, other_namespace) == {}
 
     # and in its own namespace only what the Role lists
-    for call in (lambda: me.list("v1", "Pod", ns),
-                 lambda: me.request("GET", f"/api/v1/namespaces/{ns}/secrets"),
-                 lambda: me.request("PUT", f"/api/v1/namespaces/{ns}/configmaps/the-plan",
-                                    body=kube_admin.get("v1", "ConfigMap", "the-plan", ns)),
-                 lambda: me.request("PUT", f"/apis/apps/v1/namespaces/{ns}/deployments/{ms.workloads[0].name}",
-                                    body=kube_admin.get("apps/v1", "Deployment", ms.workloads[0].name, ns)),
-                 lambda: me.request("PATCH", "/api/v1/nodes/fake-node-1", body={"metadata": {"labels": {"x": "y"}}},
-                                    content_type="application/merge-patch+json"),
-                 lambda: me.list("rbac.authorization.k8s.io/v1", "Role", ns),
-                 lambda: me.list("apps/v1", "Deployment", other_namespace)):
+    for call in (
+        lambda: me.list("v1", "Pod", ns),
+        lambda: me.request("GET", f"/api/v1/namespaces/{ns}/secrets"),
+        lambda: me.request(
+            "PUT",
+            f"/api/v1/namespaces/{ns}/configmaps/the-plan",
+            body=kube_admin.get("v1", "ConfigMap", "the-plan", ns),
+        ),
+        lambda: me.request(
+            "PUT",
+            f"/apis/apps/v1/namespaces/{ns}/deployments/{ms.workloads[0].name}",
+            body=kube_admin.get("apps/v1", "Deployment", ms.workloads[0].name, ns),
+        ),
+        lambda: me.request(
+            "PATCH",
+            "/api/v1/nodes/fake-node-1",
+            body={"metadata": {"labels": {"x": "y"}}},
+            content_type="application/merge-patch+json",
+        ),
+        lambda: me.list("rbac.authorization.k8s.io/v1", "Role", ns),
+        lambda: me.list("apps/v1", "Deployment", other_namespace),
+    ):
         with pytest.raises(KubeError) as e:
             call()
         assert e.value.status == 403

@@ -4,6 +4,7 @@ command line (``$SYNERGAI_TOKEN_FILE`` is only the default).
 A real daemon process; its kubeconfig points at a closed port, so nothing reaches an API server (the
 daemon serves HTTP before its first API call and keeps retrying the cluster in the background).
 """
+
 from __future__ import annotations
 
 import json
@@ -36,9 +37,12 @@ def _free_port() -> int:
 
 
 def _assign(port: int, token=None) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/assign", data=b'{"model": "resnet50"}', method="POST",
-                                 headers={"Content-Type": "application/json",
-                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/assign",
+        data=b'{"model": "resnet50"}',
+        method="POST",
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, json.loads(r.read() or b"{}")
@@ -63,10 +67,29 @@ def daemon(tmp_path):
         if env_token:
             env["SYNERGAI_TOKEN_FILE"] = str(env_token)
         log = open(tmp_path / f"daemon-{port}.log", "wb")
-        p = subprocess.Popen([sys.executable, "-m", "synergai.cli", "daemon", "--plan-source", f"file:{plan}",
-                              "--namespace", "default", "--kubeconfig", str(kcfg), "--host", "127.0.0.1",
-                              "--port", str(port), *extra], env=env, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "synergai.cli",
+                "daemon",
+                "--plan-source",
+                f"file:{plan}",
+                "--namespace",
+                "default",
+                "--kubeconfig",
+                str(kcfg),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *extra,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         procs.append((p, log))
         end = time.monotonic() + 60
         while time.monotonic() < end:

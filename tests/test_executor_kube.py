@@ -214,16 +214,20 @@ def test_discovery_kinds_are_supported_without_the_gateway():
     import subprocess
     import sys
 
-    code = ("from synergai.executor.kube import KINDS, KubeClient as K\n"
-            "print(K.path('v1', 'Endpoints', 'ns'))\n"
-            "print(K.path('discovery.k8s.io/v1', 'EndpointSlice', 'ns', 'x'))\n"
-            "print(K.path('discovery.k8s.io/v1beta1', 'EndpointSlice', 'ns'))\n"
-            "print(KINDS['EndpointSlice'][0])\n")
+    code = (
+        "from synergai.executor.kube import KINDS, KubeClient as K\n"
+        "print(K.path('v1', 'Endpoints', 'ns'))\n"
+        "print(K.path('discovery.k8s.io/v1', 'EndpointSlice', 'ns', 'x'))\n"
+        "print(K.path('discovery.k8s.io/v1beta1', 'EndpointSlice', 'ns'))\n"
+        "print(KINDS['EndpointSlice'][0])\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["/api/v1/namespaces/ns/endpoints",
-                                "/apis/discovery.k8s.io/v1/namespaces/ns/endpointslices/x",
-                                "/apis/discovery.k8s.io/v1beta1/namespaces/ns/endpointslices",
-                                "discovery.k8s.io/v1"]  # the newest version first
+    assert r.stdout.split() == [
+        "/api/v1/namespaces/ns/endpoints",
+        "/apis/discovery.k8s.io/v1/namespaces/ns/endpointslices/x",
+        "/apis/discovery.k8s.io/v1beta1/namespaces/ns/endpointslices",
+        "discovery.k8s.io/v1",
+    ]  # the newest version first
     with pytest.raises(ValueError):
         KubeClient.path("discovery.k8s.io/v1", "EndpointSlice")  # namespaced

@@ -2,6 +2,7 @@
 profiles and a real ONNX model) on their own 127.0.0.x addresses, the gateway, and ``tritonclient.http``
 (a V2 client written independently of this project) sending requests. Faults: a server killed mid-load,
 the plan hot-swapped mid-load, the gateway restarted."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,6 @@ tritonclient_http = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 pytestmark = pytest.mark.timeout(150)
-
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,13 @@ def layout(plan):
     groups = {g: a for g, a in group_assignments(plan).items() if any(x.replicas > 0 for x in a)}
     resnet = sorted(g for g, a in groups.items() if any(x.model == "resnet50" for x in a))
     hosted = {x.model for g in resnet for x in groups[g]}
-    onnx = next(g for g, a in sorted(groups.items()) if len(a) == 1 and a[0].model not in hosted
-                and sum(1 for b in groups.values() if any(x.model == a[0].model for x in b)) == 1)
+    onnx = next(
+        g
+        for g, a in sorted(groups.items())
+        if len(a) == 1
+        and a[0].model not in hosted
+        and sum(1 for b in groups.values() if any(x.model == a[0].model for x in b)) == 1
+    )
     assert len(resnet) >= 2, groups
     return resnet, onnx, groups[onnx][0].model, {g: groups[g][0].pool for g in groups}
 
@@ -63,23 +68,47 @@ def cluster(plan_path, tmp_path_factory):
                 eps.setdefault(g, []).append(srv.url)
                 servers.append(srv)
                 k += 1
-        onnx = ps.serve(["--onnx", f"{onnx_model}=zoo:mobilenet-tiny", "--batch-size", "4", "--batch-wait-ms", "2"],
-                        host=f"127.0.0.{k}")
+        onnx = ps.serve(
+            ["--onnx", f"{onnx_model}=zoo:mobilenet-tiny", "--batch-size", "4", "--batch-wait-ms", "2"],
+            host=f"127.0.0.{k}",
+        )
         eps[onnx_group] = [onnx.url]
         ep_file = d / "endpoints.json"
         ep_file.write_text(json.dumps(eps))
         token = d / "token"
         token.write_text("s3cret-token\n")
-        gw = ps.gateway(["--plan", str(plan_path), "--endpoints", str(ep_file), "--token-file", str(token),
-                         "--reload-interval", "0.2"])
-        yield {"procs": ps, "gw": gw, "eps": eps, "servers": servers, "busiest": busiest, "resnet": resnet,
-               "onnx_model": onnx_model, "onnx_group": onnx_group, "pools": pools, "dir": d, "plan": plan_path,
-               "token": "s3cret-token"}
+        gw = ps.gateway(
+            [
+                "--plan",
+                str(plan_path),
+                "--endpoints",
+                str(ep_file),
+                "--token-file",
+                str(token),
+                "--reload-interval",
+                "0.2",
+            ]
+        )
+        yield {
+            "procs": ps,
+            "gw": gw,
+            "eps": eps,
+            "servers": servers,
+            "busiest": busiest,
+            "resnet": resnet,
+            "onnx_model": onnx_model,
+            "onnx_group": onnx_group,
+            "pools": pools,
+            "dir": d,
+            "plan": plan_path,
+            "token": "s3cret-token",
+        }
 
 
 def client(gw, **kw):
-    return tritonclient_http.InferenceServerClient(gw.url.removeprefix("http://"), connection_timeout=10,
-                                                   network_timeout=10, **kw)
+    return tritonclient_http.InferenceServerClient(
+        gw.url.removeprefix("http://"), connection_timeout=10, network_timeout=10, **kw
+    )
 
 
 def emu_input(rows=2, binary=True):
@@ -90,8 +119,12 @@ def emu_input(rows=2, binary=True):
 
 
 def raw_infer(url, model, body, headers=None, timeout=10):
-    req = urllib.request.Request(f"{url}/v2/models/{model}/infer", data=body, method="POST",
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        f"{url}/v2/models/{model}/infer",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, dict(r.headers), r.read()
@@ -123,8 +156,12 @@ def test_tritonclient_end_to_end(cluster):
     # emulated resnet50: JSON and binary tensors, answers are the row sums
     for binary in (False, True):
         x, i = emu_input(3, binary)
-        r = c.infer("resnet50", [i], outputs=[tritonclient_http.InferRequestedOutput("OUTPUT0", binary_data=binary)],
-                    headers={"X-Deadline-Ms": "500"})
+        r = c.infer(
+            "resnet50",
+            [i],
+            outputs=[tritonclient_http.InferRequestedOutput("OUTPUT0", binary_data=binary)],
+            headers={"X-Deadline-Ms": "500"},
+        )
         np.testing.assert_allclose(r.as_numpy("OUTPUT0").ravel(), x.sum(axis=1))
     # the real ONNX model: its real output shape, and the same answer as onnxruntime locally
     import onnxruntime as ort
@@ -144,8 +181,12 @@ def test_tritonclient_end_to_end(cluster):
 def test_decisions_follow_plan_groups(cluster):
     gw, eps = cluster["gw"], cluster["eps"]
     x = np.ones((1, 16), dtype=np.float32)
-    body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32",
-                                   "data": x.ravel().tolist()}], "parameters": {"deadline_ms": 200}}).encode()
+    body = json.dumps(
+        {
+            "inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": x.ravel().tolist()}],
+            "parameters": {"deadline_ms": 200},
+        }
+    ).encode()
     seen = {}
     for _ in range(60):
         code, h, payload = raw_infer(gw.url, "resnet50", body)
@@ -161,23 +202,40 @@ def test_decisions_follow_plan_groups(cluster):
     # the plan routes most resnet50 traffic to its busiest group: both of its servers are used
     b = cluster["busiest"]
     assert seen.get(eps[b][0], 0) > 0 and seen.get(eps[b][1], 0) > 0, seen
-    code, h, _ = raw_infer(gw.url, cluster["onnx_model"], json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 32, 32],
-                                                                          "datatype": "FP32",
-                                                                          "data": [0.0] * 3072}]}).encode())
+    code, h, _ = raw_infer(
+        gw.url,
+        cluster["onnx_model"],
+        json.dumps(
+            {"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [0.0] * 3072}]}
+        ).encode(),
+    )
     assert code == 200 and h["X-Synergai-Server"] == cluster["onnx_group"]
 
 
-@pytest.mark.parametrize("body,code,model", [
-    (b'{"inputs": [', 400, "resnet50"),                                                   # malformed JSON
-    (b'{"inputs": [{"name": "INPUT0", "shape": [1, 15], "datatype": "FP32", "data": ' + str([0.0] * 15).encode()
-     + b'}]}', 400, "resnet50"),                                                          # wrong shape
-    (b'{"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": ' + str([0] * 16).encode()
-     + b'}]}', 400, "resnet50"),                                                          # wrong datatype
-    (b'{"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": [1]}]}', 400, "resnet50"),
-    (b'{"inputs": []}', 404, "no-such-model"),                                            # unknown model
-    (b'{"inputs": [], "parameters": {"deadline_ms": 1' + b"0" * 400 + b'}}', 400, "resnet50"),  # absurd deadline
-    (b'[' * 5000 + b']' * 5000, 400, "resnet50"),                                         # deep nesting
-])
+@pytest.mark.parametrize(
+    "body,code,model",
+    [
+        (b'{"inputs": [', 400, "resnet50"),  # malformed JSON
+        (
+            b'{"inputs": [{"name": "INPUT0", "shape": [1, 15], "datatype": "FP32", "data": '
+            + str([0.0] * 15).encode()
+            + b"}]}",
+            400,
+            "resnet50",
+        ),  # wrong shape
+        (
+            b'{"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": '
+            + str([0] * 16).encode()
+            + b"}]}",
+            400,
+            "resnet50",
+        ),  # wrong datatype
+        (b'{"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": [1]}]}', 400, "resnet50"),
+        (b'{"inputs": []}', 404, "no-such-model"),  # unknown model
+        (b'{"inputs": [], "parameters": {"deadline_ms": 1' + b"0" * 400 + b"}}", 400, "resnet50"),  # absurd deadline
+        (b"[" * 5000 + b"]" * 5000, 400, "resnet50"),  # deep nesting
+    ],
+)
 def test_bad_requests_get_one_line_json_4xx(cluster, body, code, model):
     got, h, payload = raw_infer(cluster["gw"].url, model, body)
     assert got == code, payload
@@ -204,8 +262,12 @@ def test_unauthenticated_state_changes_refused(cluster):
             with pytest.raises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(req, timeout=5)
             assert e.value.code == 401 and "error" in json.loads(e.value.read())
-    req = urllib.request.Request(gw.url + "/v1/routing", data=b'{"routing": "synergai"}', method="POST",
-                                 headers={"Authorization": f"Bearer {cluster['token']}"})
+    req = urllib.request.Request(
+        gw.url + "/v1/routing",
+        data=b'{"routing": "synergai"}',
+        method="POST",
+        headers={"Authorization": f"Bearer {cluster['token']}"},
+    )
     with urllib.request.urlopen(req, timeout=5) as r:
         assert json.loads(r.read()) == {"routing": "synergai"}
 
@@ -243,9 +305,16 @@ def test_plan_hot_swap_mid_load_fails_nothing(cluster):
     gw, plan_path = cluster["gw"], cluster["plan"]
     plan = Plan.load(plan_path)
     old_id = plan.plan_id
-    swapped = plan.model_copy(update={"assignments": [a.model_copy(update={"routed_rate_rps": a.routed_rate_rps * 0.5})
-                                                      if a.server == cluster["busiest"] else a
-                                                      for a in plan.assignments]})
+    swapped = plan.model_copy(
+        update={
+            "assignments": [
+                a.model_copy(update={"routed_rate_rps": a.routed_rate_rps * 0.5})
+                if a.server == cluster["busiest"]
+                else a
+                for a in plan.assignments
+            ]
+        }
+    )
     swapped = swapped.model_copy(update={"plan_id": swapped.compute_id()})
     assert swapped.plan_id != old_id
 
@@ -260,8 +329,11 @@ def test_plan_hot_swap_mid_load_fails_nothing(cluster):
     finally:
         c.close()
     assert fails == [] and ok == 300
-    code, h, _ = raw_infer(gw.url, "resnet50", json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 16],
-                                                                      "datatype": "FP32", "data": [0] * 16}]}).encode())
+    code, h, _ = raw_infer(
+        gw.url,
+        "resnet50",
+        json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": [0] * 16}]}).encode(),
+    )
     assert code == 200 and h["X-Synergai-Plan"] == swapped.plan_id
     assert metric(gw.url, "synergai_gateway_plan_reloads_total", result="ok") >= 2
 
@@ -288,8 +360,7 @@ def test_gateway_restart_serves_again(cluster, plan_path):
     port = gw.port
     gw.stop()
     assert http_get(gw.url + "/healthz")[0] == 0
-    gw2 = ps.gateway(["--plan", str(cluster["plan"]), "--endpoints", str(cluster["dir"] / "endpoints.json")],
-                     port=port)
+    gw2 = ps.gateway(["--plan", str(cluster["plan"]), "--endpoints", str(cluster["dir"] / "endpoints.json")], port=port)
     x, i = emu_input(2)
     r = client(gw2).infer("resnet50", [i], headers={"X-Deadline-Ms": "1000"})
     np.testing.assert_allclose(r.as_numpy("OUTPUT0").ravel(), x.sum(axis=1))

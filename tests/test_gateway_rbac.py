@@ -5,6 +5,7 @@ on 1.20 -- and core Endpoints, Services) and its plan ConfigMap, and nothing mor
 The objects are applied as ``gateway_objects`` makes them; requests go through the project's REST layer
 (``executor.kube.KubeClient``, the gateway's discovery calls: list + watch with the Service-name label
 selector) as the ServiceAccount (impersonated by the admin)."""
+
 from __future__ import annotations
 
 import pytest
@@ -68,14 +69,24 @@ def test_gateway_role_reads_endpointslices_endpoints_and_its_plan_only(kube_clus
             pass
         assert gw.get("v1", "ConfigMap", cm, ns)["data"]["plan.json"]
         # and no more: writes, other ConfigMaps, Secrets, Pods, other namespaces
-        for call in (lambda: gw.delete(SLICES, "EndpointSlice", "x", ns),
-                     lambda: gw.create({"apiVersion": SLICES, "kind": "EndpointSlice", "metadata": {"name": "x"},
-                                        "addressType": "IPv4", "endpoints": []}, ns),
-                     lambda: gw.get("v1", "ConfigMap", "not-the-plan", ns),
-                     lambda: gw.list("v1", "ConfigMap", ns),
-                     lambda: gw.request("GET", f"/api/v1/namespaces/{ns}/secrets"),
-                     lambda: gw.list("v1", "Pod", ns),
-                     lambda: gw.list(SLICES, "EndpointSlice", "default")):
+        for call in (
+            lambda: gw.delete(SLICES, "EndpointSlice", "x", ns),
+            lambda: gw.create(
+                {
+                    "apiVersion": SLICES,
+                    "kind": "EndpointSlice",
+                    "metadata": {"name": "x"},
+                    "addressType": "IPv4",
+                    "endpoints": [],
+                },
+                ns,
+            ),
+            lambda: gw.get("v1", "ConfigMap", "not-the-plan", ns),
+            lambda: gw.list("v1", "ConfigMap", ns),
+            lambda: gw.request("GET", f"/api/v1/namespaces/{ns}/secrets"),
+            lambda: gw.list("v1", "Pod", ns),
+            lambda: gw.list(SLICES, "EndpointSlice", "default"),
+        ):
             assert _status(call) == 403
     finally:
         gw.close()

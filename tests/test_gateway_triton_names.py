@@ -7,6 +7,7 @@ every group hosting it runs on Triton, stood in for by ``synergai serve --plan-c
 --emulate-config`` (the group's ``server.json`` from ``manifests.build``: it serves each model under its
 ``runtime_name``, as Triton does); the gateway; ``tritonclient.http`` asks for ``BERT large``.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def test_gateway_forwards_to_the_triton_model_name(plan, tmp_path):
 
     assert manifests.triton_model_name(MODEL) != MODEL
     ms = manifests.build(plan)
-    groups = sorted(g for g, a in group_assignments(plan).items() if any(x.model == MODEL and x.replicas > 0
-                                                                          for x in a))
+    groups = sorted(
+        g for g, a in group_assignments(plan).items() if any(x.model == MODEL and x.replicas > 0 for x in a)
+    )
     assert groups and all(ms.server_for(g).runtime == manifests.RUNTIME_TRITON for g in groups)
     plan_file = tmp_path / "plan.json"
     plan.save(plan_file)
@@ -53,7 +55,8 @@ def test_gateway_forwards_to_the_triton_model_name(plan, tmp_path):
         for k, g in enumerate(groups):
             doc = json.loads(cms[ms.server_for(g).configmap]["data"][manifests.SERVER_CONFIG_KEY])
             assert {m["runtime_name"] for m in doc["models"] if m["model"] == MODEL} == {
-                manifests.triton_model_name(MODEL)}
+                manifests.triton_model_name(MODEL)
+            }
             f = tmp_path / f"server-{k}.json"
             f.write_text(json.dumps(doc))
             srv = ps.serve(["--plan-config", str(f), "--emulate-config"], host=f"127.0.0.{51 + k}")
@@ -61,8 +64,9 @@ def test_gateway_forwards_to_the_triton_model_name(plan, tmp_path):
         ep_file = tmp_path / "endpoints.json"
         ep_file.write_text(json.dumps(eps))
         gw = ps.gateway(["--plan", str(plan_file), "--endpoints", str(ep_file)], host="127.0.0.50")
-        c = tritonclient_http.InferenceServerClient(gw.url.removeprefix("http://"), connection_timeout=10,
-                                                    network_timeout=10)
+        c = tritonclient_http.InferenceServerClient(
+            gw.url.removeprefix("http://"), connection_timeout=10, network_timeout=10
+        )
         assert c.get_model_metadata(MODEL)["inputs"][0]["name"] == "INPUT0"  # metadata: proxied under its name
         seen = set()
         for n in range(12):

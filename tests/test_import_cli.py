@@ -35,7 +35,9 @@ def test_default_import_rebuilds_the_committed_default_profiles(tmp_path, capsys
     # byte for byte what is committed: the default profiling data is rebuilt by this command
     assert out.read_bytes() == DEFAULT_PROFILES.read_bytes()
     assert "coverage" in so and f"wrote {out}" in " ".join(so.split())
-    code, so, se = run_cli(capsys, "import-mlperf", "--data", DEFAULT_DATA_DIR, "--out", tmp_path / "b.csv", "-q", *PINNED)
+    code, so, se = run_cli(
+        capsys, "import-mlperf", "--data", DEFAULT_DATA_DIR, "--out", tmp_path / "b.csv", "-q", *PINNED
+    )
     assert code == 0 and (tmp_path / "b.csv").read_bytes() == out.read_bytes()
     code, so, se = run_cli(
         capsys,

@@ -6,6 +6,7 @@ small custom cluster with one Graviton pool and three small models) and a dedica
 default plan. Emulated (``--emulate-config`` / ``$SYNERGAI_SERVE_EMULATE``) and real (ONNX Runtime from
 ``$SYNERGAI_MODEL_STORE/<file>``); every hosted model answers V2 requests with the group's batching.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ def _server_json(plan, want_shared: bool) -> dict:
     from synergai.executor import manifests
 
     ms = manifests.build(plan)
-    srv = next(s for s in ms.servers if s.runtime == manifests.RUNTIME_SERVE and s.shared == want_shared
-               and s.replicas > 0)
+    srv = next(
+        s for s in ms.servers if s.runtime == manifests.RUNTIME_SERVE and s.shared == want_shared and s.replicas > 0
+    )
     cm = next(d for d in ms.dicts() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == srv.configmap)
     return json.loads(cm["data"][manifests.SERVER_CONFIG_KEY])
 
@@ -39,9 +41,14 @@ def shared_doc():
 
     c = default_cluster()
     cluster = c.model_copy(update={"pools": [p for p in c.pools if p.name == "cloud-graviton"]})
-    work = default_workload().model_copy(update={"models": [
-        ModelDemand(model=m, rate_rps=2.0, deadline_ms=500.0)
-        for m in ("mobilenet-v1", "mobilenet-v2", "efficientnet-lite0")]})
+    work = default_workload().model_copy(
+        update={
+            "models": [
+                ModelDemand(model=m, rate_rps=2.0, deadline_ms=500.0)
+                for m in ("mobilenet-v1", "mobilenet-v2", "efficientnet-lite0")
+            ]
+        }
+    )
     doc = _server_json(plan_offline(default_profiles(), cluster, work, time_limit=20), want_shared=True)
     assert doc["shared"] and len(doc["models"]) >= 2, doc
     return doc
@@ -62,8 +69,9 @@ def dedicated_doc(default_plan):
 
 
 def _client(proc):
-    return tritonclient_http.InferenceServerClient(proc.url.removeprefix("http://"), connection_timeout=10,
-                                                   network_timeout=10)
+    return tritonclient_http.InferenceServerClient(
+        proc.url.removeprefix("http://"), connection_timeout=10, network_timeout=10
+    )
 
 
 def _check_emulated(proc, doc):

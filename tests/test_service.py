@@ -1,5 +1,6 @@
 """Unit tests of the service model's formulas (planner/service.py) against closed forms, and the vectorised
 ServiceArrays against the scalar ServiceModel functions."""
+
 from __future__ import annotations
 
 import math
@@ -13,9 +14,20 @@ from synergai.planner.service import ServiceArrays, ServiceModel, max_utilisatio
 
 
 def _rec(p50, p90, p99, b=1, slots=1, model="m"):
-    return ProfileRecord(model=model, engine="e", device="d", architecture="amd64", precision="fp32", batch_size=b,
-                         latency_p50_ms=p50, latency_p90_ms=p90, latency_p99_ms=p99,
-                         throughput_rps=slots * b * 1000.0 / p50, cpu_cores=1, memory_request_mb=100)
+    return ProfileRecord(
+        model=model,
+        engine="e",
+        device="d",
+        architecture="amd64",
+        precision="fp32",
+        batch_size=b,
+        latency_p50_ms=p50,
+        latency_p90_ms=p90,
+        latency_p99_ms=p99,
+        throughput_rps=slots * b * 1000.0 / p50,
+        cpu_cores=1,
+        memory_request_mb=100,
+    )
 
 
 def test_exceed_deterministic_service_is_md1_exponential_tail():
@@ -41,8 +53,9 @@ def test_dedicated_b1_is_pollaczek_khinchine_exponential():
     """Dedicated, batch 1, one slot: P(wait > 0) = rho and mean wait = P-K (lambda E[S^2] / (2 (1 - rho)))."""
     sm = ServiceModel.of(_rec(10, 13, 20))
     for rho in (0.3, 0.7):
-        pi, th = S._wait_law(np.array([rho]), 0.0, np.array([1.0]), np.array([1.0]), sm.mean, sm.second_moment,
-                             0.0, True)
+        pi, th = S._wait_law(
+            np.array([rho]), 0.0, np.array([1.0]), np.array([1.0]), sm.mean, sm.second_moment, 0.0, True
+        )
         lam = rho / sm.mean
         assert pi[0] == pytest.approx(rho)
         assert pi[0] * th[0] == pytest.approx(lam * sm.second_moment / (2 * (1 - rho)), rel=1e-12)
@@ -79,8 +92,15 @@ def test_service_arrays_equal_service_model():
     for i in range(40):
         p50 = float(rng.uniform(2, 40))
         p90 = p50 * float(rng.uniform(1.05, 1.6))
-        recs.append(_rec(p50, p90, p90 * float(rng.uniform(1.05, 1.8)), b=int(rng.choice([1, 2, 4, 8])),
-                         slots=int(rng.integers(1, 5))))
+        recs.append(
+            _rec(
+                p50,
+                p90,
+                p90 * float(rng.uniform(1.05, 1.8)),
+                b=int(rng.choice([1, 2, 4, 8])),
+                slots=int(rng.integers(1, 5)),
+            )
+        )
     sa = ServiceArrays.of(recs, 0.99)
     budgets = np.array([3 * r.latency_p99_ms / 1e3 for r in recs])
     rho = sa.max_utilisation(budgets, 0.9, 0.99)
@@ -99,9 +119,18 @@ def test_shared_linear_condition_is_sufficient():
     q, rho_bar = 0.99, 0.8
     for trial in range(60):
         n = int(rng.integers(2, 4))
-        sms = [ServiceModel.of(_rec(p50 := float(rng.uniform(2, 30)), p50 * 1.3, p50 * float(rng.uniform(1.5, 3)),
-                                    b=int(rng.choice([1, 1, 4])), slots=int(rng.choice([1, 2]))))
-               for _ in range(n)]
+        sms = [
+            ServiceModel.of(
+                _rec(
+                    p50 := float(rng.uniform(2, 30)),
+                    p50 * 1.3,
+                    p50 * float(rng.uniform(1.5, 3)),
+                    b=int(rng.choice([1, 1, 4])),
+                    slots=int(rng.choice([1, 2])),
+                )
+            )
+            for _ in range(n)
+        ]
         budgets = [float(rng.uniform(2, 8)) * sm.quantile(q) for sm in sms]
         B = [shared_budget(sm, d, rho_bar, q) for sm, d in zip(sms, budgets)]
         mix = rng.dirichlet(np.ones(n))

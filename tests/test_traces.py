@@ -222,7 +222,11 @@ def test_all_quick_without_data_skips_trace_scenarios(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     skips = [ln for ln in err.splitlines() if ln.startswith("skipping scenario")]
     # each trace scenario is skipped once per cluster it runs on (the default and edge-lite)
-    assert sorted({s.split()[2].rstrip(":").split("@")[0] for s in skips}) == ["alibaba-diffusion", "azure-code", "azure-conv"]
+    assert sorted({s.split()[2].rstrip(":").split("@")[0] for s in skips}) == [
+        "alibaba-diffusion",
+        "azure-code",
+        "azure-conv",
+    ]
     assert "Traceback" not in err and "poisson-mlperf" in seen
 
 
