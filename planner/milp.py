@@ -36,6 +36,8 @@ Constraints
 - C3 ``link[k]``:    ``n_k - N_k y_k <= 0``                                       replicas only for the chosen config
 - C4 ``one[m,p]``:   ``sum_{k in (m,p)} y_k <= 1``; ``sone[m,p]``: ``sum_{j in (m,p)} v_j <= 1``
 - C5 ``cap[p,r]``:   ``sum_k a_kr n_k + b_pr sigma_p - K_pr o_p <= 0``, ``o_p <= N_p``   capacity of powered nodes
+- C5b ``big[p,r,j]``: ``sum_{servers larger than K_pr/(j+1)} (n_k or sigma_p) - j o_p <= 0`` for j = 1, 2, 3
+  (a node holds at most j of them: valid for any packing, and it cuts aggregate solutions that cannot pack)
 - C6 ``mode[k]``, ``smode[j]``: ``y_k - z_{p,h(k)} <= 0``, ``v_j - z_{p,h(j)} <= 0``; ``onemode[p]``: ``sum_h z_ph <= 1``
 - S1 ``sutil[p,s]``: ``sum_{j in p} w_j x_{j,s} - rho_bar sigma_p <= 0``          shared utilisation cap
 - S2 ``sload[j,s]``: ``x_{j,s} - f_s lam_m v_j <= 0``                              route only to loaded models
@@ -341,6 +343,22 @@ def build_milp(
             if isig[p] >= 0 and s.slice[p][ri] > 0:
                 b.add([at[p]], [isig[p]], s.slice[p][ri])
             b.add([at[p]], [io[p]], -Kcap[p, ri])
+    # C5b big[p,r,j]: a node holds at most j servers larger than 1/(j+1) of its resource r (valid for any
+    # packing; it cuts aggregate solutions that cannot pack, so fewer pools need the node-level model)
+    for p in used:
+        items = [(in_[k], res[k]) for k in np.flatnonzero(pk == p)]
+        if isig[p] >= 0:
+            items.append((isig[p], np.asarray(s.slice[p], dtype=float)))
+        for ri, rname in enumerate(RES):
+            if Kcap[p, ri] <= 0:
+                continue
+            for j in (1, 2, 3):
+                cols = [col for col, a in items if a[ri] > Kcap[p, ri] / (j + 1) + 1e-9]
+                if len(cols) < 2:
+                    continue
+                r = b.rows([f"big({pn[p]},{rname},{j})"], -np.inf, 0.0)
+                b.add(np.full(len(cols), r), cols, 1.0)
+                b.add([r], [io[p]], -float(j))
     # C6 power modes
     _modes(b, c, pk, pj, iy, iv, pn)
     # S1-S4 shared servers
