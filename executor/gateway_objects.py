@@ -116,9 +116,9 @@ def gateway_objects(
     img = images.resolve("gateway", "*")
     labels = _labels("gateway")
     sel = {LABEL_MANAGED_BY: MANAGER, LABEL_INSTANCE: GATEWAY_NAME}
-    meta = lambda name, kind_labels=labels: {
+    meta = lambda name, kind_labels=labels: {  # noqa: E731
         "name": name,
-        "labels": dict(kind_labels),  # noqa: E731
+        "labels": dict(kind_labels),
         **({"namespace": namespace} if namespace else {}),
     }
     sa = {
@@ -169,9 +169,9 @@ def gateway_objects(
         "--token-file",
         "/var/run/secrets/synergai/token",
     ]
-    probe = lambda path, period: {
+    probe = lambda path, period: {  # noqa: E731
         "httpGet": {"path": path, "port": "http"},
-        "periodSeconds": period,  # noqa: E731
+        "periodSeconds": period,
         "timeoutSeconds": 2,
         "failureThreshold": 3,
     }

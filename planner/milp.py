@@ -353,11 +353,11 @@ def build_milp(
             if Kcap[p, ri] <= 0:
                 continue
             for j in (1, 2, 3):
-                cols = [col for col, a in items if a[ri] > Kcap[p, ri] / (j + 1) + 1e-9]
-                if len(cols) < 2:
+                big = [col for col, a in items if a[ri] > Kcap[p, ri] / (j + 1) + 1e-9]
+                if len(big) < 2:
                     continue
                 r = b.rows([f"big({pn[p]},{rname},{j})"], -np.inf, 0.0)
-                b.add(np.full(len(cols), r), cols, 1.0)
+                b.add(np.full(len(big), r), big, 1.0)
                 b.add([r], [io[p]], -float(j))
     # C6 power modes
     _modes(b, c, pk, pj, iy, iv, pn)
