@@ -79,10 +79,10 @@ def manifests(
     images: Optional[Path] = typer.Option(None, "--images", help="Image map YAML (default: executor/images.yaml)."),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Set metadata.namespace."),
     validate: bool = typer.Option(True, "--validate/--no-validate", help="Validate offline (strict, Kubernetes 1.20)."),
-    gateway: bool = typer.Option(
-        True,
+    gateway: Optional[bool] = typer.Option(
+        None,
         "--gateway/--no-gateway",
-        help="Also write the gateway's objects (needs --namespace: its RoleBinding names it).",
+        help="Also write the gateway's objects (default: when --namespace is given, since its RoleBinding names it).",
     ),
     model_store: Optional[str] = typer.Option(
         None,
@@ -92,7 +92,7 @@ def manifests(
 ):
     """Write the plan's objects as YAML, one file per object, plus a Kustomization: per server group a
     ConfigMap (server.json, Triton config.pbtxt), a Deployment and a Service; a Service per model; the
-    gateway (unless --no-gateway).
+    gateway (with --namespace, unless --no-gateway).
 
     The directory works with both ``kubectl apply -f DIR`` and ``kubectl apply -k DIR``.
     """
@@ -109,6 +109,8 @@ def manifests(
             "the gateway's RoleBinding names its namespace: give --namespace NAME (or --no-gateway)",
             field="--namespace",
         )
+    skipped_gateway = gateway is None and namespace is None
+    gateway = namespace is not None if gateway is None else gateway
     plan, ms = _load(plan_file, images, gateway=gateway, model_store=model_store)
     docs = ms.dicts(namespace)
     checks = ""
@@ -159,6 +161,8 @@ def manifests(
         + (f"; removed {removed} stale files" if removed else "")
     )
     print(f"apply with: kubectl apply -f {out}/   or   kubectl apply -k {out}/   or   synergai apply {plan_file}")
+    if skipped_gateway:
+        print("the gateway's objects are not included: give --namespace NAME to add them (its RoleBinding names it)")
 
 
 def apply(

@@ -59,8 +59,14 @@ def test_plan_table_fits_100_columns_and_keeps_batch_and_power_mode(tmp_path):
         line for line in out.splitlines() if line.split()[:1] and line.split()[0] in {d.model for d in plan.demands}
     ]
     assert len(rows) == len(plan.assignments)
+    shared = {g.name for g in plan.servers if g.shared}
     for a in plan.assignments:
-        mine = [r.split() for r in rows if r.split()[:2] == [a.model, a.pool]]
+        # a model may have a shared and a dedicated row on one pool; the shared one is labelled
+        mine = [
+            r.split()
+            for r in rows
+            if r.split()[:2] == [a.model, a.pool] and ("(shared)" in r.split()) == (a.server in shared)
+        ]
         assert len(mine) == 1, (a.model, a.pool)
         cells = mine[0]
         assert str(a.config.batch_size) in cells and a.config.power_mode in cells

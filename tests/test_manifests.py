@@ -261,7 +261,9 @@ def test_shared_group_is_one_triton_deployment_with_both_models():
     cm = next(c for c in configmaps(docs) if c["metadata"]["name"] == srv.name)
     for m in conf["models"]:
         text = cm["data"][f"{m['runtime_name']}.config.pbtxt"]
-        assert f'name: "{m["runtime_name"]}"' in text and "KIND_GPU" in text
+        # accelerator engines run on the GPU, CPU engines (a mixed group) on Triton's CPU instances
+        kind = "KIND_GPU" if m["config"]["accelerators"] > 0 else "KIND_CPU"
+        assert f'name: "{m["runtime_name"]}"' in text and kind in text
     # the routing view: every hosted model maps to the group's one Deployment and Service
     assert {w.model for w in ms.workloads if w.server == g.name} == set(g.models)
     assert {w.name for w in ms.workloads if w.server == g.name} == {srv.name}
@@ -744,9 +746,14 @@ def test_cli_manifests_writes_valid_yaml(tmp_path, capsys):
     assert validate_all(docs) == len(build(default_plan(), gateway=True).objects)
     o = capsys.readouterr().out
     assert "validated offline for Kubernetes 1.20" in o and "(1 shared)" in o and "with the gateway" in o
-    # the gateway needs a namespace (its RoleBinding names it); --no-gateway does not
-    assert cli_main(["manifests", str(plan), "--out", str(tmp_path / "o2")]) == 2
-    assert "--namespace" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+    # the gateway needs a namespace (its RoleBinding names it): asked for without one, an error; by default
+    # without a namespace the serving objects are written and the note says how to add the gateway
+    assert cli_main(["manifests", str(plan), "--out", str(tmp_path / "o3"), "--gateway"]) == 2
+    assert "--namespace" in capsys.readouterr().err and not (tmp_path / "o3").exists()
+    assert cli_main(["manifests", str(plan), "--out", str(tmp_path / "o2")]) == 0
+    assert "give --namespace NAME to add them" in capsys.readouterr().out
+    kinds = {yaml.safe_load(f.read_text())["kind"] for f in (tmp_path / "o2").glob("*.yaml")}
+    assert kinds == {"ConfigMap", "Deployment", "Service"}
     assert cli_main(["manifests", str(plan), "--out", str(tmp_path / "o3"), "--no-gateway"]) == 0
     docs = [yaml.safe_load(f.read_text()) for f in (tmp_path / "o3").glob("*.yaml")]
     assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment", "Service"}
