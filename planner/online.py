@@ -26,7 +26,10 @@ Deadline check (the planner's service model, :mod:`synergai.planner.service`)
 
 Choice among groups that meet (prefer slack)
     A meeting group is *comfortable* when its slack is at least ``slack_fraction`` (default 0.2) of
-    the deadline.  Among comfortable groups: smooth weighted round-robin over the plan's routing shares
+    its own queueing budget (the deadline minus its load-independent delay: batch wait, call quantile,
+    RTT), i.e. when queueing has not eaten most of the room it had.  (A fraction of the whole deadline
+    would call a configuration that is slow by design -- a large batch near its deadline -- never
+    comfortable, and divert its planned traffic to fast servers the plan gave to other models.)  Among comfortable groups: smooth weighted round-robin over the plan's routing shares
     (the group furthest behind its share, ``(sent + 1) / share``, first; groups with no planned traffic
     -- standby -- only after those with a share; then the origin's tier, then energy per request).  If
     groups meet but none comfortably: the one with the most slack.  So groups that barely meet are
@@ -396,7 +399,7 @@ class OnlineScheduler:
             return Decision(
                 model, -1, -1, "", now, INF, False, INF, "no pool has a profile for this model", check_s=INF, end_s=INF
             )
-        margin = self.slack_fraction * dl
+        frac = self.slack_fraction
         best: Optional[tuple] = None
         best_key = None
         tight: Optional[tuple] = None
@@ -409,6 +412,7 @@ class OnlineScheduler:
             start = free if free > now else now
             check = start + g.fixed_s
             slack = due - check
+            margin = frac * (dl - g.fixed_s)
             if slack >= 0.0:
                 if slack >= margin:
                     key = ((g.sent + 1) * g.inv_share, g.sent, origin is not None and g.tier != origin, g.energy_j)

@@ -218,20 +218,26 @@ def test_sorted_state_matches_a_scan_under_random_feedback():
 
 # ------------------------------------------------------------------------------------------ slack
 def test_prefers_comfortable_slack_over_plan_share():
-    # a gets 90 % of the plan's traffic but its 90 ms call leaves 10 ms of a 100 ms deadline (< 20 %)
+    # slow gets 90 % of the plan's traffic; its 90 ms call leaves a 10 ms queueing budget of a 100 ms deadline
     plan = make_plan(
         [("slow", "p", 1, [("m", cfg(90, cid="slow"), 9.0)]), ("fast", "p", 1, [("m", cfg(50, cid="fast"), 1.0)])],
         {"m": 100.0},
     )
     s = OnlineScheduler(plan)
-    assert s.assign("m", now=0.0).server == "fast"
+    # idle, its whole budget is left: comfortable, and the plan's share picks it (slow by design is not "tight")
+    assert s.assign("m", now=0.0).server == "slow"
+    # at 81 ms slow is busy until 90 ms: check 180 ms vs due 181 ms, 1 ms of its 10 ms budget left (< 20 %);
+    # fast has 50 ms of its 50 ms budget: comfortable, so it wins against the plan's share
+    assert s.assign("m", now=0.081).server == "fast"
     # with room everywhere, the plan's shares (90/10)
     s2 = OnlineScheduler(plan)
     got = [s2.assign("m", deadline_ms=10_000, now=i * 1.0).server for i in range(1000)]
     assert got.count("slow") == 900
     # when all meet but none comfortably, the most slack
-    s3 = OnlineScheduler(plan, slack_fraction=0.9)
-    d = s3.assign("m", now=0.0)
+    s3 = OnlineScheduler(plan, slack_fraction=0.95)
+    assert [s3.assign("m", now=0.0).server for _ in range(2)] == ["slow", "fast"]  # idle: both comfortable
+    # at 3 ms slow cannot meet (busy to 90 ms); fast (busy to 50 ms) meets with 3 of its 50 ms (< 95 %)
+    d = s3.assign("m", now=0.003)
     assert d.server == "fast" and d.meets and "most slack" in d.reason
 
 
