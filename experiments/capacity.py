@@ -15,7 +15,7 @@ throughput per replica (req/s), ``c_{k,r}`` one replica's request of resource r 
 accelerators), ``n_p`` the pool's node count and ``C_{p,r}`` a node's allocatable amount: a routed rate
 x_k keeps x_k / mu_k replicas busy. A candidate is feasible when its architecture matches the pool's, one
 replica fits on one node, and ``p99 + RTT + batch wait <= deadline`` (batch wait:
-``planner.candidates.batch_wait_ms``). Solved with HiGHS through ``scipy.optimize.linprog``.
+``planner.service.batch_wait_ms``). Solved with HiGHS through ``scipy.optimize.linprog``.
 """
 
 from __future__ import annotations

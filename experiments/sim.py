@@ -52,12 +52,8 @@ from typing import Mapping, Optional
 import numpy as np
 
 from synergai.models import NodePool, ProfileRecord, ProfileTable
+from synergai.planner.packing import pack_ffd
 from synergai.planner.service import ServiceModel, device_power_ceiling, energy_of_call, serving_power
-
-try:  # packing has its own module since the planner's packing rework
-    from synergai.planner.packing import pack_ffd
-except ImportError:  # pragma: no cover - older planner layout
-    from synergai.planner.offline import pack_ffd
 
 
 class Replica:

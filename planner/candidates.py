@@ -439,7 +439,3 @@ def _top_shared(group: list[dict], k: int) -> list[dict]:
                 break
         rounds += 1
     return [group[i] for i in sorted(chosen)]
-
-
-# re-exported for callers that configure runtimes (the values live in service.py)
-from .service import BATCH_WAIT_FRACTION, batch_wait_ms  # noqa: E402,F401

@@ -19,10 +19,10 @@ from synergai.models.plan import Plan, SolverReport
 from .candidates import Candidates, PlanOptions, build_candidates, check_inputs
 from .decode import decode
 from .milp import Builder, Layout, add_headroom_block, build_milp
-from .packing import pack_ffd, unpackable_pools
+from .packing import unpackable_pools
 from .solvers import SolveResult, get_solver
 
-__all__ = ["plan_offline", "pack_ffd"]
+__all__ = ["plan_offline"]
 
 LEX_EPS = 1e-7
 """Relative slack when holding an earlier phase's optimum."""
