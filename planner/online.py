@@ -24,15 +24,30 @@ Deadline check (the planner's service model, :mod:`synergai.planner.service`)
     finish (start, + batch wait if the server was idle, + mean call + RTT); ``Decision.check_s`` the
     quantile finish; ``lateness_ms`` = max(0, check - due), so ``meets`` <=> ``lateness_ms == 0``.
 
+Batching servers
+    On a dedicated server of batch ``b > 1`` the queued requests of this request's own (forming) batch
+    are served in the same call, so they are not waited for twice: with ``k = backlog / w_m`` requests
+    queued, the call starts at ``free[s] - (k mod b) w_m`` (``start``), then ``check`` adds one call.
+    (On shared servers the other models' work interleaves, so every queued request counts as ahead.)
+
+Co-hosted models (shared servers)
+    A shared server's slack for model m may belong to a tighter model m' it also hosts.  Every m' has
+    the queueing budget ``deadline(m') - fixed(m')``; ``harm_s`` (of m there) is the smallest budget of
+    the other hosted models, ``protect_s = (1 - slack_fraction) harm_s``.  A request of m that would
+    leave more than ``harm_s`` of backlog makes the next request of m' miss: it does not count as
+    meeting there (nor as a sacrifice victim).  Beyond ``protect_s`` it counts as meeting but never as
+    comfortable, and ranks after the groups that stay within it.
+
 Choice among groups that meet (prefer slack)
     A meeting group is *comfortable* when its slack is at least ``slack_fraction`` (default 0.2) of
     its own queueing budget (the deadline minus its load-independent delay: batch wait, call quantile,
-    RTT), i.e. when queueing has not eaten most of the room it had.  (A fraction of the whole deadline
+    RTT), i.e. when queueing has not eaten most of the room it had, and (shared servers) the backlog
+    it leaves is within ``protect_s``.  (A fraction of the whole deadline
     would call a configuration that is slow by design -- a large batch near its deadline -- never
     comfortable, and divert its planned traffic to fast servers the plan gave to other models.)  Among comfortable groups: smooth weighted round-robin over the plan's routing shares
     (the group furthest behind its share, ``(sent + 1) / share``, first; groups with no planned traffic
     -- standby -- only after those with a share; then the origin's tier, then energy per request).  If
-    groups meet but none comfortably: the one with the most slack.  So groups that barely meet are
+    groups meet but none comfortably: the one with the most slack (those within ``protect_s`` first).  So groups that barely meet are
     never picked while another has room, and the plan's split is followed while everything has room.
 
 Overload (no group meets): ``overload=``
@@ -84,6 +99,7 @@ DEFAULT_QUANTILE = 0.99
 """The planner's response quantile (``PlanOptions.quantile``): the default deadline check."""
 OVERLOAD_RULES = ("sacrifice", "least-lateness", "shed")
 INF = math.inf
+BIG = 1e9  # seconds: ranks unprotected meeting groups after every protected one
 
 
 @dataclass(eq=False)
@@ -101,6 +117,7 @@ class ServerGroup:
     models: list[str]
     fallback: bool = False
     order: list = field(default_factory=list)  # [(free_s, global server id)], sorted
+    routes: list = field(default_factory=list)  # the Groups (one per hosted model) on these servers
 
 
 @dataclass(eq=False)
@@ -135,6 +152,9 @@ class Group:
     cap_fixed_s: float = 0.0  # batch wait + S(cap quantile) + RTT
     var_rate: float = 0.0  # Var(S) / (slots * E[S]): backlog variance per second of backlog
     inv_share: float = INF
+    batch: int = 1  # requests per call on a dedicated server (1 on shared servers: see assign)
+    harm_s: float = INF  # backlog beyond which the next request of a co-hosted model would miss
+    protect_s: float = INF  # most backlog this model may leave on a shared server (see _protect)
     order: list = field(default_factory=list)  # the server group's order list (shared, mutated in place)
     _base: Optional[tuple] = None
 
@@ -313,10 +333,30 @@ class OnlineScheduler:
             shared=sg.shared,
         )
         g.order = sg.order
+        g.batch = sm.batch if not sg.shared else 1
         g._calibrate(self.cap_q)
+        sg.routes.append(g)
+        self._protect(sg)
         self.groups.append(g)
         self.by_model.setdefault(model, []).append(g)
         return g
+
+    def _protect(self, sg: ServerGroup) -> None:
+        """Backlog limits that keep every co-hosted model comfortable on a shared server.
+
+        A model m' on the server has the queueing budget ``deadline(m') - fixed(m')``; it stays
+        comfortable while the backlog is at most ``(1 - slack_fraction)`` of it.  A request of m may
+        leave at most the smallest such backlog of the *other* models (``protect_s``); beyond it the
+        server is not comfortable for m, whatever m's own slack: m's slack there would be paid for by
+        tighter models sharing the device."""
+        keep = 1.0 - self.slack_fraction
+        budgets = []
+        for r in sg.routes:
+            dl = self.deadline_ms.get(r.model)
+            budgets.append(INF if dl is None else max(0.0, dl / 1000.0 - r.fixed_s))
+        for i, r in enumerate(sg.routes):
+            r.harm_s = min((b for j, b in enumerate(budgets) if j != i), default=INF)
+            r.protect_s = keep * r.harm_s
 
     def _fallback(self, model: str) -> list[Group]:
         """Virtual servers for a model the plan does not serve: one per pool with a deadline-feasible candidate."""
@@ -409,19 +449,34 @@ class OnlineScheduler:
         cands: Optional[list[dict]] = [] if explain else None
         for g in groups:
             free, s = g.order[0]
-            start = free if free > now else now
+            if free > now:
+                backlog = free - now
+                start = free
+                if g.batch > 1:  # the queued requests of this request's own batch are served with it
+                    start -= (int(backlog / g.work_s + 1e-6) % g.batch) * g.work_s
+            else:
+                backlog = 0.0
+                start = now
             check = start + g.fixed_s
             slack = due - check
             margin = frac * (dl - g.fixed_s)
-            if slack >= 0.0:
-                if slack >= margin:
+            after = backlog + g.work_s
+            harms = after > g.harm_s  # the next request of a co-hosted model would then miss
+            if slack >= 0.0 and not harms:
+                protected = after <= g.protect_s
+                if protected and slack >= margin:
                     key = ((g.sent + 1) * g.inv_share, g.sent, origin is not None and g.tier != origin, g.energy_j)
                     if best_key is None or key < best_key:
                         best, best_key = (g, s, start, check), key
-                elif slack > tight_slack:
-                    tight, tight_slack = (g, s, start, check), slack
-            elif check < late_check:
-                late, late_check = (g, s, start, check), check
+                else:
+                    # groups that keep co-hosted models comfortable first, then the most slack
+                    tk = slack if protected else slack - BIG
+                    if tk > tight_slack:
+                        tight, tight_slack = (g, s, start, check), tk
+            else:
+                lk = check + BIG if harms else check
+                if lk < late_check:
+                    late, late_check = (g, s, start, check), lk
             if cands is not None:
                 cands.append(
                     {
@@ -434,7 +489,8 @@ class OnlineScheduler:
                         "check_s": float(check),
                         "slack_ms": float(slack * 1000.0),
                         "meets": slack >= 0.0,
-                        "comfortable": slack >= margin,
+                        "harms_co_hosted": harms,
+                        "comfortable": slack >= margin and after <= g.protect_s,
                         "share": g.share,
                         "sent": g.sent,
                         "fallback": g.fallback,
@@ -481,7 +537,7 @@ class OnlineScheduler:
         assert pick is not None
         g, s, start, check = pick
         free_before = self.free[s]
-        est = start + g.work_s
+        est = (free_before if free_before > now else now) + g.work_s
         self._move(g.sg, s, est)
         g.sent += 1
         end = start + (g.sm.batch_wait if free_before <= now else 0.0) + g.mean_s
@@ -515,7 +571,9 @@ class OnlineScheduler:
                 continue
             k = z * math.sqrt(g.var_rate)
             r = (-k + math.sqrt(k * k + 4.0 * room)) / 2.0
-            x_max = r * r
+            x_max = min(r * r, g.harm_s - g.work_s)  # never push a co-hosted model past its budget
+            if x_max < 0.0:
+                continue
             order = g.order
             i = bisect_right(order, (now + x_max, INF)) - 1
             if i < 0:
@@ -546,6 +604,8 @@ class OnlineScheduler:
                 ratio = min(10.0, max(0.1, (actual_free_s - actual_start_s) / base))
                 g.drift = (1 - self.drift_alpha) * g.drift + self.drift_alpha * ratio
                 g._calibrate(self.cap_q)
+                if len(g.sg.routes) > 1:
+                    self._protect(g.sg)
         believed = decision.end_s + (self.corr[s] - decision.corr)
         delta = actual_free_s - believed
         if delta != 0.0:

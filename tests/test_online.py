@@ -241,6 +241,52 @@ def test_prefers_comfortable_slack_over_plan_share():
     assert d.server == "fast" and d.meets and "most slack" in d.reason
 
 
+def test_batching_server_counts_a_requests_own_batch_once():
+    # batch 4 of 40 ms on one slot: 10 ms of server time per request; the 4th request joins the batch
+    # the first 3 are waiting in, so its call starts when theirs does (not after their 30 ms of work)
+    plan = make_plan([("b", "p", 1, [("m", cfg(40, batch=4, thr=100.0), 1.0)])], {"m": 1000.0})
+    s = OnlineScheduler(plan)
+    s.assign("m", now=0.0)  # the server is idle: this one starts a batch at once
+    starts = [s.assign("m", now=0.0).start_s for _ in range(7)]
+    # backlog 10, 20, 30 ms: same batch as the first; 40 ms: a full batch ahead, so the next call
+    assert starts[:3] == [pytest.approx(0.0)] * 3
+    assert starts[3:] == [pytest.approx(0.04)] * 4
+    # a batch-1 server is unchanged: every queued request is ahead
+    one = OnlineScheduler(make_plan([("o", "p", 1, [("m", cfg(10), 1.0)])], {"m": 1000.0}))
+    assert [one.assign("m", now=0.0).start_s for _ in range(3)] == [0.0, pytest.approx(0.01), pytest.approx(0.02)]
+
+
+def test_a_model_never_takes_a_shared_servers_room_from_a_tighter_co_hosted_model():
+    # shared "s" hosts tight t (5 ms call, 15 ms deadline: a 10 ms queueing budget, comfortable up to 8 ms)
+    # and, as standby, loose l (3 ms call there); l's planned server "d" is a slow dedicated one (100 ms
+    # call, 130 ms deadline)
+    plan = make_plan(
+        [
+            ("s", "p", 1, [("t", cfg(5, cid="t"), 10.0), ("l", cfg(3, cid="ls"), 0.0)]),
+            ("d", "p", 1, [("l", cfg(100, cid="ld"), 5.0)]),
+        ],
+        {"t": 15.0, "l": 130.0},
+    )
+    s = OnlineScheduler(plan)
+    assert s.assign("l", now=0.0).server == "d"  # the plan's share, comfortable
+    # d is now busy until 100 ms, so l misses there (check 200 > 130 ms); s is idle
+    got = [s.assign("l", now=0.0) for _ in range(3)]
+    # backlog 3 and 6 ms: within t's comfortable 8 ms; 9 ms: within t's budget, not its comfort
+    assert [d.server for d in got] == ["s", "s", "s"] and all(d.meets for d in got)
+    assert "with slack" in got[1].reason and "most slack" in got[2].reason
+    # 12 ms of backlog would make t's next request miss: l goes to its own (late) server instead
+    d = s.assign("l", now=0.0)
+    assert d.server == "d" and not d.meets
+    # t itself still meets on s (9 ms of queued work + 5 ms call <= 15 ms)
+    assert s.assign("t", now=0.0).meets
+    # without the tight model, the same loose requests all go to the shared server
+    alone = make_plan(
+        [("s", "p", 1, [("l", cfg(3, cid="ls"), 0.0)]), ("d", "p", 1, [("l", cfg(100, cid="ld"), 5.0)])], {"l": 130.0}
+    )
+    a = OnlineScheduler(alone)
+    assert [a.assign("l", now=0.0).server for _ in range(5)] == ["d", "s", "s", "s", "s"]
+
+
 # ------------------------------------------------------------------------------------------ overload
 def two_group_plan():
     return make_plan([("g1", "p", 1, [("m", cfg(10), 1.0)]), ("g2", "p", 1, [("m", cfg(10), 1.0)])], {"m": 15.0})
