@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
         quick: bool = typer.Option(False, "--quick", help="Reduced arrivals, loads and seeds (< 2 minutes for --all)."),
         out: Path = typer.Option(Path("results"), "--out", "-o", help="Output directory."),
         seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds 0..N-1 instead of the scenario's."),
+        arrivals: Optional[int] = typer.Option(
+            None, "--arrivals", min=1, help="Arrivals per run instead of the scenario's (also with --quick)."
+        ),
         policies: Optional[str] = typer.Option(
             None, "--policies", help="Comma-separated policy names (default: the scenario's)."
         ),
@@ -126,7 +129,7 @@ def register(app: typer.Typer) -> None:
             scens = [resolve(s) for s in scenario]
         else:  # the default set: the headline scenarios
             scens = [sc for sc in (load_scenario(p) for p in builtin_scenarios().values()) if sc.headline]
-        total = count_tasks(scens, quick, seeds, pol, data=data)
+        total = count_tasks(scens, quick, seeds, pol, data=data, arrivals=arrivals)
         t0 = time.perf_counter()
         with Progress(
             TextColumn("{task.description}"),
@@ -151,12 +154,14 @@ def register(app: typer.Typer) -> None:
                 data=data,
                 jobs=jobs or default_jobs(),
                 ray=ray,
+                arrivals=arrivals,
             )
         paths = write_outputs(out, results, util, opt)
         cmd = "synergai experiment " + " ".join(
             (["--all"] if all_ else [f"--scenario {shlex.quote(s)}" for s in scenario or []])
             + (["--quick"] if quick else [])
             + ([f"--seeds {seeds}"] if seeds else [])
+            + ([f"--arrivals {arrivals}"] if arrivals else [])
             + ([f"--policies {policies}"] if policies else [])
             + [f"--profiles {shlex.quote(str(p))}" for p in profiles or []]
             + ([f"--cluster {shlex.quote(str(cluster))}"] if cluster else [])

@@ -124,12 +124,15 @@ def prepare(
     seeds: Optional[int] = None,
     policies: Optional[list[str]] = None,
     data: Optional[DataOptions] = None,
+    arrivals: Optional[int] = None,
 ) -> list[Cell]:
     cells = []
     for sc0 in (x for s in scenarios for x in s.on_clusters(data)):
         sc = sc0.reduced(quick)
         if seeds is not None:
             sc = sc.model_copy(update={"seeds": list(range(seeds))})
+        if arrivals is not None:
+            sc = sc.model_copy(update={"arrivals": sc.arrivals.model_copy(update={"n": int(arrivals)})})
         names = scenario_policies(sc, policies)
         for load in run_loads(sc):
             cells.append(Cell(sc, load, names, data))
@@ -278,12 +281,13 @@ def run_sweep(
     data: Optional[DataOptions] = None,
     jobs: int = 1,
     ray: Optional[str] = None,
+    arrivals: Optional[int] = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Run every scenario; returns (results, utilisation, optimal gap) frames.
 
     A scenario that cannot run here (optional trace absent, variant not applicable to the given inputs) is
     skipped with one ``log`` line; bad input raises ``InputError`` (one line)."""
-    cells = prepare(scenarios, quick=quick, seeds=seeds, policies=policies, data=data)
+    cells = prepare(scenarios, quick=quick, seeds=seeds, policies=policies, data=data, arrivals=arrivals)
     skipped: set[str] = set()
     runnable = []
     for c in cells:  # absent optional traces: skip here, in order, before any worker starts
@@ -384,8 +388,10 @@ def count_tasks(
     seeds: Optional[int],
     policies: Optional[list[str]],
     data: Optional[DataOptions] = None,
+    arrivals: Optional[int] = None,
 ) -> int:
-    return sum(c.tasks for c in prepare(scenarios, quick=quick, seeds=seeds, policies=policies, data=data))
+    cells = prepare(scenarios, quick=quick, seeds=seeds, policies=policies, data=data, arrivals=arrivals)
+    return sum(c.tasks for c in cells)
 
 
 def write_outputs(out: Path, results: pd.DataFrame, util: pd.DataFrame, opt: pd.DataFrame) -> list[Path]:

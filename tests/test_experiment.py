@@ -203,3 +203,16 @@ def test_headline_scenarios_also_run_on_edge_lite():
     assert {p.name for p in inst.cluster.pools} == {"edge-agx-orin", "edge-rpi4", "edge-rk3588s", "cloud-gpu-l4"}
     # a user's --cluster replaces both
     assert len(sc.on_clusters(DataOptions(cluster="mine.yaml"))) == 1
+
+
+def test_arrivals_option_sets_the_run_length_of_every_cell():
+    from synergai.experiments.runner import prepare
+    from synergai.experiments.scenarios import builtin_scenarios, load_scenario
+
+    sc = load_scenario(builtin_scenarios()["mix-nlp"])
+    full = prepare([sc])
+    cells = prepare([sc], arrivals=321)
+    assert len(cells) == len(full) and {c.load for c in cells} == {c.load for c in full}  # full load grid
+    assert {c.scenario.arrivals.n for c in cells} == {321} != {c.scenario.arrivals.n for c in full}
+    quick = prepare([sc], quick=True, arrivals=321)
+    assert {c.scenario.arrivals.n for c in quick} == {321} and len(quick) < len(full)
