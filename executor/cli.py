@@ -56,17 +56,48 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _load(plan_file: Path, images: Optional[Path], *, gateway: bool = False, model_store: Optional[str] = None):
+# where model files come from (manifests, apply): see executor/README.md "Model files"
+MODEL_STORE_OPTION = typer.Option(
+    None,
+    "--model-store",
+    help="Model files (<store>/<model>/1/...): pvc:CLAIM | hostpath:/DIR | none | s3://BUCKET/PREFIX | gs://... "
+    "| hdfs://... | webhdfs://... (fetched per model by KServe's storage initializer) | https://... | hf://... (one "
+    "archive / repository holding the whole store) (default hostpath:/var/lib/synergai/models).",
+)
+MODEL_STORES_OPTION = typer.Option(
+    None,
+    "--model-stores",
+    help="YAML/JSON file {model: URI}: that model's own directory (holding 1/...) in the same forms but none; "
+    "other models come from --model-store.",
+)
+MODEL_STORE_SECRET_OPTION = typer.Option(
+    None,
+    "--model-store-secret",
+    help="Secret whose keys the storage initializer gets as environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+    "AWS_DEFAULT_REGION, S3_ENDPOINT, ...; gcloud-application-credentials.json for gs://).",
+)
+
+
+def _load(
+    plan_file: Path,
+    images: Optional[Path],
+    *,
+    gateway: bool = False,
+    model_store: Optional[str] = None,
+    stores: Optional[Path] = None,
+    secret: Optional[str] = None,
+):
     from synergai.models import Plan
 
     from .images import ImageMap
-    from .manifests import ModelStore, build
+    from .manifests import ModelStore, ModelStoreMap, build
 
     store = ModelStore.parse(model_store) if model_store else None
+    smap = ModelStoreMap.load(stores) if stores else None
     plan = Plan.load(plan_file)
     imap = ImageMap.load(images) if images else ImageMap.default()
     try:
-        return plan, build(plan, imap, gateway=gateway, model_store=store)
+        return plan, build(plan, imap, gateway=gateway, model_store=store, model_stores=smap, model_store_secret=secret)
     except InputError as e:
         if e.file is None:
             raise InputError(e.message, file=str(plan_file), field=e.field) from None
@@ -84,11 +115,9 @@ def manifests(
         "--gateway/--no-gateway",
         help="Also write the gateway's objects (default: when --namespace is given, since its RoleBinding names it).",
     ),
-    model_store: Optional[str] = typer.Option(
-        None,
-        "--model-store",
-        help="Model files: pvc:CLAIM | hostpath:/DIR | none (default hostpath:/var/lib/synergai/models).",
-    ),
+    model_store: Optional[str] = MODEL_STORE_OPTION,
+    model_stores: Optional[Path] = MODEL_STORES_OPTION,
+    model_store_secret: Optional[str] = MODEL_STORE_SECRET_OPTION,
 ):
     """Write the plan's objects as YAML, one file per object, plus a Kustomization: per server group a
     ConfigMap (server.json, Triton config.pbtxt), a Deployment and a Service; a Service per model; the
@@ -111,7 +140,9 @@ def manifests(
         )
     skipped_gateway = gateway is None and namespace is None
     gateway = namespace is not None if gateway is None else gateway
-    plan, ms = _load(plan_file, images, gateway=gateway, model_store=model_store)
+    plan, ms = _load(
+        plan_file, images, gateway=gateway, model_store=model_store, stores=model_stores, secret=model_store_secret
+    )
     docs = ms.dicts(namespace)
     checks = ""
     if validate:
@@ -193,11 +224,9 @@ def apply(
     gateway: bool = typer.Option(
         True, "--gateway/--no-gateway", help="Also apply the gateway's objects (never pruned)."
     ),
-    model_store: Optional[str] = typer.Option(
-        None,
-        "--model-store",
-        help="Model files: pvc:CLAIM | hostpath:/DIR | none (default hostpath:/var/lib/synergai/models).",
-    ),
+    model_store: Optional[str] = MODEL_STORE_OPTION,
+    model_stores: Optional[Path] = MODEL_STORES_OPTION,
+    model_store_secret: Optional[str] = MODEL_STORE_SECRET_OPTION,
 ):
     """Server-side apply the plan and print what changed (created / updated / deleted / unchanged)."""
     _need_kube()
@@ -207,7 +236,9 @@ def apply(
 
     if namespace is not None and not is_dns1123_label(namespace):
         raise InputError(f"{namespace!r} is not a valid namespace name", field="--namespace")
-    plan, ms = _load(plan_file, images, gateway=gateway, model_store=model_store)  # input errors before any API call
+    plan, ms = _load(
+        plan_file, images, gateway=gateway, model_store=model_store, stores=model_stores, secret=model_store_secret
+    )  # input errors before any API call
     kcfg = str(kubeconfig) if kubeconfig else None
     kube = KubeClient.from_kubeconfig(kcfg, context)
     ns = namespace or default_namespace(kcfg, context)

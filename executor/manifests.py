@@ -226,20 +226,94 @@ SERVER_CONFIG_SCHEMA = "synergai.server/v1"
 MODEL_STORE_DIR = "/models"
 _SAFE_DIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 
+#: KServe's storage initializer (an init container that downloads ``SRC_URI`` into ``DEST_DIR``); an image
+#: map entry ``storage-initializer`` (per architecture) overrides it
+STORAGE_INITIALIZER_KEY = "storage-initializer"
+STORAGE_INITIALIZER_IMAGE = "kserve/storage-initializer:v0.16.0"
+STORAGE_INITIALIZER_NAME = "storage-initializer"
+#: the URI schemes the storage initializer downloads (KServe's ClusterStorageContainer ``default``); Azure
+#: Blob / File Share are ``https://<account>.blob|file.core.windows.net/...``
+OBJECT_SCHEMES = ("s3", "gs", "https", "http", "hdfs", "webhdfs", "hf")
+#: schemes whose URI is a prefix (a directory): a store ``<uri>`` holds ``<uri>/<model>/1/...``; the others
+#: name one archive (http/https: a .tar.gz / .tgz / .zip, unpacked) or one repository (hf)
+PREFIX_SCHEMES = ("s3", "gs", "hdfs", "webhdfs")
+#: KServe's GCS convention: the service account key file in the Secret, mounted at /var/secrets/
+GCS_CREDENTIALS_KEY = "gcloud-application-credentials.json"
+GCS_CREDENTIALS_DIR = "/var/secrets"
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:[0-9]{1,5})?$")
+_BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
+_STORE_FORMS = (
+    "pvc:CLAIM, hostpath:/DIR, none, or an object storage URI (" + ", ".join(f"{s}://" for s in OBJECT_SCHEMES) + ")"
+)
+
+
+def _object_uri_error(uri: str) -> Optional[str]:
+    """Why ``uri`` is not a URI the storage initializer can download, or None."""
+    from urllib.parse import urlsplit
+
+    scheme, sep, rest = uri.partition("://")
+    if not sep or not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme.lower()):
+        return f"not a URI (expected {', '.join(f'{s}://' for s in OBJECT_SCHEMES)})"
+    if scheme.lower() not in OBJECT_SCHEMES:
+        return f"unknown scheme {scheme!r} (known: {', '.join(OBJECT_SCHEMES)})"
+    if scheme != scheme.lower():
+        return f"write the scheme in lower case ({scheme.lower()}://)"
+    if _BAD_CHARS.search(uri):
+        return "contains whitespace or control characters"
+    if "@" in rest.split("/", 1)[0]:
+        return "credentials in the URI: put them in a Secret (--model-store-secret)"
+    if scheme in ("s3", "gs"):
+        bucket, _, key = rest.partition("/")
+        if not _BUCKET.match(bucket):
+            return f"bucket {bucket!r} is not a valid bucket name (3-222 characters: a-z 0-9 . _ -)"
+        if any(seg in (".", "..") for seg in key.split("/")):
+            return "'.' or '..' in the object path"
+        return None
+    if scheme == "hf":
+        repo = rest.split(":", 1)[0].split("/")
+        if len(repo) != 2 or not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", p) for p in repo):
+            return "expected hf://OWNER/REPO[:REVISION]"
+        return None
+    parts = urlsplit(uri)
+    if not parts.netloc or not _HOST.match(parts.netloc):
+        return f"host {parts.netloc!r} is not a host name"
+    if parts.path.strip("/") == "":
+        return "no path after the host"
+    if any(seg in (".", "..") for seg in parts.path.split("/")):
+        return "'.' or '..' in the path"
+    return None
+
 
 @dataclass(frozen=True)
 class ModelStore:
-    """Where the model files live: ``<store>/<model>/1/model.onnx|model.plan|model.pt``.
+    """Where model files live.
 
-    ``pvc:CLAIM`` (a PersistentVolumeClaim in the namespace), ``hostpath:/DIR`` (a directory on every node
-    of the pool, e.g. on edge boards), or ``none`` (no volume: the image carries the models)."""
+    As ``--model-store`` (a store: ``<store>/<model>/1/model.onnx|model.plan|model.pt``): ``pvc:CLAIM`` (a
+    PersistentVolumeClaim in the namespace), ``hostpath:/DIR`` (a directory on every node of the pool, e.g. on
+    edge boards), ``none`` (no volume: the image carries the models), or an object storage URI that KServe's
+    storage initializer downloads in an init container (``s3://BUCKET/PREFIX``, ``gs://``, ``hdfs://``,
+    ``webhdfs://``: ``<prefix>/<model>`` per hosted model; ``https://``, ``http://``: one archive of the whole
+    store; ``hf://``: one repository holding the whole store).
 
-    kind: str = "hostpath"
-    target: str = "/var/lib/synergai/models"
+    As a ``--model-stores`` entry (one model's directory, holding ``1/model.*``): ``pvc:CLAIM``,
+    ``hostpath:/DIR`` or any object storage URI (for ``https://`` an archive of the directory)."""
+
+    kind: str = "hostpath"  # hostpath | pvc | none | object
+    target: str = "/var/lib/synergai/models"  # host directory, claim name or URI
 
     @classmethod
-    def parse(cls, spec: str) -> ModelStore:
-        kind, sep, target = str(spec).strip().partition(":")
+    def parse(cls, spec: Any, field: str = "--model-store", file: Optional[str] = None) -> ModelStore:
+        where = {"field": field, "file": file}
+        if not isinstance(spec, str):
+            raise InputError(f"expected a string ({_STORE_FORMS}), got {type(spec).__name__}", **where)
+        text = spec.strip()
+        if "://" in text:
+            err = _object_uri_error(text)
+            if err:
+                raise InputError(f"model store {spec!r}: {err}", **where)
+            return cls("object", text)
+        kind, sep, target = text.partition(":")
         kind = kind.lower()
         if kind == "none" and not sep:
             return cls("none", "")
@@ -247,22 +321,180 @@ class ModelStore:
             return cls("pvc", target)
         if kind == "hostpath" and target.startswith("/") and ".." not in target.split("/"):
             return cls("hostpath", target)
-        raise InputError(f"model store {spec!r}: expected pvc:CLAIM, hostpath:/DIR or none", field="--model-store")
+        raise InputError(f"model store {spec!r}: expected {_STORE_FORMS}", **where)
 
-    def volume(self) -> Any:
+    @property
+    def scheme(self) -> str:
+        return self.target.partition("://")[0] if self.kind == "object" else ""
+
+    def volume(self, name: str = "model-store") -> Any:
         if self.kind == "pvc":
             return k.V1Volume(
-                name="model-store",
+                name=name,
                 persistent_volume_claim=k.V1PersistentVolumeClaimVolumeSource(claim_name=self.target, read_only=True),
             )
         if self.kind == "hostpath":
-            return k.V1Volume(
-                name="model-store", host_path=k.V1HostPathVolumeSource(path=self.target, type="Directory")
-            )
+            return k.V1Volume(name=name, host_path=k.V1HostPathVolumeSource(path=self.target, type="Directory"))
+        if self.kind == "object":  # the storage initializer downloads into it; no size limit (models are large)
+            return k.V1Volume(name=name, empty_dir=k.V1EmptyDirVolumeSource())
         return None
 
 
 DEFAULT_MODEL_STORE = ModelStore()
+
+
+@dataclass(frozen=True)
+class ModelStoreMap:
+    """``--model-stores FILE``: model -> the :class:`ModelStore` of that model's own directory (YAML or JSON
+    ``{model: URI}``); models not in it come from ``--model-store``."""
+
+    entries: dict[str, ModelStore] = field(default_factory=dict)
+    source: str = "--model-stores"
+
+    @classmethod
+    def load(cls, path: Any) -> ModelStoreMap:
+        from synergai.models.cluster import load_structured
+
+        name = str(path)
+        data = load_structured(path)
+        if not isinstance(data, dict):
+            raise InputError(
+                f"expected a mapping model: URI, got {type(data).__name__}", file=name, field="--model-stores"
+            )
+        return cls.of(data, source=name)
+
+    @classmethod
+    def of(cls, data: dict, source: str = "--model-stores") -> ModelStoreMap:
+        out = {}
+        for model, spec in data.items():
+            if not isinstance(model, str) or not model.strip():
+                raise InputError(f"model name {model!r} is not a non-empty string", file=source, field=str(model))
+            st = ModelStore.parse(spec, field=model, file=source)
+            if st.kind == "none":
+                raise InputError(
+                    "'none' is not a model's directory: leave the model out to use --model-store",
+                    file=source,
+                    field=model,
+                )
+            out[model] = st
+        return cls(out, source)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where one hosted model's directory is: ``sub_path`` inside volume ``volume`` ('' = the volume's root);
+    ``fetch``: the (URI, destination) the storage initializer downloads it with."""
+
+    volume: str
+    sub_path: str
+    fetch: Optional[tuple[str, str]] = None
+
+
+DOWNLOAD_VOLUME = "model-download"
+
+
+def _is_safe_relpath(p: str) -> bool:
+    return bool(p) and not p.startswith("/") and all(s not in ("", ".", "..") for s in p.split("/"))
+
+
+def model_sources(
+    assigns: list[Assignment], store: ModelStore, stores: Optional[ModelStoreMap]
+) -> tuple[dict[str, Optional[_Source]], dict[str, ModelStore]]:
+    """Per hosted model its :class:`_Source` (None: the image carries it), and the volumes they need
+    (name -> store; an object store's volume is the download ``emptyDir``)."""
+    entries = stores.entries if stores else {}
+    dl = "model-store" if store.kind == "object" else DOWNLOAD_VOLUME
+    out: dict[str, Optional[_Source]] = {}
+    volumes: dict[str, ModelStore] = {}
+    for a in assigns:
+        m = a.model
+        st = entries.get(m)
+        if st is None and store.kind == "none":
+            out[m] = None
+            continue
+        if (st is not None or store.kind == "object") and not _is_safe_relpath(m):
+            raise InputError(
+                f"model {m!r}: its name is not a directory name in the model store ('', '.' or '..' in it)",
+                file=stores.source if st is not None and stores else None,
+                field=m if st is not None else "--model-store",
+            )
+        if st is None:  # the store named by --model-store: <store>/<model>
+            if store.kind == "object":
+                if store.scheme in PREFIX_SCHEMES:
+                    fetch = (f"{store.target.rstrip('/')}/{m}", f"{MODEL_STORE_DIR}/{m}")
+                else:  # one archive / repository holding the whole store
+                    fetch = (store.target, MODEL_STORE_DIR)
+                out[m] = _Source(dl, m, fetch)
+                volumes[dl] = store
+            else:
+                out[m] = _Source("model-store", m)
+                volumes["model-store"] = store
+        elif st.kind == "object":  # the model's own directory, downloaded into <store>/<model>
+            out[m] = _Source(dl, m, (st.target, f"{MODEL_STORE_DIR}/{m}"))
+            volumes[dl] = ModelStore("object", "")
+        else:  # a claim / host directory that is the model's directory
+            vol = "model-src-" + hashlib.sha256(f"{st.kind}:{st.target}".encode()).hexdigest()[:10]
+            out[m] = _Source(vol, "")
+            volumes[vol] = st
+    if None in out.values() and any(out.values()):
+        m = next(m for m, s in out.items() if s is None)
+        raise InputError(
+            f"model {m!r} has no model store (--model-store none: the image carries it) but shares its server "
+            f"with models from --model-stores, which hide the image's {MODEL_STORE_DIR}; give it an entry",
+            file=stores.source if stores else None,
+            field=m,
+        )
+    return out, volumes
+
+
+def storage_initializers(
+    sources: dict[str, Optional[_Source]], image: str, secret: Optional[str], mounts_tmp: Any
+) -> tuple[list[Any], list[Any]]:
+    """The init containers that download a pod's models (one per (URI, destination), KServe's
+    ``[SRC_URI, DEST_DIR]`` convention, which every version of its entrypoint takes) and the extra volumes
+    they need (the Secret of GCS credentials)."""
+    fetches = sorted({(s.volume, *s.fetch) for s in sources.values() if s is not None and s.fetch})
+    fetches.sort(key=lambda f: (f[2], f[1]))  # a whole-store archive into /models before per-model directories
+    inits, volumes = [], []
+    for i, (vol, uri, dest) in enumerate(fetches):
+        env = [k.V1EnvVar(name="HOME", value="/tmp")]  # read-only root filesystem: caches go to /tmp
+        mounts = [k.V1VolumeMount(name=vol, mount_path=MODEL_STORE_DIR), mounts_tmp]
+        if secret and uri.startswith("gs://"):  # KServe's convention: the key file from the Secret
+            env.append(
+                k.V1EnvVar(name="GOOGLE_APPLICATION_CREDENTIALS", value=f"{GCS_CREDENTIALS_DIR}/{GCS_CREDENTIALS_KEY}")
+            )
+            mounts.append(
+                k.V1VolumeMount(name="model-store-credentials", mount_path=GCS_CREDENTIALS_DIR, read_only=True)
+            )
+            if not volumes:
+                volumes.append(
+                    k.V1Volume(name="model-store-credentials", secret=k.V1SecretVolumeSource(secret_name=secret))
+                )
+        inits.append(
+            k.V1Container(
+                name=STORAGE_INITIALIZER_NAME if len(fetches) == 1 else f"{STORAGE_INITIALIZER_NAME}-{i}",
+                image=image,
+                image_pull_policy="IfNotPresent",
+                args=[uri, dest],
+                env=env,
+                env_from=[k.V1EnvFromSource(secret_ref=k.V1SecretEnvSource(name=secret))] if secret else None,
+                # KServe's defaults for its storage initializer
+                resources=k.V1ResourceRequirements(
+                    requests={"cpu": "100m", "memory": "100Mi"}, limits={"cpu": "1", "memory": "1Gi"}
+                ),
+                security_context=_container_security(),
+                volume_mounts=mounts,
+                termination_message_policy="FallbackToLogsOnError",
+            )
+        )
+    return inits, volumes
+
+
+def storage_initializer_image(images: ImageMap, architecture: str) -> str:
+    """The storage initializer's image: the image map's ``storage-initializer`` entry, else KServe's."""
+    if STORAGE_INITIALIZER_KEY in images.engines():
+        return images.resolve(STORAGE_INITIALIZER_KEY, architecture).image
+    return STORAGE_INITIALIZER_IMAGE
 
 
 def is_triton_config(cfg: Any) -> bool:
@@ -411,6 +643,18 @@ def _env(group: Server, assigns: list[Assignment], img: ResolvedImage, runtime: 
     return [k.V1EnvVar(name=n, value=v) for n, v in env.items()]
 
 
+def _container_security() -> Any:
+    return k.V1SecurityContext(
+        run_as_non_root=True,
+        run_as_user=RUN_AS_USER,
+        run_as_group=RUN_AS_USER,
+        allow_privilege_escalation=False,
+        privileged=False,
+        read_only_root_filesystem=True,
+        capabilities=k.V1Capabilities(drop=["ALL"]),
+    )
+
+
 def _container(
     group: Server, assigns: list[Assignment], pool: NodePool, img: ResolvedImage, runtime: str, mounts: list[Any]
 ) -> Any:
@@ -428,15 +672,7 @@ def _container(
         startup_probe=k.V1Probe(http_get=http, period_seconds=5, failure_threshold=60, timeout_seconds=2),
         readiness_probe=k.V1Probe(http_get=http, period_seconds=5, failure_threshold=3, timeout_seconds=2),
         liveness_probe=k.V1Probe(http_get=live, period_seconds=10, failure_threshold=3, timeout_seconds=2),
-        security_context=k.V1SecurityContext(
-            run_as_non_root=True,
-            run_as_user=RUN_AS_USER,
-            run_as_group=RUN_AS_USER,
-            allow_privilege_escalation=False,
-            privileged=False,
-            read_only_root_filesystem=True,
-            capabilities=k.V1Capabilities(drop=["ALL"]),
-        ),
+        security_context=_container_security(),
         volume_mounts=mounts,
         termination_message_policy="FallbackToLogsOnError",
     )
@@ -528,14 +764,29 @@ def build(
     gateway: bool = False,
     model_store: Optional[ModelStore] = None,
     gateway_options: Optional[dict] = None,
+    model_stores: Optional[ModelStoreMap] = None,
+    model_store_secret: Optional[str] = None,
 ) -> ManifestSet:
     """All objects for ``plan``; raises :class:`models.InputError` (nothing half-built) on bad input.
 
     ``gateway``: add the gateway's objects and the plan ConfigMap it reads (see
-    :mod:`executor.gateway_objects`); ``model_store``: where the model files come from."""
+    :mod:`executor.gateway_objects`); ``model_store``: where the model files come from; ``model_stores``:
+    per-model directories overriding it; ``model_store_secret``: a Secret whose keys the storage initializer
+    gets as environment (object storage credentials)."""
     k = _client()
     images = images or ImageMap.default()
     store = model_store or DEFAULT_MODEL_STORE
+    if model_store_secret is not None and not is_dns1123_subdomain(model_store_secret):
+        raise InputError(f"{model_store_secret!r} is not a valid Secret name", field="--model-store-secret")
+    if model_stores:
+        known = {x.model for sec in (plan.assignments, plan.demands, plan.unserved, plan.candidates) for x in sec}
+        for m in model_stores.entries:
+            if m not in known:
+                raise InputError(
+                    f"{m!r} is not a model of the plan (its models: {', '.join(sorted(known))})",
+                    file=model_stores.source,
+                    field=m,
+                )
     plan_id = plan.plan_id or plan.compute_id()
     pools = {p.name: p for p in plan.pools}
     groups = _groups(plan)
@@ -621,7 +872,7 @@ def build(
             k.V1Volume(name="tmp", empty_dir=k.V1EmptyDirVolumeSource(size_limit="1Gi")),
             k.V1Volume(name="server-config", config_map=k.V1ConfigMapVolumeSource(name=name)),
         ]
-        store_vol = store.volume()
+        sources, src_volumes = model_sources(assigns, store, model_stores)
         if runtime == RUNTIME_TRITON:
             # Triton's model repository: an emptyDir at /models holding, per model, config.pbtxt (from the
             # ConfigMap) and the version directory 1/ (from the model store), both mounted read-only
@@ -641,19 +892,41 @@ def build(
                         mount_path=f"{MODEL_STORE_DIR}/{m['runtime_name']}/config.pbtxt",
                     )
                 )
-                if store_vol is not None:
+                src = sources[m["model"]]
+                if src is not None:
                     mounts.append(
                         k.V1VolumeMount(
-                            name="model-store",
+                            name=src.volume,
                             read_only=True,
-                            sub_path=f"{m['model']}/1",
+                            sub_path=f"{src.sub_path}/1" if src.sub_path else "1",
                             mount_path=f"{MODEL_STORE_DIR}/{m['runtime_name']}/1",
                         )
                     )
-        elif store_vol is not None:
-            mounts.append(k.V1VolumeMount(name="model-store", mount_path=MODEL_STORE_DIR, read_only=True))
-        if store_vol is not None:
-            volumes.append(store_vol)
+        elif len(src_volumes) == 1 and all(s is not None and s.sub_path == m for m, s in sources.items()):
+            # every model at <volume>/<model>: the volume is the store, read-only at /models
+            mounts.append(k.V1VolumeMount(name=next(iter(src_volumes)), mount_path=MODEL_STORE_DIR, read_only=True))
+        elif src_volumes:
+            # models from several volumes: /models holds a mount point per model, each model's directory
+            # mounted read-only on it
+            volumes.append(k.V1Volume(name="model-repository", empty_dir=k.V1EmptyDirVolumeSource(size_limit="64Mi")))
+            mounts.append(k.V1VolumeMount(name="model-repository", mount_path=MODEL_STORE_DIR))
+            for m, src in sources.items():
+                mounts.append(
+                    k.V1VolumeMount(
+                        name=src.volume,
+                        read_only=True,
+                        sub_path=src.sub_path or None,
+                        mount_path=f"{MODEL_STORE_DIR}/{m}",
+                    )
+                )
+        volumes += [st.volume(vname) for vname, st in src_volumes.items()]
+        inits, init_volumes = storage_initializers(
+            sources,
+            storage_initializer_image(images, pool.architecture),
+            model_store_secret,
+            k.V1VolumeMount(name="tmp", mount_path="/tmp"),
+        )
+        volumes += init_volumes
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
         cm_labels = {
             LABEL_MANAGED_BY: MANAGER,
@@ -683,6 +956,7 @@ def build(
             rolling_update=k.V1RollingUpdateDeployment(max_surge=0 if accel else 1, max_unavailable=1 if accel else 0),
         )
         pod = k.V1PodSpec(
+            init_containers=inits or None,
             containers=[_container(g, assigns, pool, img, runtime, mounts)],
             node_selector=dict(selectors[g.pool]),
             automount_service_account_token=False,
