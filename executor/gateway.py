@@ -49,14 +49,17 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import quote
 
-from aiohttp import ClientSession, ClientTimeout, TCPConnector, client_exceptions, web
+from aiohttp import web
 
 from synergai.models import InputError, Plan
 
 from . import v2
 from .httpkit import (
     HttpLimits,
+    LabelChildren,
     TokenAuth,
+    UpstreamError,
+    UpstreamPool,
     add_v2_routes,
     json_error,
     json_response,
@@ -74,6 +77,7 @@ POLICIES = ("synergai", "lor", "rr")
 OVERLOADS = ("sacrifice", "least-lateness", "shed")
 FORWARD_HEADERS = ("Content-Type", v2.HEADER_LENGTH, "Content-Encoding", "Accept-Encoding", v2.DEADLINE_HEADER)
 PASS_BACK = (
+    "Content-Encoding",  # the body is passed back as it came
     "X-Synergai-Server-Ms",
     "X-Synergai-Compute-Ms",
     "X-Synergai-Batch",
@@ -208,11 +212,12 @@ class Router:
             self._carry(previous)
 
     def upstream_path(self, request: web.Request, group: str, suffix: str) -> str:
-        """The path to ask a server of ``group`` for the request's model (``suffix``: ``/infer`` or ``""``):
-        the request's own path unless the group serves the model under another name (Triton)."""
-        up = self.upstream_names.get((group, request.match_info["model"]))
+        """The path (percent-encoded) to ask a server of ``group`` for the request's model (``suffix``:
+        ``/infer`` or ``""``): the request's own path unless the group serves the model under another
+        name (Triton)."""
+        up = self.upstream_names.get((group, request.match_info["model"])) if self.upstream_names else None
         if up is None:
-            return request.path
+            return request.rel_url.raw_path
         ver = request.match_info.get("version")
         return f"/v2/models/{quote(up, safe='')}" + (f"/versions/{quote(ver, safe='')}" if ver else "") + suffix
 
@@ -342,6 +347,10 @@ class GatewayMetrics:
         self.http_rejects = Counter(
             "synergai_gateway_http_rejects_total", "Requests refused by HTTP limits.", ["code"], registry=r
         )
+        self.child = LabelChildren()  # the hot path's label children, bound once
+
+    def count(self, model: str, pool: str, code: int | str) -> None:
+        self.child(self.requests, model, pool, str(code)).inc()
 
 
 # ------------------------------------------------------------------------------------------ gateway
@@ -390,7 +399,7 @@ class Gateway:
         self.kube_endpoints: dict[str, list[str]] = {}  # Service name -> URLs
         self.ejected: dict[str, float] = {}
         self.inflight: dict[str, int] = {}
-        self.session: Optional[ClientSession] = None
+        self.upstream: Optional[UpstreamPool] = None
         self._ep_mtime: Optional[float] = None
         self._tasks: list[asyncio.Task] = []
         self._kube = None
@@ -585,13 +594,8 @@ class Gateway:
     async def startup(self) -> None:
         self.loop = asyncio.get_running_loop()
         c = self.config
-        self.session = ClientSession(
-            connector=TCPConnector(
-                limit=c.max_connections_upstream, limit_per_host=0, keepalive_timeout=30, enable_cleanup_closed=True
-            ),
-            timeout=ClientTimeout(total=c.upstream_timeout, connect=c.connect_timeout),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
+        self.upstream = UpstreamPool(
+            limit=c.max_connections_upstream, timeout=c.upstream_timeout, connect_timeout=c.connect_timeout
         )
         if c.kube_namespace or self.source.kind == "configmap":
             from .kube import KubeClient
@@ -607,8 +611,8 @@ class Gateway:
         self._kube_stop.set()
         for t in self._tasks:
             t.cancel()
-        if self.session is not None:
-            await self.session.close()
+        if self.upstream is not None:
+            await self.upstream.close()
         if self._kube is not None:
             self._kube.close()
 
@@ -686,11 +690,12 @@ class Gateway:
         t = r.pick("lor", model, None, 0.0, None, self.inflight)
         try:
             path = r.upstream_path(request, t.target.group, suffix)
-            async with self.session.get(t.target.url + path) as resp:  # type: ignore[union-attr]
-                body = await resp.read()
-                return web.Response(body=body, status=resp.status, content_type=resp.content_type or "application/json")
-        except (client_exceptions.ClientError, asyncio.TimeoutError) as e:
-            return json_error(502, f"server {t.target.url} did not answer: {type(e).__name__}")
+            resp = await self.upstream.request("GET", t.target.url, path)  # type: ignore[union-attr]
+            return web.Response(
+                body=resp.body, status=resp.status, content_type=resp.content_type or "application/json"
+            )
+        except UpstreamError as e:
+            return json_error(502, f"server {t.target.url} did not answer: {e.kind}")
 
     async def model_meta(self, request):
         return await self._proxy_get(request, "")
@@ -703,8 +708,8 @@ class Gateway:
         return json_response({"name": model, "ready": True})
 
     async def infer(self, request: web.Request) -> web.StreamResponse:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        clock = time.monotonic  # the scheduler's clock (uvloop's loop.time() has 1 ms resolution)
+        t0 = clock()
         model = request.match_info["model"]
         r = self.router
         m = self.metrics
@@ -714,18 +719,19 @@ class Gateway:
                 return denied
         if r is None:
             return json_error(503, "no plan loaded yet", {"Retry-After": "1"})
+        hdrs = request.headers
         try:
             body = await read_body(request, self.config.limits)
-            t_body = loop.time()
+            t_body = clock()
             obj = None
-            if v2.DEADLINE_HEADER not in request.headers:
-                obj = v2.header_object(body, request.headers.get(v2.HEADER_LENGTH))
-            deadline = v2.deadline_from(request.headers, obj)
+            if v2.DEADLINE_HEADER not in hdrs:  # the body is parsed only for parameters.deadline_ms
+                obj = v2.header_object(body, hdrs.get(v2.HEADER_LENGTH))
+            deadline = v2.deadline_from(hdrs, obj)
         except v2.V2Error as e:
-            m.requests.labels(model if r and model in r.models else "unknown", "", str(e.status)).inc()
+            m.count(model if model in r.models else "unknown", "", e.status)
             return json_error(e.status, e.message)
         if model not in r.models:
-            m.requests.labels("unknown", "", "404").inc()
+            m.count("unknown", "", 404)
             return json_error(
                 404,
                 f"unknown model {model[:100]!r} (not served by the live plan "
@@ -734,45 +740,46 @@ class Gateway:
         if deadline is None:
             deadline = r.deadline_ms.get(model)
         due = t_body + deadline / 1000.0 if deadline else float("inf")
-        origin = request.headers.get("X-Synergai-Origin")
+        origin = hdrs.get("X-Synergai-Origin")
+        inflight = self.inflight
         td = time.perf_counter()
-        pick = r.pick(
-            self.policy, model, deadline, t_body, origin if origin in ("edge", "cloud") else None, self.inflight
-        )
+        pick = r.pick(self.policy, model, deadline, t_body, origin if origin in ("edge", "cloud") else None, inflight)
         m.decision.observe(time.perf_counter() - td)
         if pick is None:
-            m.requests.labels(model, "", "503").inc()
+            m.count(model, "", 503)
             return json_error(503, f"no live server for model {model}", {"Retry-After": "1"})
         if pick.decision is not None and pick.decision.shed:
-            m.sheds.labels(model).inc()
-            m.requests.labels(model, pick.target.pool, "503").inc()
+            m.child(m.sheds, model).inc()
+            m.count(model, pick.target.pool, 503)
             return json_error(
                 503,
                 f"overloaded: no server can meet the {deadline:g} ms deadline for {model}",
                 {"Retry-After": "1", "X-Synergai-Shed": "1"},
             )
-        fwd = {k: request.headers[k] for k in FORWARD_HEADERS if k in request.headers}
+        fwd = [(k, v) for k in FORWARD_HEADERS if (v := hdrs.get(k)) is not None]
+        upstream = self.upstream
+        assert upstream is not None
         retries = 0
         upstream_s = 0.0
         tried: set[str] = set()
         while True:
             url = pick.target.url
             tried.add(url)
-            self.inflight[url] = self.inflight.get(url, 0) + 1
-            tu = loop.time()
+            inflight[url] = inflight.get(url, 0) + 1
+            tu = clock()
             err = None
             try:
-                path = r.upstream_path(request, pick.target.group, "/infer")
-                async with self.session.post(url + path, data=body, headers=fwd) as resp:  # type: ignore[union-attr]
-                    payload = await resp.read()
-                    status, rh = resp.status, resp.headers
-            except asyncio.TimeoutError:
-                err = ("timeout", 504, f"server {url} did not answer within {self.config.upstream_timeout:g} s")
-            except (client_exceptions.ClientConnectionError, client_exceptions.ClientPayloadError) as e:
-                err = ("connection", 502, f"server {url} failed: {type(e).__name__}")
+                resp = await upstream.request(
+                    "POST", url, r.upstream_path(request, pick.target.group, "/infer"), fwd, body
+                )
+            except UpstreamError as e:
+                if e.kind == "timeout":
+                    err = ("timeout", 504, f"server {url} did not answer within {self.config.upstream_timeout:g} s")
+                else:
+                    err = ("connection", 502, f"server {url} failed: {e}")
             finally:
-                self.inflight[url] -= 1
-            t1 = loop.time()
+                inflight[url] -= 1
+            t1 = clock()
             upstream_s += t1 - tu
             if err is None:
                 break
@@ -784,62 +791,55 @@ class Gateway:
             r2 = self.router or r
             nxt = None
             if retries == 0 and t1 < due:
-                nxt = r2.pick(self.policy, model, deadline, t1, None, self.inflight)
+                nxt = r2.pick(self.policy, model, deadline, t1, None, inflight)
                 if nxt is not None and nxt.target.url in tried:
-                    nxt = r2.pick("lor", model, deadline, t1, None, self.inflight, exclude=frozenset(tried))
+                    nxt = r2.pick("lor", model, deadline, t1, None, inflight, exclude=frozenset(tried))
             if nxt is None:
                 why = "deadline passed" if t1 >= due else ("already retried" if retries else "no other server")
-                m.requests.labels(model, pick.target.pool, str(code)).inc()
+                m.count(model, pick.target.pool, code)
                 return json_error(code, f"{msg}; not retried: {why}", {"X-Synergai-Retries": str(retries)})
             retries += 1
             m.retries.labels(model).inc()
             r, pick = r2, nxt
+        status, rh = resp.status, resp.headers
         # feedback: the server was free again when its answer arrived; it started compute_ms before
         try:
             comp = float(rh.get("X-Synergai-Compute-Ms", "nan")) / 1000.0
         except ValueError:
             comp = float("nan")
         try:
-            depth = int(rh.get("X-Synergai-Queue-Depth", ""))
+            depth: Optional[int] = int(rh.get("X-Synergai-Queue-Depth", ""))
         except ValueError:
             depth = None
-        if 200 <= status < 300:
-            r.complete(pick, t1, t1 - comp if comp == comp else None, depth, self.inflight.get(pick.target.url, 0))
+        ok = 200 <= status < 300
+        if ok:
+            r.complete(pick, t1, t1 - comp if comp == comp else None, depth, inflight.get(pick.target.url, 0))
         else:
             r.cancel(pick)
-        tot = t1 - t0
         pool = pick.target.pool
-        m.requests.labels(model, pool, str(status)).inc()
-        if 200 <= status < 300:
+        m.count(model, pool, status)
+        if ok:
             self.served += 1
-            m.latency.labels(model, pool).observe(tot)
+            m.child(m.latency, model, pool).observe(t1 - t0)
             if t1 > due:
-                m.violations.labels(model, pool).inc()
-        over = loop.time() - t0 - upstream_s
+                m.child(m.violations, model, pool).inc()
+        over = clock() - t0 - upstream_s
         m.overhead.observe(over)
-        headers = {k: rh[k] for k in PASS_BACK if k in rh}
-        headers.update(
-            {
-                "X-Synergai-Pool": pool,
-                "X-Synergai-Server": pick.target.group,
-                "X-Synergai-Endpoint": pick.target.url,
-                "X-Synergai-Routing": self.policy,
-                "X-Synergai-Retries": str(retries),
-                "X-Synergai-Gateway-Ms": f"{over * 1000:.3f}",
-                "X-Synergai-Plan": r.plan.plan_id,
-            }
-        )
+        headers = {k: v for k in PASS_BACK if (v := rh.get(k)) is not None}
+        headers["X-Synergai-Pool"] = pool
+        headers["X-Synergai-Server"] = pick.target.group
+        headers["X-Synergai-Endpoint"] = url
+        headers["X-Synergai-Routing"] = self.policy
+        headers["X-Synergai-Retries"] = str(retries)
+        headers["X-Synergai-Gateway-Ms"] = f"{over * 1000:.3f}"
+        headers["X-Synergai-Plan"] = r.plan.plan_id
         if pick.meets is not None:
             headers["X-Synergai-Meets-Deadline"] = "true" if pick.meets else "false"
             headers["X-Synergai-Estimated-Ms"] = f"{pick.estimated_ms:.3f}"
         if deadline:
             headers["X-Synergai-Deadline-Ms"] = f"{deadline:g}"
-        return web.Response(
-            body=payload,
-            status=status,
-            headers=headers,
-            content_type=rh.get("Content-Type", "application/json").split(";")[0],
-        )
+        ctype = rh.get("Content-Type", "application/json").split(";")[0]
+        return web.Response(body=resp.body, status=status, headers=headers, content_type=ctype)
 
 
 def _version() -> str:

@@ -23,12 +23,16 @@ import os
 import signal
 import socket
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDict
 
 log = logging.getLogger("synergai.http")
 
@@ -120,6 +124,8 @@ async def read_body(request: web.Request, limits: HttpLimits) -> bytes:
     if n is not None and n > limits.max_body:
         raise _JsonHTTP(413, f"body of {n} bytes exceeds the limit of {limits.max_body}")
     try:
+        if request.content.is_eof():  # the whole body is here already: no timer needed to read it
+            return await request.read()
         return await asyncio.wait_for(request.read(), limits.body_timeout)
     except asyncio.TimeoutError:
         raise _JsonHTTP(408, f"request body not received within {limits.body_timeout:g} s") from None
@@ -202,6 +208,21 @@ def add_v2_routes(app: web.Application, h: Any) -> None:
         p(base + "/infer", h.infer)
 
 
+class LabelChildren:
+    """Prometheus label children bound once per label values: ``cache(metric, *labels)`` is
+    ``metric.labels(*labels)`` without the lock and tuple building of every ``labels()`` call."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple, Any] = {}
+
+    def __call__(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
+
+
 async def prometheus(registry: Any) -> web.Response:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -275,6 +296,343 @@ async def start(app: web.Application, host: str, port: int, limits: HttpLimits) 
     site = web.SockSite(runner, sock, backlog=1024)
     await site.start()
     return runner, sock.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------ upstream client
+
+
+class UpstreamError(Exception):
+    """A failed upstream call. ``kind``: ``connection`` (refused, reset, closed before the whole answer
+    arrived, malformed answer) or ``timeout``."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class UpstreamResponse:
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: CIMultiDict, body: bytes):
+        self.status, self.headers, self.body = status, headers, body
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()
+
+
+_MAX_HEAD = 64 * 1024  # bytes of an upstream answer's status line + headers
+
+
+class _UpstreamConn(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection to a server: one request at a time; the answer is framed by
+    ``Content-Length``, ``Transfer-Encoding: chunked`` or the end of the connection."""
+
+    def __init__(self, pool: UpstreamPool, key: tuple[str, int]):
+        self.pool, self.key = pool, key
+        self.transport: Optional[asyncio.Transport] = None
+        self.buf = bytearray()
+        self.fut: Optional[asyncio.Future] = None
+        self.closed = False
+        self.counted = True  # holds one of the pool's connection slots
+        self.used = 0  # requests sent on it
+        self.idle_since = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: Optional[CIMultiDict] = None
+        self.need = -1  # body bytes (Content-Length), -1 unknown
+        self.chunked = False
+        self.until_close = False
+        self.keep = True
+        self.got_bytes = False
+        self.body = bytearray()  # chunked answers
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.fut is None or self.fut.done():  # nothing asked: a broken server; drop the connection
+            self.close()
+            return
+        self.got_bytes = True
+        self.buf += data
+        try:
+            self._parse()
+        except (ValueError, IndexError) as e:
+            self._fail(UpstreamError("connection", f"malformed HTTP answer ({e})"))
+            self.close()
+
+    def _parse(self) -> None:
+        buf = self.buf
+        while self.headers is None:
+            i = buf.find(b"\r\n\r\n")
+            if i < 0:
+                if len(buf) > _MAX_HEAD:
+                    raise ValueError("headers too long")
+                return
+            lines = bytes(buf[:i]).decode("latin-1").split("\r\n")
+            del buf[: i + 4]
+            version, status = lines[0].split(" ", 2)[:2]
+            code = int(status)
+            if 100 <= code < 200:  # an interim answer: the real one follows
+                continue
+            h = CIMultiDict()
+            for line in lines[1:]:
+                k, sep, v = line.partition(":")
+                if not sep:
+                    raise ValueError("header line without ':'")
+                h.add(k.strip(), v.strip())
+            self.status, self.headers = code, h
+            self.keep = version == "HTTP/1.1" and h.get("Connection", "").lower() != "close"
+            if "chunked" in h.get("Transfer-Encoding", "").lower():
+                self.chunked = True
+            elif "Content-Length" in h:
+                self.need = int(h["Content-Length"])
+                if self.need < 0:
+                    raise ValueError("negative Content-Length")
+            elif code in (204, 304):
+                self.need = 0
+            else:
+                self.until_close, self.keep = True, False
+        if self.chunked:
+            self._parse_chunks()
+        elif self.need >= 0 and len(buf) >= self.need:
+            body = bytes(buf[: self.need])
+            del buf[: self.need]
+            self._done(body)
+
+    def _parse_chunks(self) -> None:
+        buf = self.buf
+        while True:
+            i = buf.find(b"\r\n")
+            if i < 0:
+                return
+            n = int(bytes(buf[:i]).split(b";", 1)[0].strip() or b"x", 16)
+            if n == 0:  # last chunk, then trailers up to an empty line
+                j = buf.find(b"\r\n\r\n", i)
+                if j < 0:
+                    return
+                del buf[: j + 4]
+                self._done(bytes(self.body))
+                return
+            if len(buf) < i + 2 + n + 2:
+                return
+            self.body += buf[i + 2 : i + 2 + n]
+            del buf[: i + 2 + n + 2]
+
+    def _done(self, body: bytes) -> None:
+        fut, self.fut = self.fut, None
+        resp = UpstreamResponse(self.status, self.headers, body)  # type: ignore[arg-type]
+        if self.buf:  # bytes beyond the answer: do not trust the connection again
+            self.keep = False
+        if fut is not None and not fut.done():
+            fut.set_result(resp)
+
+    def _fail(self, err: BaseException) -> None:
+        fut, self.fut = self.fut, None
+        if fut is not None and not fut.done():
+            fut.set_exception(err)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.closed = True
+        if self.fut is not None and not self.fut.done():
+            if self.until_close and self.headers is not None:
+                self.keep = False
+                self._done(bytes(self.buf))
+            else:
+                why = f"{type(exc).__name__}: {exc}" if exc else "server closed the connection"
+                self._fail(UpstreamError("connection", why))
+        self.pool._forget(self)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+        self.pool._forget(self)
+
+
+class _Call:
+    """One upstream call's timeout: on expiry the future it awaits fails with a timeout."""
+
+    __slots__ = ("timeout", "fut", "expired")
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.fut: Optional[asyncio.Future] = None
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        if self.fut is not None and not self.fut.done():
+            self.fut.set_exception(UpstreamError("timeout", f"no answer within {self.timeout:g} s"))
+
+
+class UpstreamPool:
+    """A small HTTP/1.1 client for the gateway's hot path: per server, keep-alive connections reused
+    most-recent first (at most ``limit`` open in all; more requests wait for one), one request per
+    connection at a time, the request written in one call and the answer parsed without copies beyond
+    the body. ``timeout`` bounds a whole call, ``connect_timeout`` the connection set-up. A reused
+    connection that the server closed before any byte of the answer (an idle keep-alive connection it
+    timed out) is replaced by a new one once; every other failure raises :class:`UpstreamError`.
+
+    It replaces aiohttp's ``ClientSession`` on the request path, whose per-request machinery (URL
+    objects, cookie jar, tracing hooks, timers, payload wrappers) cost more CPU than the proxying itself."""
+
+    def __init__(
+        self, *, limit: int = 512, timeout: float = 30.0, connect_timeout: float = 1.0, idle_timeout: float = 20.0
+    ):
+        self.limit = max(1, int(limit))
+        self.timeout, self.connect_timeout, self.idle_timeout = timeout, connect_timeout, idle_timeout
+        self.open = 0
+        self._idle: dict[tuple[str, int], list[_UpstreamConn]] = {}
+        self._waiters: deque[asyncio.Future] = deque()
+        self._addr: dict[str, tuple[str, int, str]] = {}
+        self._closing = False
+
+    def _address(self, base_url: str) -> tuple[str, int, str]:
+        a = self._addr.get(base_url)
+        if a is None:
+            u = urlsplit(base_url)
+            if u.scheme != "http" or not u.hostname:
+                raise UpstreamError("connection", f"not an http:// server URL: {base_url!r}")
+            port = u.port or 80
+            a = self._addr[base_url] = (u.hostname, port, u.netloc)
+        return a
+
+    def _forget(self, c: _UpstreamConn) -> None:
+        if c.counted:
+            c.counted = False
+            self.open -= 1
+            idle = self._idle.get(c.key)
+            if idle and c in idle:
+                idle.remove(c)
+            while self._waiters:
+                w = self._waiters.popleft()
+                if not w.done():
+                    w.set_result(None)
+                    break
+
+    def _release(self, c: _UpstreamConn) -> None:
+        if c.keep and not c.closed and not self._closing:
+            c._reset()
+            c.idle_since = time.monotonic()
+            self._idle.setdefault(c.key, []).append(c)
+            while self._waiters:  # a request waiting for a slot may take it (closing an idle connection)
+                w = self._waiters.popleft()
+                if not w.done():
+                    w.set_result(None)
+                    break
+        else:
+            c.close()
+
+    def _close_one_idle(self) -> bool:
+        for idle in self._idle.values():
+            if idle:
+                idle[0].close()  # the least recently used of that server
+                return True
+        return False
+
+    async def _acquire(self, key: tuple[str, int], fresh: bool, call: _Call) -> _UpstreamConn:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not fresh:
+                idle = self._idle.get(key)
+                now = time.monotonic()
+                while idle:
+                    c = idle.pop()
+                    if not c.closed and now - c.idle_since < self.idle_timeout:
+                        return c
+                    c.close()
+            if self.open < self.limit:
+                break
+            if self._close_one_idle():
+                continue
+            w = call.fut = loop.create_future()
+            self._waiters.append(w)
+            await w
+        self.open += 1
+        c = _UpstreamConn(self, key)
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: c, key[0], key[1]), self.connect_timeout)
+        except asyncio.TimeoutError:
+            c.close()
+            raise UpstreamError("timeout", f"no connection within {self.connect_timeout:g} s") from None
+        except OSError as e:
+            c.close()
+            raise UpstreamError("connection", f"{type(e).__name__}: {e.strerror or e}") from None
+        except BaseException:
+            c.close()
+            raise
+        if call.expired:
+            c.close()
+            raise UpstreamError("timeout", f"no answer within {self.timeout:g} s")
+        sock = c.transport.get_extra_info("socket") if c.transport is not None else None
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover
+                pass
+        return c
+
+    async def request(
+        self, method: str, base_url: str, path: str, headers: Any = (), body: bytes = b""
+    ) -> UpstreamResponse:
+        """``method`` ``base_url + path`` (path already percent-encoded) with ``headers`` (pairs);
+        the whole answer, or :class:`UpstreamError`."""
+        host, port, netloc = self._address(base_url)
+        head = [f"{method} {path} HTTP/1.1\r\nHost: {netloc}\r\n"]
+        for k, v in headers:
+            head.append(f"{k}: {v}\r\n")
+        if body or method in ("POST", "PUT", "PATCH"):
+            head.append(f"Content-Length: {len(body)}\r\n")
+        head.append("\r\n")
+        data = "".join(head).encode("utf-8", "surrogateescape")
+        loop = asyncio.get_running_loop()
+        key = (host, port)
+        call = _Call(self.timeout)
+        timer = loop.call_later(self.timeout, call.expire)
+        try:
+            fresh = False
+            while True:
+                c = await self._acquire(key, fresh, call)
+                reused = c.used > 0
+                c.used += 1
+                fut = c.fut = call.fut = loop.create_future()
+                if c.transport is None or c.closed:
+                    raise UpstreamError("connection", "server closed the connection")
+                if len(body) <= 65536:
+                    c.transport.write(data + body)
+                else:
+                    c.transport.write(data)
+                    c.transport.write(body)
+                try:
+                    resp = await fut
+                except UpstreamError as e:
+                    c.close()
+                    if e.kind == "connection" and reused and not fresh and not c.got_bytes:
+                        fresh = True  # a stale keep-alive connection: once more on a new one
+                        continue
+                    raise
+                except BaseException:  # cancelled: the connection is mid-answer
+                    c.close()
+                    raise
+                self._release(c)
+                return resp
+        finally:
+            timer.cancel()
+
+    async def close(self) -> None:
+        self._closing = True
+        for idle in list(self._idle.values()):
+            for c in list(idle):
+                c.close()
+        self._idle.clear()
 
 
 def write_port_file(port_file: Optional[str], port: int) -> None:
