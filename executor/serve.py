@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,17 @@ import numpy as np
 from aiohttp import web
 
 from . import v2
-from .httpkit import HttpLimits, add_v2_routes, json_error, json_response, make_app, prometheus, read_body, run_main
+from .httpkit import (
+    HttpLimits,
+    LabelChildren,
+    add_v2_routes,
+    json_error,
+    json_response,
+    make_app,
+    prometheus,
+    read_body,
+    run_main,
+)
 
 log = logging.getLogger("synergai.serve")
 
@@ -236,50 +247,71 @@ class _Item:
     fut: asyncio.Future
 
 
+def _wake(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class Batcher:
-    """Dynamic batching of one model over a pool of execution slots (shared by a shared server's models)."""
+    """Dynamic batching of one model over a pool of execution slots (shared by a shared server's models).
+
+    The queue is a deque with one wake-up future (no ``asyncio.Queue`` getters, no ``wait_for`` task per
+    batch-formation wait); times are ``time.monotonic`` (uvloop's ``loop.time()`` has 1 ms resolution)."""
 
     def __init__(self, rt: Runtime, slots: asyncio.Semaphore):
         self.rt = rt
         self.slots = slots
-        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.queue: deque[_Item] = deque()
         self.task: Optional[asyncio.Task] = None
         self.pending = 0
+        self._waiter: Optional[asyncio.Future] = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._loop(), name=f"batcher-{self.rt.name}")
 
     async def submit(self, req: v2.InferRequest, rows: int) -> tuple[dict[str, np.ndarray], float, int]:
-        loop = asyncio.get_running_loop()
-        item = _Item(req, rows, loop.time(), loop.create_future())
+        item = _Item(req, rows, time.monotonic(), asyncio.get_running_loop().create_future())
         self.pending += 1
         try:
-            self.queue.put_nowait(item)
+            self.queue.append(item)
+            w = self._waiter
+            if w is not None and not w.done():
+                w.set_result(None)
             return await item.fut
         finally:
             self.pending -= 1
 
-    async def _loop(self) -> None:
+    async def _wait(self, timeout: Optional[float] = None) -> None:
+        """Until an item is queued (or ``timeout`` s pass)."""
         loop = asyncio.get_running_loop()
+        w = self._waiter = loop.create_future()
+        h = loop.call_later(timeout, _wake, w) if timeout is not None else None
+        try:
+            await w
+        finally:
+            self._waiter = None
+            if h is not None:
+                h.cancel()
+
+    async def _loop(self) -> None:
         rt = self.rt
+        q = self.queue
         while True:
-            first = await self.queue.get()
+            while not q:
+                await self._wait()
+            first = q.popleft()
             await self.slots.acquire()
             batch, rows = [first], first.rows
             while rows < rt.batch_size:
-                try:
-                    nxt = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    wait = first.arrived + rt.batch_wait_s - loop.time()
+                if not q:
+                    wait = first.arrived + rt.batch_wait_s - time.monotonic()
                     if wait <= 0:
                         break
-                    try:
-                        nxt = await asyncio.wait_for(self.queue.get(), wait)
-                    except asyncio.TimeoutError:
-                        break
-                if rows + nxt.rows > rt.batch_size:
-                    self.queue._queue.appendleft(nxt)  # type: ignore[attr-defined]  # next batch starts with it
-                    break
+                    await self._wait(wait)
+                    continue
+                if rows + q[0].rows > rt.batch_size:
+                    break  # the next batch starts with it
+                nxt = q.popleft()
                 batch.append(nxt)
                 rows += nxt.rows
             asyncio.create_task(self._execute(batch, rows))
@@ -358,6 +390,7 @@ class ModelServer:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+        self._child = LabelChildren()  # the hot path's label children, bound once
 
     async def load(self) -> None:
         try:
@@ -460,16 +493,16 @@ class ModelServer:
                 }
             )
             ctype = headers.pop("Content-Type")
-            self.m_requests.labels(label, "200").inc()
-            self.m_batch.labels(label).observe(batch_rows)
-            self.m_latency.labels(label).observe(server_ms / 1000.0)
+            self._child(self.m_requests, label, "200").inc()
+            self._child(self.m_batch, label).observe(batch_rows)
+            self._child(self.m_latency, label).observe(server_ms / 1000.0)
             self.served += 1
             return web.Response(body=payload, headers=headers, content_type=ctype)
         except v2.V2Error as e:
-            self.m_requests.labels(label, str(e.status)).inc()
+            self._child(self.m_requests, label, str(e.status)).inc()
             return json_error(e.status, e.message)
         except web.HTTPException as e:
-            self.m_requests.labels(label, str(e.status)).inc()
+            self._child(self.m_requests, label, str(e.status)).inc()
             raise
         finally:
             self.inflight -= 1

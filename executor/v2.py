@@ -218,6 +218,19 @@ def _bytes_tensor_from_raw(raw: bytes, count: int, where: str) -> np.ndarray:
     return out
 
 
+_FLOAT_MAX = {2: float(np.finfo(np.float16).max), 4: float(np.finfo(np.float32).max)}
+
+
+def _abs_max(data: list, arr: np.ndarray) -> float:
+    """max |x| of a float tensor's JSON data (NaN or inf when it holds one): in Python for a short flat
+    list (numpy's reductions cost more than the loop there), else with numpy."""
+    if arr.ndim == 1 and arr.size <= 256:
+        total = sum(data)  # NaN or inf in, NaN or inf out (or a finite overflow: numpy decides)
+        if math.isfinite(total):
+            return float(max(map(abs, data)))
+    return float(np.abs(arr.astype(np.float64, copy=False)).max())
+
+
 def parse_infer_request(obj: dict, binary: bytes = b"") -> InferRequest:
     """Validate a V2 inference request (already parsed header object + binary tail)."""
     rid = obj.get("id")
@@ -279,17 +292,19 @@ def parse_infer_request(obj: dict, binary: bytes = b"") -> InferRequest:
                         raise V2Error(400, f"{where}.data must be numbers of one nesting depth")
                     if dt != "BOOL" and arr.dtype.kind == "b":
                         raise V2Error(400, f"{where}.data holds booleans for datatype {dt}")
-                    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-                        raise V2Error(400, f"{where}.data holds non-finite numbers")
                     target = np.dtype(DTYPES[dt])
-                    if target.kind in "iu" and arr.dtype.kind == "f":
-                        raise V2Error(400, f"{where}.data holds fractions for integer datatype {dt}")
-                    if target.kind in "iu" and arr.size:
+                    if arr.dtype.kind == "f":
+                        if target.kind in "iu":
+                            raise V2Error(400, f"{where}.data holds fractions for integer datatype {dt}")
+                        if arr.size:  # one reduction for both checks: NaN and inf propagate into the max
+                            top = _abs_max(data, arr)
+                            if not math.isfinite(top):
+                                raise V2Error(400, f"{where}.data holds non-finite numbers")
+                            if target.itemsize < 8 and top > _FLOAT_MAX[target.itemsize]:
+                                raise V2Error(400, f"{where}.data out of range for {dt}")
+                    elif target.kind in "iu" and arr.size:
                         info = np.iinfo(target)
                         if arr.min() < info.min or arr.max() > info.max:
-                            raise V2Error(400, f"{where}.data out of range for {dt}")
-                    if target.kind == "f" and arr.size and target.itemsize < 8:
-                        if np.max(np.abs(arr.astype(np.float64))) > np.finfo(target).max:
                             raise V2Error(400, f"{where}.data out of range for {dt}")
                     arr = arr.astype(target, copy=False).ravel()
                 if arr.size != count:
