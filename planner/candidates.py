@@ -60,6 +60,10 @@ class PlanOptions:
     """At most this many configurations per (model, pool) are offered to shared servers (the highest
     capacity, the lowest energy and the loosest queueing budget first); 0 = all."""
     prune_dominated: bool = True
+    optimistic: bool = True
+    """Lexicographic mode: first try one energy solve with the earlier phases held at their trivial bounds
+    (every model that has a candidate fully served, every headroom factor at ``headroom``); when it has a
+    plan, that plan proves both bounds optimal and the phases are skipped.  Otherwise the phases run."""
     skip_unprofiled: bool = False
     """Plan around pools whose device has no profile (the pool stays unused and a note says so)
     instead of rejecting the cluster."""

@@ -43,6 +43,9 @@ Constraints
 - S2 ``sload[j,s]``: ``x_{j,s} - f_s lam_m v_j <= 0``                              route only to loaded models
 - S3 ``smem[p]``:    ``sum_{j in p} mu_j v_j <= b_p,mem``                         loaded models fit in memory
 - S4 ``sq[m,p,s]``:  ``sum_{j in p} (G a_j - B_mp w_j) x_{j,s} + M_mps sum_{j in (m,p)} v_j <= M_mps``
+  (stated as ``Bref_p A_ps - B_mp W_ps + ...`` over the pool aggregates ``W_ps = sum_j w_j x_{j,s}`` (``wdef``)
+  and ``A_ps = sum_j G a_j x_{j,s} / Bref_p`` (``adef``; ``Bref_p`` the pool's largest ``B_j``), continuous columns: the same rows with a few entries each
+  instead of the pool's whole sum; S1 reads ``W_ps`` too)
   every model loaded on a shared server meets its deadline at the mixed queue (sufficient
   condition, linear and homogeneous, so it holds per server when traffic is split evenly;
   ``M_mps`` = the largest value the sum can take, so the row is void when m is not loaded)
@@ -56,7 +59,9 @@ Objective (lexicographic: a solve per phase, each holding the earlier optima; or
 1. ``min sum_s P_s sum_m w_m u_{m,s}``                                   (expected priority-weighted unserved rate)
 H. headroom, for the models phase 1 serves (``s*_m`` their nominal routed rate): a routing block
    ``dem[m,H]: sum_k x_{k,H} + sum_j x_{j,H} - s*_m alpha_m = 0`` under C2, S1, S2 and S4 for the block
-   (every served model's load grows by its own ``alpha_m`` at once); H1 ``max t``, ``t <= alpha_m``
+   (every served model's load grows by its own ``alpha_m`` at once).  The dedicated rates of the block are
+   substituted out (exactly): ``dem[m,H]: sum_k c_k n_k + sum_j x_{j,H} >= s*_m alpha_m`` and
+   ``hsh[m]: sum_j x_{j,H} <= s*_m alpha_m`` (any dedicated capacity beyond the need is simply not used); H1 ``max t``, ``t <= alpha_m``
    (max-min: the worst-off model's growth factor is as large as possible).  Optionally
    (``headroom_fill``) H2 ``max sum_m alpha_m`` with ``t >= t*``: ties of the max-min broken by the sum,
    an approximation of the full lexicographic max-min whose guarantee is that the smallest factor is
@@ -78,6 +83,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from .candidates import RES, Candidates, PlanOptions
+
+Agg = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""Pools of a routing block whose shared rows read aggregates, and their W_p and A_p columns (same order)."""
 
 
 @dataclass
@@ -248,6 +256,7 @@ class Layout:
     iu: list[np.ndarray]  # per scenario: unserved
     scen: list[tuple[float, float]]
     nominal: int
+    iagg: list[Agg]  # per scenario: pools stated over aggregates, their W_p and A_p columns
     u_cost: np.ndarray  # full-length phase-1 objective
     energy_cost: np.ndarray  # full-length phase-2 objective
     node_level: dict[int, dict] = field(default_factory=dict)
@@ -362,6 +371,7 @@ def build_milp(
     # C6 power modes
     _modes(b, c, pk, pj, iy, iv, pn)
     # S1-S4 shared servers
+    iagg: list[Agg] = []
     if J:
         work = np.asarray(s.work, dtype=float)
         resid = np.asarray(s.resid, dtype=float)
@@ -369,7 +379,7 @@ def build_milp(
         mem = np.asarray(s.mem, dtype=float)
         for si, (f, _) in enumerate(scen):
             tag = "" if si == nominal else f",s{f:g}"
-            _shared_rows(b, c, tag, ixs[si], iv, isig, f * lam, work, resid, budget, mn, pn, jn)
+            iagg.append(_shared_rows(b, c, tag, ixs[si], iv, isig, f * lam, work, resid, budget, mn, pn, jn))
         r0 = b.rows([f"smem({pn[p]})" for p in sh_pools], -np.inf, [s.slice[p][1] for p in sh_pools])
         at = {p: r0 + i for i, p in enumerate(sh_pools)}
         b.add([at[int(p)] for p in pj], iv, mem)
@@ -389,6 +399,7 @@ def build_milp(
         iu=iu,
         scen=scen,
         nominal=nominal,
+        iagg=iagg,
         u_cost=np.zeros(0),
         energy_cost=np.zeros(0),
     )
@@ -441,26 +452,50 @@ def _shared_rows(
     mn,
     pn,
     jn,
-) -> None:
-    """S1 sutil[p], S2 sload[j], S4 sq[m,p] for one routing block (scenario or headroom)."""
+) -> Agg:
+    """S1 sutil[p], S2 sload[j], S4 sq[m,p] for one routing block (scenario or headroom); returns the pools
+    stated over aggregates and the aggregate columns (W_p, A_p) in that order."""
     s = c.sh
     J = len(s)
     mj = np.asarray(s.m, dtype=np.int64)
     pj = np.asarray(s.p, dtype=np.int64)
     pools = sorted(set(pj.tolist()))
+    mp = sorted(set(zip(mj.tolist(), pj.tolist())), key=lambda t: (t[1], t[0]))
+    by_pool: dict[int, np.ndarray] = {p: np.flatnonzero(pj == p) for p in pools}
+    n_mp = {p: sum(1 for _, q in mp if q == p) for p in pools}
+    # aggregates W_p = sum_j w_j x_j and A_p = sum_j G a_j x_j / Bref_p (an exact reformulation) where they save
+    # entries: the pool's S4 rows then read two columns each instead of repeating the pool's whole sum
+    agg = np.array([p for p in pools if n_mp[p] * len(by_pool[p]) > 2 * (2 * len(by_pool[p]) + 3 * n_mp[p])], int)
+    bref = _agg_ref(c, budget, agg)
+    iw = b.cols([f"wsum({pn[p]}{tag})" for p in agg], 0, np.inf)
+    ia = b.cols([f"asum({pn[p]}{tag})" for p in agg], 0, np.inf)
+    col_w = dict(zip(agg.tolist(), iw.tolist()))
+    col_a = dict(zip(agg.tolist(), ia.tolist()))
+    ref = dict(zip(agg.tolist(), bref.tolist()))
+    if len(agg):
+        sel = np.isin(pj, agg)
+        pos = np.searchsorted(agg, pj[sel])
+        r0 = b.rows([f"wdef({pn[p]}{tag})" for p in agg], 0.0, 0.0)
+        b.add(r0 + pos, ixj[sel], work[sel])
+        b.add(r0 + np.arange(len(agg)), iw, -1.0)
+        # A_p in units of the pool's loosest budget (of the order of W_p): at its raw size (s^2 per s, ~1e-3) it
+        # would sit on the 1e-3 grid of a back-end that discretises rates (CP-SAT)
+        r0 = b.rows([f"adef({pn[p]}{tag})" for p in agg], 0.0, 0.0)
+        b.add(r0 + pos, ixj[sel], c.sh.g * resid[sel] / bref[pos])
+        b.add(r0 + np.arange(len(agg)), ia, -1.0)
     # S1
     r0 = b.rows([f"sutil({pn[p]}{tag})" for p in pools], -np.inf, 0.0)
     at = {p: r0 + i for i, p in enumerate(pools)}
-    b.add([at[int(p)] for p in pj], ixj, work)
+    dense = ~np.isin(pj, agg)
+    b.add([at[int(p)] for p in pj[dense]], ixj[dense], work[dense])
+    b.add([at[p] for p in agg.tolist()], iw, 1.0)
     for p in pools:
         b.add([at[p]], [isig[p]], -c.rho_bar)
     # S2 (lam_f may be a per-model bound; for the headroom block it is alpha_max * s*)
     r0 = b.rows([f"sload({x}{tag})" for x in jn], -np.inf, 0.0)
     b.add(r0 + np.arange(J), ixj, 1.0)
     b.add(r0 + np.arange(J), iv, -lam_f[mj])
-    # S4: one row per (m, p) with shared candidates, over every shared candidate of p
-    mp = sorted(set(zip(mj.tolist(), pj.tolist())), key=lambda t: (t[1], t[0]))
-    by_pool: dict[int, np.ndarray] = {p: np.flatnonzero(pj == p) for p in pools}
+    # S4: one row per (m, p) with shared candidates, over every shared candidate of p (or its aggregates)
     sig_max = {p: float(b.ub_of(isig[p])) for p in pools}
     names, rows, cols, vals, his = [], [], [], [], []
     vrows, vcols, vvals = [], [], []
@@ -469,14 +504,19 @@ def _shared_rows(
         own = js[mj[js] == m]
         B = float(budget[own].min())
         coef = c.sh.g * resid[js] - B * work[js]
-        pos = np.maximum(coef, 0.0)
+        pos_c = np.maximum(coef, 0.0)
         # the largest the sum can be: each rate is bounded by its demand and, jointly, by the servers' work
         # capacity sum_j w_j x_j <= rho_bar sigma_max (a knapsack: the best ratio fills it)
-        big = min(float(pos @ lam_f[mj[js]]), c.rho_bar * sig_max[p] * float((pos / work[js]).max()))
+        big = min(float(pos_c @ lam_f[mj[js]]), c.rho_bar * sig_max[p] * float((pos_c / work[js]).max()))
         names.append(f"sq({mn[m]},{pn[p]}{tag})")
-        rows.append(np.full(len(js), i))
-        cols.append(ixj[js])
-        vals.append(coef)
+        if p in col_w:  # Bref_p A_p - B_mp W_p
+            rows.append(np.full(2, i))
+            cols.append(np.array([col_a[p], col_w[p]]))
+            vals.append(np.array([ref[p], -B]))
+        else:
+            rows.append(np.full(len(js), i))
+            cols.append(ixj[js])
+            vals.append(coef)
         his.append(big)
         vrows.append(np.full(len(own), i))
         vcols.append(iv[own])
@@ -485,6 +525,7 @@ def _shared_rows(
         r0 = b.rows(names, -np.inf, np.array(his))
         b.add(r0 + np.concatenate(rows), np.concatenate(cols), np.concatenate(vals))
         b.add(r0 + np.concatenate(vrows), np.concatenate(vcols), np.concatenate(vvals))
+    return agg, iw, ia
 
 
 def _modes(b: Builder, c: Candidates, pk, pj, iy, iv, pn) -> None:
@@ -567,11 +608,14 @@ def _node_level(b: Builder, lay: Layout, c: Candidates, p: int, pool, res: np.nd
 
 
 def add_headroom_block(
-    b: Builder, lay: Layout, c: Candidates, served: np.ndarray, alpha_max: float
-) -> tuple[dict, int]:
+    b: Builder, lay: Layout, c: Candidates, served: np.ndarray, alpha_max: float, compact: bool = True
+) -> tuple[dict, int, np.ndarray, Agg]:
     """Phase H's routing block: every model m with s*_m > 0 routes alpha_m s*_m at once (C2, S1, S2, S4 hold).
 
-    Returns ({m: alpha column}, t column).
+    ``compact``: the block's dedicated rates substituted out (``dem[m,H]`` over replica capacity, ``hsh[m]``);
+    else explicit dedicated rates under C2 (same feasible set; CP-SAT, which puts rates on a 1e-3 grid, loses
+    the headroom optimum on the compact form: conformance seed 2, t 1.357 against 1.5).
+    Returns ({m: alpha column}, t column, the block's shared-rate columns, its pool aggregate columns).
     """
     d = c.ded
     mk = np.asarray(d.m, dtype=np.int64)
@@ -579,22 +623,39 @@ def add_headroom_block(
     ms = [m for m in range(lay.M) if served[m] > 0]
     mn = [_n(x) for x in c.models]
     pn = [_n(x) for x in c.pools]
-    kn = [f"{mn[d.m[k]]},{pn[d.p[k]]},{_n(d.records[k].config_id)}" for k in range(lay.K)]
     jn = [f"{mn[c.sh.m[j]]},{pn[c.sh.p[j]]},{_n(c.sh.records[j].config_id)}" for j in range(lay.J)]
     ub_m = alpha_max * served
-    ixh = b.cols([f"x({x},H)" for x in kn], 0, ub_m[mk] if lay.K else 0)
     ixsh = b.cols([f"xs({x},H)" for x in jn], 0, ub_m[mj] if lay.J else 0)
     ia = dict(zip(ms, b.cols([f"alpha({mn[m]})" for m in ms], 1.0, alpha_max)))
     it = int(b.cols(["t"], 1.0, alpha_max)[0])
-    # dem[m,H]: routed - s*_m alpha_m = 0 ; models not served route nothing
-    r0 = b.rows([f"dem({mn[m]},H)" for m in range(lay.M)], 0.0, 0.0)
-    b.add(r0 + mk, ixh, 1.0)
-    b.add(r0 + mj, ixsh, 1.0)
-    for m in ms:
-        b.add([r0 + m], [ia[m]], -served[m])
-    _util_rows(b, [f"{x}" for x in kn], ",H", ixh, lay.in_, np.asarray(d.cap, dtype=float))
+    if compact:
+        # dem[m,H]: dedicated capacity + shared routed >= s*_m alpha_m; hsh[m]: shared routed <= s*_m alpha_m
+        # (together: some dedicated routing within C2 meets the block's demand exactly); models not served route nothing
+        r0 = b.rows([f"dem({mn[m]},H)" for m in range(lay.M)], 0.0, np.inf)
+        b.add(r0 + mk, lay.in_, np.asarray(d.cap, dtype=float))
+        b.add(r0 + mj, ixsh, 1.0)
+        for m in ms:
+            b.add([r0 + m], [ia[m]], -served[m])
+        msh = sorted(set(mj.tolist()))
+        if msh:
+            r1 = b.rows([f"hsh({mn[m]})" for m in msh], -np.inf, 0.0)
+            at = {m: r1 + i for i, m in enumerate(msh)}
+            b.add([at[int(m)] for m in mj], ixsh, 1.0)
+            for m in msh:
+                if m in ia:
+                    b.add([at[m]], [ia[m]], -served[m])
+    else:  # the explicit form: dedicated rates of the block under C2
+        kn = [f"{mn[d.m[k]]},{pn[d.p[k]]},{_n(d.records[k].config_id)}" for k in range(lay.K)]
+        ixh = b.cols([f"x({x},H)" for x in kn], 0, ub_m[mk] if lay.K else 0)
+        r0 = b.rows([f"dem({mn[m]},H)" for m in range(lay.M)], 0.0, 0.0)
+        b.add(r0 + mk, ixh, 1.0)
+        b.add(r0 + mj, ixsh, 1.0)
+        for m in ms:
+            b.add([r0 + m], [ia[m]], -served[m])
+        _util_rows(b, kn, ",H", ixh, lay.in_, np.asarray(d.cap, dtype=float))
+    agg: Agg = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
     if lay.J:
-        _shared_rows(
+        agg = _shared_rows(
             b,
             c,
             ",H",
@@ -612,4 +673,25 @@ def add_headroom_block(
     r0 = b.rows([f"hdrmin({mn[m]})" for m in ms], -np.inf, 0.0)
     for i, m in enumerate(ms):
         b.add([r0 + i, r0 + i], [it, ia[m]], [1.0, -1.0])
-    return ia, it
+    return ia, it, ixsh, agg
+
+
+def _agg_ref(c: Candidates, budget, pools: np.ndarray) -> np.ndarray:
+    """Per pool of ``pools``: the largest queueing budget of its shared candidates (the unit of A_p)."""
+    pj = np.asarray(c.sh.p, dtype=np.int64)
+    bud = np.asarray(budget, dtype=float)
+    return np.array([max(float(bud[pj == p].max()), 1e-9) for p in pools.tolist()])
+
+
+def fill_aggregates(x: np.ndarray, c: Candidates, ixs: np.ndarray, agg: Agg) -> None:
+    """Set the pool aggregates W_p, A_p of one routing block in ``x`` from its shared rates (for MIP starts)."""
+    pools, iw, ia = agg
+    if not len(ixs) or not len(pools):
+        return
+    pj = np.asarray(c.sh.p, dtype=np.int64)
+    sel = np.isin(pj, pools)
+    pos = np.searchsorted(pools, pj[sel])
+    xs = x[ixs][sel]
+    x[iw] = np.bincount(pos, weights=xs * np.asarray(c.sh.work, float)[sel], minlength=len(pools))
+    a = c.sh.g * np.asarray(c.sh.resid, float)[sel] / _agg_ref(c, c.sh.budget, pools)[pos]
+    x[ia] = np.bincount(pos, weights=xs * a, minlength=len(pools))

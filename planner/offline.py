@@ -9,6 +9,7 @@ solution is returned.
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ from synergai.models.plan import Plan, SolverReport
 
 from .candidates import Candidates, PlanOptions, build_candidates, check_inputs
 from .decode import decode
-from .milp import Builder, Layout, add_headroom_block, build_milp
+from .milp import Builder, Layout, add_headroom_block, build_milp, fill_aggregates
 from .packing import unpackable_pools
 from .solvers import SolveResult, get_solver
 
@@ -61,7 +62,7 @@ def plan_offline(
         def check(x, lay=lay, node_level=node_level):
             return [p for p in unpackable_pools(cands, *_integers(x, lay), pools) if p not in node_level]
 
-        res, phases, arrays = _solve_phases(fn, b, lay, cands, opts, remaining, gap, check, start)
+        res, phases, arrays = _solve_phases(fn, b, lay, cands, opts, remaining, gap, check, start, solver != "cpsat")
         if res.x is None:
             break
         n, sigma = _integers(res.x, lay)
@@ -119,8 +120,9 @@ def _without_pools(x: np.ndarray, lay: Layout, cands: Candidates, pools: list[in
     """A feasible phase-1 start for the re-solve: the previous plan with nothing deployed on ``pools``
     (their load becomes unserved).  Main columns keep their indices across re-solves (node-level columns
     are appended after them), so the previous vector up to the first headroom/node-level column carries over."""
+    aggs = [a for _, iw, ia in lay.iagg for a in (iw, ia)]
     n_main = 1 + max(
-        int(a.max()) for a in [lay.iy, lay.in_, lay.iv, lay.isig, lay.io, *lay.ix, *lay.ixs, *lay.iu] if len(a)
+        int(a.max()) for a in [lay.iy, lay.in_, lay.iv, lay.isig, lay.io, *lay.ix, *lay.ixs, *lay.iu, *aggs] if len(a)
     )
     x = np.array(x[:n_main], dtype=float)
     on = np.isin(np.asarray(cands.ded.p, dtype=np.int64), pools) if lay.K else np.zeros(0, bool)
@@ -141,6 +143,8 @@ def _without_pools(x: np.ndarray, lay: Layout, cands: Candidates, pools: list[in
             mj, weights=x[lay.ixs[si]], minlength=lay.M
         )
         x[lay.iu[si]] = np.clip(f * lam - routed, 0.0, f * lam)
+        if lay.iagg:
+            fill_aggregates(x, cands, lay.ixs[si], lay.iagg[si])
     return x
 
 
@@ -185,6 +189,7 @@ def _solve_phases(
     gap: float,
     check=None,
     start: np.ndarray | None = None,
+    compact: bool = True,
 ):
     """Run the objective phases; returns (result holding the final x, phase reports, final arrays).
 
@@ -206,6 +211,11 @@ def _solve_phases(
         arrays = b.arrays(opts.unserved_weight * lay.u_cost + lay.energy_cost)
         r = fn(arrays, time_limit, gap)
         return r, [_phase("weighted", r)], arrays
+
+    if opts.optimistic:
+        got = _optimistic(fn, copy.deepcopy(b), lay, cands, opts, left(0.5), gap, compact)
+        if got is not None:
+            return got
 
     # 1: expected weighted unserved rate
     a1 = b.arrays(lay.u_cost)
@@ -234,17 +244,15 @@ def _solve_phases(
         short = r1.x[lay.iu[lay.nominal]] > 1e-6 * np.maximum(1.0, a1.ub[lay.iu[lay.nominal]])
         served[short] = 0.0
         if served.any():
-            n0 = b.ncol
-            ia, it = add_headroom_block(b, lay, cands, served, opts.headroom)
+            ia, it, ixsh, agg = add_headroom_block(b, lay, cands, served, opts.headroom, compact)
             ah = b.arrays()
             c = np.zeros(ah.n_cols)
             c[it] = -1.0
             # start: phase 1's plan, the headroom block routing the nominal rates (every alpha = 1)
             x0 = _pad(r1.x, ah.n_cols)
-            on = served[np.asarray(cands.ded.m, dtype=np.int64)] > 0 if lay.K else np.zeros(0, bool)
-            x0[n0 : n0 + lay.K] = np.where(on, r1.x[lay.ix[lay.nominal]], 0.0)
             ons = served[np.asarray(cands.sh.m, dtype=np.int64)] > 0 if lay.J else np.zeros(0, bool)
-            x0[n0 + lay.K : n0 + lay.K + lay.J] = np.where(ons, r1.x[lay.ixs[lay.nominal]], 0.0)
+            x0[ixsh] = np.where(ons, r1.x[lay.ixs[lay.nominal]], 0.0)
+            fill_aggregates(x0, cands, ixsh, agg)
             x0[list(ia.values())] = 1.0
             x0[it] = 1.0
             rh1 = fn(ah.with_objective(c), left(0.25), gap, x0=x0)
@@ -294,6 +302,81 @@ def _solve_phases(
     status = _worst(done)
     msg = "; ".join(f"{p['phase']}: {p['status']}" for p in phases if p["status"] != "optimal")
     return SolveResult(status, r2.x, r2.objective, r2.best_bound, r2.gap, sum(r.seconds for r in done), msg), phases, a2
+
+
+def _optimistic(
+    fn, b: Builder, lay: Layout, cands: Candidates, opts: PlanOptions, time_limit: float, gap: float, compact: bool
+):
+    """One solve instead of the lexicographic sequence when the earlier phases' optima are their trivial bounds.
+
+    Phase 1's optimum is at least the demand of the models without any candidate (nobody can serve them),
+    and the headroom max-min is at most ``headroom``.  The energy model with every other model fully served
+    in every scenario and every served model's factor at ``headroom`` is solved directly: a feasible plan of
+    it attains both bounds, so it proves both earlier optima, and its energy optimum is the lexicographic
+    one (the phases would hold exactly these levels, up to their slack).  Returns None when that model has no
+    feasible plan within ``time_limit`` (the caller then runs the phases)."""
+    has = np.zeros(lay.M, bool)
+    has[np.asarray(cands.ded.m, dtype=np.int64)] = True
+    has[np.asarray(cands.sh.m, dtype=np.int64)] = True
+    lam = np.array([b.ub_of(int(lay.iu[lay.nominal][m])) for m in range(lay.M)])  # u's bound is f * lam, f = 1
+    for si in range(len(lay.scen)):
+        for m in np.flatnonzero(has):
+            _set_bound(b.ub, int(lay.iu[si][m]), 0.0)
+    served = np.where(has, lam, 0.0)
+    served[served < 1e-6] = 0.0
+    ia: dict = {}
+    if opts.headroom > 1.0 and served.any():
+        ia, it, _, _ = add_headroom_block(b, lay, cands, served, opts.headroom, compact)
+        for col in [*ia.values(), it]:
+            _set_lb(b, col, opts.headroom)
+    a = b.arrays(_pad(lay.energy_cost, b.ncol))
+    r = fn(a, time_limit, gap)
+    if r.x is None:
+        return None
+    z1 = float(lay.u_cost @ r.x[: len(lay.u_cost)])
+    why = "its lower bound (only models without candidates unserved), met by the energy phase's plan"
+    phases: list[dict] = [
+        {
+            "phase": "unserved",
+            "status": "optimal",
+            "objective": z1,
+            "best_bound": z1,
+            "gap": 0.0,
+            "seconds": 0.0,
+            "message": f"optimum = {why}",
+        }
+    ]
+    if ia:
+        alpha = {cands.models[m]: round(float(r.x[col]), 6) for m, col in ia.items()}
+        hw = "the upper bound `headroom`, met by the energy phase's plan"
+        for name in ("headroom-min", "headroom-sum") if opts.headroom_fill else ("headroom-min",):
+            ph: dict[str, object] = {
+                "phase": name,
+                "status": "optimal",
+                "gap": 0.0,
+                "seconds": 0.0,
+                "message": f"optimum = {hw}",
+            }
+            if name == "headroom-min":
+                ph.update(objective=-opts.headroom, best_bound=-opts.headroom, t=round(opts.headroom, 6))
+            else:
+                tot = opts.headroom * len(ia)
+                ph.update(objective=-tot, best_bound=-tot)
+            ph["alpha"] = alpha
+            phases.append(ph)
+    note = "one solve: the earlier phases' optima are their bounds"
+    phases.append(_phase("energy", r, {"message": f"{note}; {r.message}" if r.message else note}))
+    msg = "" if r.status == "optimal" else f"energy: {r.status}"
+    return SolveResult(r.status, r.x, r.objective, r.best_bound, r.gap, r.seconds, msg), phases, a
+
+
+def _set_bound(blocks: list, col: int, value: float) -> None:
+    start = 0
+    for blk in blocks:
+        if col < start + len(blk):
+            blk[col - start] = value
+            return
+        start += len(blk)
 
 
 def _set_lb(b: Builder, col: int, value: float) -> None:

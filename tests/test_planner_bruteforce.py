@@ -261,6 +261,7 @@ def instances(draw):
         prune_dominated=draw(st.booleans()),
         resource_weight=0.0,
         skip_unprofiled=True,
+        **({"optimistic": draw(st.booleans())} if hasattr(PlanOptions(), "optimistic") else {}),
     )
     return table, ClusterSpec(pools=pools), wl, opts
 
