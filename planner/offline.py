@@ -71,7 +71,7 @@ def plan_offline(
             break
         notes.append(
             "pools " + ", ".join(pools[p].name for p in bad) + ": the per-pool solution did not pack onto "
-            "nodes (first-fit decreasing); re-solved with these pools modelled node by node"
+            "nodes (first-fit decreasing, then a budgeted exact search); re-solved with these pools modelled node by node"
         )
         node_level = tuple(sorted(set(node_level) | set(bad)))
         start = _without_pools(res.x, lay, cands, bad, np.array([d[0] for d in demands], dtype=float))
@@ -213,7 +213,7 @@ def _solve_phases(
         return r, [_phase("weighted", r)], arrays
 
     if opts.optimistic:
-        got = _optimistic(fn, copy.deepcopy(b), lay, cands, opts, left(0.5), gap, compact)
+        got = _optimistic(fn, copy.deepcopy(b), lay, cands, opts, left(0.75), gap, compact)
         if got is not None:
             return got
 

@@ -2,7 +2,8 @@
 
 The MILP's capacity rows (C5) are per pool, so an aggregate solution may not pack onto the
 identical nodes of a pool.  :func:`pack_ffd` (first-fit decreasing, deterministic) is the quick
-check; a pool it cannot pack is not repaired after the fact -- the offline stage re-solves with
+check and :func:`pack_exact` (a budgeted exact search) the second opinion when FFD fails; a pool
+neither places is not repaired after the fact -- the offline stage re-solves with
 that pool modelled node by node (family P in ``milp.py``), which is exact, so every plan packs by
 construction and its status describes the model that was solved.
 """
@@ -53,12 +54,53 @@ def pool_items(c, n: np.ndarray, sigma: dict[int, int]) -> dict[int, list[Item]]
     return items
 
 
+def pack_exact(items: Sequence[Item], node_cap: Item, nodes: int, budget: int = 20000) -> list[list[int]] | None:
+    """A placement of the items on ``nodes`` identical nodes by depth-first search (largest first; nodes with the
+    same free capacity tried once), or None when none exists or the search spends ``budget`` steps without one
+    (None means "not shown to pack", so a caller treating it as unpackable stays exact)."""
+    if not items:
+        return [[] for _ in range(nodes)]
+    order = sorted(range(len(items)), key=lambda i: tuple(-a for a in items[i]))
+    free = [list(node_cap) for _ in range(nodes)]
+    placed: list[list[int]] = [[] for _ in range(nodes)]
+    steps = 0
+
+    def place(t: int) -> bool:
+        nonlocal steps
+        if t == len(order):
+            return True
+        i = order[t]
+        need = items[i]
+        seen = set()
+        for nd in range(nodes):
+            key = tuple(round(x, 9) for x in free[nd])
+            if key in seen:
+                continue
+            seen.add(key)
+            steps += 1
+            if steps > budget:
+                return False
+            if all(need[r] <= free[nd][r] + 1e-9 for r in range(3)):
+                for r in range(3):
+                    free[nd][r] -= need[r]
+                placed[nd].append(i)
+                if place(t + 1):
+                    return True
+                placed[nd].pop()
+                for r in range(3):
+                    free[nd][r] += need[r]
+        return False
+
+    return placed if place(0) and steps <= budget else None
+
+
 def unpackable_pools(c, n: np.ndarray, sigma: dict[int, int], pools: list) -> list[int]:
-    """Pools whose servers FFD cannot place on the pool's nodes."""
+    """Pools whose servers neither FFD nor a budgeted exact search (:func:`pack_exact`) places on the pool's nodes."""
     bad = []
     for p, its in pool_items(c, n, sigma).items():
         pool = pools[p]
-        if pack_ffd(its, (pool.cpu, pool.memory_mb, float(pool.accelerators)), pool.nodes) is None:
+        cap = (pool.cpu, pool.memory_mb, float(pool.accelerators))
+        if pack_ffd(its, cap, pool.nodes) is None and pack_exact(its, cap, pool.nodes) is None:
             bad.append(p)
     return sorted(bad)
 

@@ -71,3 +71,28 @@ def test_lp_guided_infeasible_lp_is_infeasible():
         row_names=["r"],
     )
     assert solve_highs(m, 10, 0.01).status == "infeasible"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    items=st.lists(
+        st.tuples(
+            st.sampled_from([0.5, 1.0, 2.0, 3.0]), st.sampled_from([512.0, 1024.0, 3000.0]), st.sampled_from([0.0, 1.0])
+        ),
+        max_size=9,
+    ),
+    nodes=st.integers(1, 4),
+)
+def test_pack_exact_agrees_with_the_oracle(items, nodes):
+    """The exact second opinion after FFD: packs exactly when the oracle's exhaustive search does."""
+    from synergai.planner.packing import pack_exact
+    from tests.bruteforce_oracle import packs
+
+    cap = (4.0, 4096.0, 2.0)
+    got = pack_exact(items, cap, nodes, budget=10**7)
+    assert (got is not None) == (packs(list(items), cap, nodes) is not None)
+    if got is not None:
+        assert sorted(i for node in got for i in node) == list(range(len(items)))
+        for node in got:
+            for r in range(3):
+                assert sum(items[i][r] for i in node) <= cap[r] + 1e-9
