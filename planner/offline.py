@@ -10,6 +10,7 @@ solution is returned.
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 
 import numpy as np
@@ -223,7 +224,9 @@ def _solve_phases(
         start = np.zeros(a1.n_cols)
         for si in range(len(lay.scen)):
             start[lay.iu[si]] = a1.ub[lay.iu[si]]
-    r1 = fn(a1, left(0.4), gap, x0=_pad(start, a1.n_cols))
+    guide = opts.unserved_weight * lay.u_cost + lay.energy_cost  # the unserved LP alone is degenerate at 0
+    kw = {"guide": _pad(guide, a1.n_cols)} if "guide" in inspect.signature(fn).parameters else {}
+    r1 = fn(a1, left(0.4), gap, x0=_pad(start, a1.n_cols), **kw)
     phases = [_phase("unserved", r1)]
     if r1.x is None or (check is not None and check(r1.x)):
         return r1, phases, a1

@@ -30,7 +30,8 @@ class SolveResult:
 
 
 SolverFn = Callable[..., SolveResult]
-"""``fn(milp, time_limit_s, rel_gap, x0=None)``: ``x0`` an optional feasible start (a MIP start where supported)."""
+"""``fn(milp, time_limit_s, rel_gap, x0=None, guide=None)``: ``x0`` an optional feasible start (a MIP start where
+supported), ``guide`` an optional objective vector that may steer heuristics (HiGHS: see ``_lp_guided``)."""
 _REGISTRY: dict[str, tuple[SolverFn, Callable[[], bool], str]] = {}
 
 
@@ -131,13 +132,15 @@ def check_solution(m: MilpArrays, x: np.ndarray, objective: Optional[float], tol
 
 
 @register("highs", _has("highspy"), "pip install highspy")
-def solve_highs(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray] = None) -> SolveResult:
+def solve_highs(
+    m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray] = None, guide: Optional[np.ndarray] = None
+) -> SolveResult:
     """HiGHS in process, LP-guided first (see :func:`_lp_guided`), then on the whole model.  With a MIP start
     ``x0``, the returned vector is checked against the model and the reported objective (HiGHS 1.16 can hand
     back the start instead of its incumbent); on a mismatch the model is solved again without the start."""
     t0 = time.perf_counter()
     if m.integer.any():
-        g = _lp_guided(m, time_limit, gap, x0)
+        g = _lp_guided(m, time_limit, gap, x0, guide)
         if isinstance(g, SolveResult):
             return g
         if g is not None:
@@ -152,7 +155,9 @@ LP_GUIDED_LP_SHARE = 0.4
 """Share of the time limit the LP relaxation of :func:`_lp_guided` may take."""
 
 
-def _lp_guided(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray]):
+def _lp_guided(
+    m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray], guide: Optional[np.ndarray] = None
+):
     """Bound from the LP relaxation, plan from a restricted MIP: often within the gap long before a full solve.
 
     1. Solve the LP relaxation (HiGHS presolve off: on these models it costs more than it saves); its value
@@ -162,6 +167,9 @@ def _lp_guided(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.nda
     3. If that plan's objective ``U`` is within the gap of ``L`` (``(U - L) / |U| <= gap``, HiGHS's own
        definition), it is returned as ``optimal`` with best bound ``L``: proven within the gap for the whole
        model, since ``L`` bounds every plan of it.
+
+    ``guide``: another objective whose LP optimum also marks binaries to keep free (the unserved phase's LP
+    is degenerate at 0 and uses almost none; the weighted unserved + energy LP points at a plan).
 
     Returns that result, or a start vector for the whole-model solve (the restricted plan, else ``x0``),
     or None."""
@@ -177,6 +185,12 @@ def _lp_guided(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.nda
     L = float(lp.objective)
     binary = m.integer & (m.lb == 0) & (m.ub == 1)
     unused = binary & (lp.x <= 1e-6)
+    if guide is not None and len(guide) == m.n_cols:
+        lg = _solve_highs(
+            relaxed.with_objective(guide), time_limit * LP_GUIDED_LP_SHARE / 2, 0.0, None, {"presolve": "off"}
+        )
+        if lg.x is not None:
+            unused &= lg.x <= 1e-6
     if x0 is not None and len(x0) == m.n_cols:
         unused &= x0 <= 0.5
     ub = np.where(unused, 0.0, m.ub)
@@ -186,6 +200,9 @@ def _lp_guided(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.nda
         return x0
     start = x0 if x0 is not None and len(x0) == m.n_cols else None
     r = _solve_highs(restricted, left * 0.5, gap / 4, start)
+    if start is not None and r.x is not None and check_solution(m, r.x, r.objective):
+        # HiGHS 1.16 can hand back the start instead of its incumbent: solve the small model again without it
+        r = _solve_highs(restricted, max(0.5, left * 0.5 - r.seconds), gap / 4, None)
     if r.x is None or r.objective is None or check_solution(m, r.x, r.objective):
         return x0
     U = float(r.objective)
@@ -199,7 +216,7 @@ def _lp_guided(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.nda
             max(0.0, g),
             time.perf_counter() - t0,
             f"within the gap of the LP relaxation bound {L:.9g} (plan from the MIP restricted to the "
-            f"{int((binary & ~unused).sum())} of {int(binary.sum())} binaries the LP uses)",
+            f"{int((binary & ~unused).sum())} of {int(binary.sum())} binaries the LP, its guide LP or the start use)",
         )
     return r.x
 
@@ -315,7 +332,7 @@ def _cbc_available() -> bool:
 
 
 @register("cbc", _cbc_available, "pip install 'pulp[cbc]' or put a cbc binary on PATH")
-def solve_cbc(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray] = None) -> SolveResult:
+def solve_cbc(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray] = None, guide=None) -> SolveResult:
     import pulp
 
     prob = pulp.LpProblem("synergai", pulp.LpMinimize)
@@ -439,7 +456,9 @@ def _ortools_has(backend: str) -> Callable[[], bool]:
 
 
 @register("cpsat", _ortools_has("CP-SAT"), "pip install ortools")
-def solve_cpsat(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray] = None) -> SolveResult:
+def solve_cpsat(
+    m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray] = None, guide=None
+) -> SolveResult:
     """CP-SAT is integer-only: continuous columns are scaled by 1000 and made integer (resolution 1e-3)."""
     S = 1000.0
     cont = ~m.integer
@@ -465,5 +484,7 @@ def solve_cpsat(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.nd
 
 
 @register("scip", _ortools_has("SCIP"), "pip install ortools (bundles SCIP)")
-def solve_scip(m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray] = None) -> SolveResult:
+def solve_scip(
+    m: MilpArrays, time_limit: float, gap: float, x0: Optional[np.ndarray] = None, guide=None
+) -> SolveResult:
     return _ortools("SCIP", m, time_limit, gap)
