@@ -119,7 +119,7 @@ def decode(
                 models=[model],
                 routed_rate_rps=round(float(xk[k]), 6),
                 utilisation=round(float(util), 6),
-                max_utilisation=round(d.rho[k], 6),
+                max_utilisation=float(f"{d.rho[k]:.9g}"),  # significant digits: a tiny cap rounds to 0 at 6 decimals
                 power_w=round(float(xk[k] * d.energy[k]), 6),
                 power_estimated=d.power_est[k],
             )
@@ -133,7 +133,7 @@ def decode(
                 replicas=int(n[k]),
                 routed_rate_rps=round(float(xk[k]), 6),
                 utilisation=round(float(util), 6),
-                max_utilisation=round(d.rho[k], 6),
+                max_utilisation=float(f"{d.rho[k]:.9g}"),  # significant digits: a tiny cap rounds to 0 at 6 decimals
                 predicted_latency_ms=round(pred, 4),
                 energy_w=round(float(xk[k] * d.energy[k]), 6),
             )

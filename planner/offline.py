@@ -28,6 +28,8 @@ __all__ = ["plan_offline"]
 
 LEX_EPS = 1e-7
 """Relative slack when holding an earlier phase's optimum."""
+OPTIMISTIC_PROBE = 0.3
+"""Share of the one-solve attempt's time within which it must find a plan (else the phases run)."""
 
 
 def plan_offline(
@@ -238,6 +240,7 @@ def _solve_phases(
     best = r1
 
     # H: headroom (max-min; optionally then the sum), holding phase 1, for the models phase 1 fully serves
+    alpha_cols: dict = {}
     if opts.headroom > 1.0:
         served = np.zeros(lay.M)
         np.add.at(served, np.asarray(cands.ded.m, dtype=np.int64), r1.x[lay.ix[lay.nominal]])
@@ -248,6 +251,7 @@ def _solve_phases(
         served[short] = 0.0
         if served.any():
             ia, it, ixsh, agg = add_headroom_block(b, lay, cands, served, opts.headroom, compact)
+            alpha_cols = ia
             ah = b.arrays()
             c = np.zeros(ah.n_cols)
             c[it] = -1.0
@@ -287,6 +291,12 @@ def _solve_phases(
     r2 = fn(a2, left(1.0), gap, x0=_pad(best.x, a2.n_cols))
     phases.append(_phase("energy", r2))
     done.append(r2)
+    if r2.x is not None and alpha_cols and not opts.headroom_fill:
+        # the max-min solve's other factors are one optimum among many and the energy phase holds only t*: report
+        # the factors of the returned plan (its headroom block's alphas, each >= t*)
+        for ph in phases:
+            if ph["phase"] == "headroom-min" and "alpha" in ph:
+                ph["alpha"] = {cands.models[m]: round(float(r2.x[col]), 6) for m, col in alpha_cols.items()}
     if r2.x is None:
         x = _pad(best.x, a2.n_cols)
         return (
@@ -333,9 +343,22 @@ def _optimistic(
         for col in [*ia.values(), it]:
             _set_lb(b, col, opts.headroom)
     a = b.arrays(_pad(lay.energy_cost, b.ncol))
-    r = fn(a, time_limit, gap)
+    # a first slice of the time: no plan by then (e.g. an LP-feasible but integer-infeasible model when the
+    # cluster is overloaded) leaves the rest to the phases; a plan continues from itself with the rest
+    t0 = time.perf_counter()
+    r = fn(a, time_limit * OPTIMISTIC_PROBE, gap)
     if r.x is None:
         return None
+    rest = time_limit - (time.perf_counter() - t0)
+    if r.status == "time_limit" and rest > 1.0:
+        r2 = fn(a, rest, gap, x0=r.x)
+        if r2.x is not None and r2.objective is not None and r.objective is not None and r2.objective <= r.objective:
+            bound = max(x for x in (r.best_bound, r2.best_bound, -np.inf) if x is not None)
+            r2.best_bound = bound if np.isfinite(bound) else None
+            if r2.best_bound is not None and r2.status != "optimal":
+                r2.gap = (r2.objective - r2.best_bound) / max(1e-9, abs(r2.objective))
+            r2.seconds += r.seconds
+            r = r2
     z1 = float(lay.u_cost @ r.x[: len(lay.u_cost)])
     why = "its lower bound (only models without candidates unserved), met by the energy phase's plan"
     phases: list[dict] = [
