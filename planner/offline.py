@@ -5,6 +5,12 @@ packing checks from ``packing.py``, the plan document from ``decode.py``.  A pla
 not pack onto nodes is never repaired after the solve: the offending pools are modelled node by
 node and every phase is solved again, so the reported status is the status of the model whose
 solution is returned.
+
+Speed: lexicographic plans first try one solve (``PlanOptions.optimistic``): the energy model with the
+earlier phases held at their trivial bounds (every model with a candidate fully served, every headroom
+factor at its maximum); a plan of it proves both bounds optimal, so the phases are skipped.  Each HiGHS solve
+is LP-guided (``solvers._lp_guided``): the LP relaxation's value bounds the phase, a MIP restricted to the
+binaries the LP uses gives the plan, and the pair is accepted only within the requested gap.
 """
 
 from __future__ import annotations
@@ -327,7 +333,8 @@ def _optimistic(
     in every scenario and every served model's factor at ``headroom`` is solved directly: a feasible plan of
     it attains both bounds, so it proves both earlier optima, and its energy optimum is the lexicographic
     one (the phases would hold exactly these levels, up to their slack).  Returns None when that model has no
-    feasible plan within ``time_limit`` (the caller then runs the phases)."""
+    feasible plan within ``OPTIMISTIC_PROBE`` of ``time_limit`` (the caller then runs the phases); a plan found
+    by then is improved from itself for the rest of ``time_limit``."""
     has = np.zeros(lay.M, bool)
     has[np.asarray(cands.ded.m, dtype=np.int64)] = True
     has[np.asarray(cands.sh.m, dtype=np.int64)] = True
