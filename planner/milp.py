@@ -42,7 +42,9 @@ Constraints
 - S1 ``sutil[p,s]``: ``sum_{j in p} w_j x_{j,s} - rho_bar sigma_p <= 0``          shared utilisation cap
 - S2 ``sload[j,s]``: ``x_{j,s} - f_s lam_m v_j <= 0``                              route only to loaded models
 - S3 ``smem[p]``:    ``sum_{j in p} mu_j v_j <= b_p,mem``                         loaded models fit in memory
-- S4 ``sq[m,p,s]``:  ``sum_{j in p} (G a_j - B_mp w_j) x_{j,s} + M_mps sum_{j in (m,p)} v_j <= M_mps``
+- S4 ``sq[m,p,s]``:  ``sum_{j in p} (G a_j - B_i w_j) x_{j,s} + M_mps sum_{i in (m,p), B_i = B} v_i <= M_mps``,
+  one row per budget ``B`` of m's shared candidates on p (``sq[m,p,k]`` for the k-th): the row of the
+  configuration actually loaded holds with its own budget
   (stated as ``Bref_p A_ps - B_mp W_ps + ...`` over the pool aggregates ``W_ps = sum_j w_j x_{j,s}`` (``wdef``)
   and ``A_ps = sum_j G a_j x_{j,s} / Bref_p`` (``adef``; ``Bref_p`` the pool's largest ``B_j``), continuous columns: the same rows with a few entries each
   instead of the pool's whole sum; S1 reads ``W_ps`` too)
@@ -460,9 +462,13 @@ def _shared_rows(
     mj = np.asarray(s.m, dtype=np.int64)
     pj = np.asarray(s.p, dtype=np.int64)
     pools = sorted(set(pj.tolist()))
-    mp = sorted(set(zip(mj.tolist(), pj.tolist())), key=lambda t: (t[1], t[0]))
+    # S4 rows: one per (model, pool, budget) -- the loaded configuration's own budget (configurations of a
+    # model with equal budgets share a row; C4's sone[m,p] loads at most one of them)
+    mpb = sorted(
+        {(int(m), int(p), float(budget[j])) for j, (m, p) in enumerate(zip(mj, pj))}, key=lambda t: (t[1], t[0], t[2])
+    )
     by_pool: dict[int, np.ndarray] = {p: np.flatnonzero(pj == p) for p in pools}
-    n_mp = {p: sum(1 for _, q in mp if q == p) for p in pools}
+    n_mp = {p: sum(1 for _, q, _ in mpb if q == p) for p in pools}
     # aggregates W_p = sum_j w_j x_j and A_p = sum_j G a_j x_j / Bref_p (an exact reformulation) where they save
     # entries: the pool's S4 rows then read two columns each instead of repeating the pool's whole sum
     agg = np.array([p for p in pools if n_mp[p] * len(by_pool[p]) > 2 * (2 * len(by_pool[p]) + 3 * n_mp[p])], int)
@@ -495,20 +501,21 @@ def _shared_rows(
     r0 = b.rows([f"sload({x}{tag})" for x in jn], -np.inf, 0.0)
     b.add(r0 + np.arange(J), ixj, 1.0)
     b.add(r0 + np.arange(J), iv, -lam_f[mj])
-    # S4: one row per (m, p) with shared candidates, over every shared candidate of p (or its aggregates)
+    # S4: one row per (m, p, B) with shared candidates, over every shared candidate of p (or its aggregates)
     sig_max = {p: float(b.ub_of(isig[p])) for p in pools}
     names, rows, cols, vals, his = [], [], [], [], []
     vrows, vcols, vvals = [], [], []
-    for i, (m, p) in enumerate(mp):
+    seen: dict[tuple[int, int], int] = {}
+    for i, (m, p, B) in enumerate(mpb):
         js = by_pool[p]
-        own = js[mj[js] == m]
-        B = float(budget[own].min())
+        own = js[(mj[js] == m) & (budget[js] == B)]
+        k = seen[(m, p)] = seen.get((m, p), -1) + 1
         coef = c.sh.g * resid[js] - B * work[js]
         pos_c = np.maximum(coef, 0.0)
         # the largest the sum can be: each rate is bounded by its demand and, jointly, by the servers' work
         # capacity sum_j w_j x_j <= rho_bar sigma_max (a knapsack: the best ratio fills it)
         big = min(float(pos_c @ lam_f[mj[js]]), c.rho_bar * sig_max[p] * float((pos_c / work[js]).max()))
-        names.append(f"sq({mn[m]},{pn[p]}{tag})")
+        names.append(f"sq({mn[m]},{pn[p]}{',' + str(k) if k else ''}{tag})")
         if p in col_w:  # Bref_p A_p - B_mp W_p
             rows.append(np.full(2, i))
             cols.append(np.array([col_a[p], col_w[p]]))
@@ -521,7 +528,7 @@ def _shared_rows(
         vrows.append(np.full(len(own), i))
         vcols.append(iv[own])
         vvals.append(np.full(len(own), big))
-    if mp:
+    if mpb:
         r0 = b.rows(names, -np.inf, np.array(his))
         b.add(r0 + np.concatenate(rows), np.concatenate(cols), np.concatenate(vals))
         b.add(r0 + np.concatenate(vrows), np.concatenate(vcols), np.concatenate(vvals))

@@ -220,8 +220,12 @@ class ServiceModel:
     @cached_property
     def residual_per_request(self) -> float:
         """``a``: mean residual work contributed per req/s, s^2, as the shared-server condition counts it:
-        ``E[S^2] / (2 b c)`` -- a call behind it may need the whole device (head-of-line), see the docstring."""
-        return self.second_moment / (2.0 * self.batch * self.slots)
+        ``E[S^2] / (2 c) * max(1 / b, w / E[S])`` -- ``E[S^2] / (2 b c)``, a call behind it may need the whole
+        device (head-of-line), see the docstring; at least ``w E[S^2] / (2 c E[S])`` so that the row also
+        covers a shared server left with this one configuration, which queues as a dedicated server does
+        (there ``rho = x w`` and the wait's scale is ``E[S^2] / (2 c E[S] (1 - rho))``; a configuration whose
+        usable capacity is its profiled throughput, below ``c b / E[S]``, has ``w > E[S] / (c b)``)."""
+        return self.second_moment / (2.0 * self.slots) * max(1.0 / self.batch, self.work_per_request / self.mean)
 
 
 @dataclass

@@ -150,9 +150,6 @@ class Oracle:
             for s in js:
                 big[s.m] = max(big.get(s.m, 0.0), s.mem)
             self.slice[p] = (min(cpu, max(s.rec.cpu_cores for s in js)), min(mem, sum(big.values())), acc)
-        self.Bmp = {}
-        for s in self.sh:
-            self.Bmp[(s.m, s.p)] = min(self.Bmp.get((s.m, s.p), math.inf), s.B)
         self.has_cand = np.array(
             [any(d.m == m for d in self.ded) or any(s.m == m for s in self.sh) for m in range(len(self.models))]
         )
@@ -208,7 +205,7 @@ class Oracle:
             if opt.sigma and len(opt.sh) == 1:
                 j = opt.sh[0]
                 s = self.sh[j]
-                if self.G * s.a - self.Bmp[(s.m, s.p)] * s.w <= 0:
+                if self.G * s.a - s.B * s.w <= 0:
                     cap[s.m] += self.rho_bar * opt.sigma / s.w
             else:
                 for j in opt.sh:
@@ -268,8 +265,8 @@ class Oracle:
                 row[cols] = [self.sh[j].w for j in js]
                 Aub.append(row)
                 bub.append(self.rho_bar * o.sigma)
-                for m in sorted({self.sh[j].m for j in js}):
-                    B = self.Bmp[(m, o.p)]
+                for jm in js:  # one row per loaded configuration (one per model): its own budget
+                    B = self.sh[jm].B
                     row = np.zeros(nv)
                     row[cols] = [self.G * self.sh[j].a - B * self.sh[j].w for j in js]
                     Aub.append(row)

@@ -332,6 +332,24 @@ def test_shared_server_hosts_two_models_on_one_gpu():
     check_invariants(sh, t, c, w)
 
 
+def test_shared_row_uses_the_loaded_configurations_budget():
+    """a has a fast configuration and a frugal one that nearly fills the deadline (1 ms of queueing budget);
+    the shared-server row of a must use the budget of the configuration actually loaded.  Taking the
+    smallest budget of every offered configuration (the earlier rule) left a unservable beside b."""
+    recs = [
+        _rec("a", "gpu", cores=1, gpus=1, thr=200.0, p50=2.0, power=10.0),
+        _rec("a", "gpu", cores=1, gpus=1, thr=200.0, p50=999.0, power=1.0, engine="frugal"),
+        _rec("b", "gpu", cores=1, gpus=1, thr=200.0, p50=2.0),
+    ]
+    t, c, w = _inputs(recs, [_pool("gpu", 1, 8, gpus=1)], [("a", 40.0), ("b", 40.0)])
+    plan = plan_offline(t, c, w, gap=0, options=PlanOptions(headroom=1.0))
+    assert plan.unserved_rate() == pytest.approx(0.0, abs=1e-6)
+    (g,) = plan.servers
+    assert g.shared and sorted(g.models) == ["a", "b"]
+    assert {a.config.engine for a in plan.assignments if a.model == "a"} == {"onnxruntime"}
+    check_invariants(plan, t, c, w)
+
+
 def test_v1_plan_documents_are_still_read(tmp_path):
     """A v1 plan (no server groups) loads, and consumers see one dedicated group per assignment."""
     import json
