@@ -17,7 +17,7 @@ Notation
   CPU node); ``w_j`` server-seconds per request, ``a_j`` mean residual work per req/s, ``B_j`` the
   queueing budget (deadline - RTT - batch wait - service quantile), ``G = G(rho_bar)`` the
   queueing factor at the shared servers' utilisation cap ``rho_bar`` (see ``service.py``);
-  ``B_mp = min_{j in (m,p)} B_j``; ``mu_j`` memory footprint; ``N_k`` replica bound derived from
+  ``mu_j`` memory footprint; ``N_k`` replica bound derived from
   the largest rate the model can be asked to carry (``max_s f_s * alpha_max * lam_m``).
 
 Variables

@@ -25,18 +25,23 @@ Deadline check (the planner's service model, :mod:`synergai.planner.service`)
     quantile finish; ``lateness_ms`` = max(0, check - due), so ``meets`` <=> ``lateness_ms == 0``.
 
 Batching servers
-    On a dedicated server of batch ``b > 1`` the queued requests of this request's own (forming) batch
-    are served in the same call, so they are not waited for twice: with ``k = backlog / w_m`` requests
-    queued, the call starts at ``free[s] - (k mod b) w_m`` (``start``), then ``check`` adds one call.
-    (On shared servers the other models' work interleaves, so every queued request counts as ahead.)
+    On a dedicated server of batch ``b > 1`` the requests of this request's own (forming) batch are
+    served in the same call, so they are not waited for twice.  Each server keeps the estimated start of
+    the last batch formed and how many requests it holds: a request joins it while it has fewer than ``b``
+    and has not started (``now < start + batch_wait``: a batch formed on an idle server waits at most the
+    batch wait), and is then estimated to start with it; otherwise it opens a new batch at the end of the
+    queue (``max(now, free[s])``).  ``check`` adds one call.  (On shared servers the other models' work
+    interleaves, so every queued request counts as ahead.)
 
 Co-hosted models (shared servers)
     A shared server's slack for model m may belong to a tighter model m' it also hosts.  Every m' has
     the queueing budget ``deadline(m') - fixed(m')``; ``harm_s`` (of m there) is the smallest budget of
     the other hosted models, ``protect_s = (1 - slack_fraction) harm_s``.  A request of m that would
-    leave more than ``harm_s`` of backlog makes the next request of m' miss: it does not count as
-    meeting there (nor as a sacrifice victim).  Beyond ``protect_s`` it counts as meeting but never as
-    comfortable, and ranks after the groups that stay within it.
+    leave more than ``harm_s`` makes the next request of m' miss: it does not count as
+    meeting there (nor as a sacrifice victim), so it is used only when no other group can take the
+    request (least lateness ranks it last); with ``shed`` it is still used rather than refusing a request
+    that can meet its deadline.  Beyond ``protect_s`` it counts as meeting but never
+    as comfortable, and ranks after the groups that stay within it.
 
 Choice among groups that meet (prefer slack)
     A meeting group is *comfortable* when its slack is at least ``slack_fraction`` (default 0.2) of
@@ -241,6 +246,8 @@ class OnlineScheduler:
         slack_fraction: float = 0.2,
         drift_alpha: float = 0.02,
     ):
+        if not 0.0 <= slack_fraction <= 1.0:
+            raise ValueError(f"slack_fraction must be in [0, 1], got {slack_fraction}")
         if overload not in OVERLOAD_RULES:
             raise ValueError(f"unknown overload rule {overload!r} (one of {', '.join(OVERLOAD_RULES)})")
         if beyond_cap not in ("least-lateness", "shed"):
@@ -261,6 +268,8 @@ class OnlineScheduler:
         self.by_model: dict[str, list[Group]] = {}
         self.free: list[float] = []
         self.corr: list[float] = []
+        self.tail_start: list[float] = []  # batching servers: estimated start of the last batch formed
+        self.tail_n: list[int] = []  # and how many requests it holds
         self.deadline_ms = {d.model: d.deadline_ms for d in plan.demands}
         self._pools = {p.name: p for p in plan.pools}
         totals: dict[str, float] = {}
@@ -308,6 +317,8 @@ class OnlineScheduler:
         self.servers.extend((name, i) for i in range(n))
         self.free.extend([0.0] * n)
         self.corr.extend([0.0] * n)
+        self.tail_start.extend([-INF] * n)
+        self.tail_n.extend([0] * n)
         self.server_groups.append(sg)
         return sg
 
@@ -356,7 +367,7 @@ class OnlineScheduler:
             budgets.append(INF if dl is None else max(0.0, dl / 1000.0 - r.fixed_s))
         for i, r in enumerate(sg.routes):
             r.harm_s = min((b for j, b in enumerate(budgets) if j != i), default=INF)
-            r.protect_s = keep * r.harm_s
+            r.protect_s = keep * r.harm_s if r.harm_s < INF else INF
 
     def _fallback(self, model: str) -> list[Group]:
         """Virtual servers for a model the plan does not serve: one per pool with a deadline-feasible candidate."""
@@ -401,6 +412,8 @@ class OnlineScheduler:
         for i in range(len(self.free)):
             self.free[i] = 0.0
             self.corr[i] = 0.0
+            self.tail_start[i] = -INF
+            self.tail_n[i] = 0
         for sg in self.server_groups:
             sg.order[:] = [(0.0, sg.first + i) for i in range(sg.replicas)]
         for g in self.groups:
@@ -447,21 +460,22 @@ class OnlineScheduler:
         late: Optional[tuple] = None
         late_check = INF
         cands: Optional[list[dict]] = [] if explain else None
+        harm_meet: Optional[tuple] = None
+        harm_slack = -INF
         for g in groups:
-            free, s = g.order[0]
-            if free > now:
-                backlog = free - now
-                start = free
-                if g.batch > 1:  # the queued requests of this request's own batch are served with it
-                    start -= (int(backlog / g.work_s + 1e-6) % g.batch) * g.work_s
-            else:
-                backlog = 0.0
-                start = now
+            order = g.order
+            free, s = order[0]
+            backlog = free - now if free > now else 0.0
+            start = now + backlog
+            if g.batch > 1 and self.tail_n[s] < g.batch and now < self.tail_start[s] + g.sm.batch_wait:
+                start = self.tail_start[s]  # joins the batch still forming: served in its call
             check = start + g.fixed_s
             slack = due - check
             margin = frac * (dl - g.fixed_s)
-            after = backlog + g.work_s
+            after = backlog + g.work_s  # this server's backlog afterwards
             harms = after > g.harm_s  # the next request of a co-hosted model would then miss
+            if harms and slack >= 0.0 and slack > harm_slack:
+                harm_meet, harm_slack = (g, s, start, check), slack
             if slack >= 0.0 and not harms:
                 protected = after <= g.protect_s
                 if protected and slack >= margin:
@@ -510,6 +524,9 @@ class OnlineScheduler:
                     reason = "no server meets the deadline; sent to the most backlogged server within the cap"
                 else:
                     rule = self.beyond_cap
+            if pick is None and harm_meet is not None and rule == "shed":
+                # never refuse a request that can meet its deadline: it goes where a co-hosted model may miss
+                pick, reason = harm_meet, "meets deadline only on a shared server whose tighter models may then miss"
             if pick is None:
                 assert late is not None  # groups is non-empty, so some server was considered
                 if rule == "shed":
@@ -536,6 +553,11 @@ class OnlineScheduler:
                 )
         assert pick is not None
         g, s, start, check = pick
+        if g.batch > 1:
+            if start == self.tail_start[s] and self.tail_n[s] < g.batch:
+                self.tail_n[s] += 1
+            else:
+                self.tail_start[s], self.tail_n[s] = start, 1
         free_before = self.free[s]
         est = (free_before if free_before > now else now) + g.work_s
         self._move(g.sg, s, est)

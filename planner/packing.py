@@ -57,7 +57,8 @@ def pool_items(c, n: np.ndarray, sigma: dict[int, int]) -> dict[int, list[Item]]
 def pack_exact(items: Sequence[Item], node_cap: Item, nodes: int, budget: int = 20000) -> list[list[int]] | None:
     """A placement of the items on ``nodes`` identical nodes by depth-first search (largest first; nodes with the
     same free capacity tried once), or None when none exists or the search spends ``budget`` steps without one
-    (None means "not shown to pack", so a caller treating it as unpackable stays exact)."""
+    (None means "not shown to pack", so a caller treating it as unpackable stays exact; so does a pool of more
+    than 900 servers, which the recursive search does not attempt)."""
     if not items:
         return [[] for _ in range(nodes)]
     order = sorted(range(len(items)), key=lambda i: tuple(-a for a in items[i]))
@@ -91,6 +92,8 @@ def pack_exact(items: Sequence[Item], node_cap: Item, nodes: int, budget: int = 
                     free[nd][r] += need[r]
         return False
 
+    if len(order) > 900:  # the search recurses once per item: beyond Python's stack, "not shown to pack"
+        return None
     return placed if place(0) and steps <= budget else None
 
 

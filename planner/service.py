@@ -48,9 +48,11 @@ Response quantile: the q-quantile of the SUM wait + service
     waits for them to finish (head-of-line), so a call's residual is counted divided by ``c_j c_min``, not
     ``c_j^2``; a batching target adds its own pre-service mean (above) with ``pi = 1``.
 
-    Linear sufficient condition for the MILP (one row per (model, pool)).  ``P(W + S_k > D_k)`` increases in
-    ``pi`` and ``theta``; with ``rho <= rho_bar``: ``pi <= rho_bar`` (1 for batching) and, with the worst case
-    ``c_min = 1`` (``a_j = E[S_j^2] / (2 b_j c_j)``, :attr:`ServiceModel.residual_per_request`),
+    Linear sufficient condition for the MILP (one row per (model, pool, budget of the loaded configuration)).
+    ``P(W + S_k > D_k)`` increases in ``pi`` and ``theta``; with ``rho <= rho_bar``: ``pi <= rho_bar`` (1 for
+    batching) and, with the worst case ``c_min = 1`` (``a_j = E[S_j^2] / (2 c_j) max(1 / b_j, w_j / E[S_j])``,
+    :attr:`ServiceModel.residual_per_request`: at least ``E[S^2] / (2 b c)``, and enough for a server left
+    with one configuration, which queues as a dedicated one),
     ``theta <= G(rho_bar) R/rho`` (b = 1) or ``pre_k(rho_bar) + rho_bar G(rho_bar) R/rho`` (b > 1) with
     ``G = 1 / (1 - rho_bar)`` (:func:`g_factor`).  With ``theta*_k`` the largest theta meeting
     ``D_k = deadline - RTT`` (bisection), ``B_k = theta*_k`` (b = 1) or ``(theta*_k - pre_k) / rho_bar``

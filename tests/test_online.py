@@ -242,18 +242,57 @@ def test_prefers_comfortable_slack_over_plan_share():
 
 
 def test_batching_server_counts_a_requests_own_batch_once():
-    # batch 4 of 40 ms on one slot: 10 ms of server time per request; the 4th request joins the batch
-    # the first 3 are waiting in, so its call starts when theirs does (not after their 30 ms of work)
+    # batch 4 of 40 ms on one slot: 10 ms of server time per request; requests join the batch still forming
+    # (served in its call), and a full batch is waited for
     plan = make_plan([("b", "p", 1, [("m", cfg(40, batch=4, thr=100.0), 1.0)])], {"m": 1000.0})
     s = OnlineScheduler(plan)
-    s.assign("m", now=0.0)  # the server is idle: this one starts a batch at once
-    starts = [s.assign("m", now=0.0).start_s for _ in range(7)]
-    # backlog 10, 20, 30 ms: same batch as the first; 40 ms: a full batch ahead, so the next call
-    assert starts[:3] == [pytest.approx(0.0)] * 3
-    assert starts[3:] == [pytest.approx(0.04)] * 4
+    starts = [s.assign("m", now=0.0).start_s for _ in range(8)]
+    assert starts == [pytest.approx(0.0)] * 4 + [pytest.approx(0.04)] * 4
+    # time has passed: the first batch (4 requests) runs until 40 ms, the second is formed and queued
+    s.reset()
+    for _ in range(4):
+        s.assign("m", now=0.0)
+    d5 = s.assign("m", now=0.001)
+    d6 = s.assign("m", now=0.002)
+    assert d5.start_s == pytest.approx(0.04) and d6.start_s == pytest.approx(0.04)  # not before the first ends
+    # on an idle server a batch forms for at most the batch wait; a request after that opens a new one
+    s.reset()
+    bw = s.groups[0].sm.batch_wait
+    a = s.assign("m", now=0.0)
+    b = s.assign("m", now=bw / 2)
+    c = s.assign("m", now=bw * 1.5)
+    assert a.start_s == b.start_s == 0.0 and c.start_s > 0.0
     # a batch-1 server is unchanged: every queued request is ahead
     one = OnlineScheduler(make_plan([("o", "p", 1, [("m", cfg(10), 1.0)])], {"m": 1000.0}))
     assert [one.assign("m", now=0.0).start_s for _ in range(3)] == [0.0, pytest.approx(0.01), pytest.approx(0.02)]
+
+
+def test_slack_fraction_outside_0_1_rejected():
+    plan = make_plan([("o", "p", 1, [("m", cfg(10), 1.0)])], {"m": 1000.0})
+    with pytest.raises(ValueError):
+        OnlineScheduler(plan, slack_fraction=1.5)
+    s = OnlineScheduler(plan, slack_fraction=1.0)  # allowed: nothing is ever comfortable, no NaN
+    assert s.groups[0].protect_s == math.inf and s.assign("m", now=0.0).meets
+
+
+def test_shed_never_refuses_a_request_that_meets_only_beside_a_tighter_model():
+    # t: 1 ms calls, 25 ms deadline; l: 40 ms calls, 200 ms deadline, planned (a little) on the same server:
+    # one l request is more than t's whole budget, a co-location the plan accepted at its rates
+    plan = make_plan(
+        [("s", "p", 1, [("t", cfg(1, cid="t"), 400.0), ("l", cfg(40, cid="l"), 0.15)])], {"t": 25.0, "l": 200.0}
+    )
+    s = OnlineScheduler(plan, overload="shed")
+    d = s.assign("l", now=0.0)
+    assert not d.shed and d.meets and d.server == "s"
+    # a loose model that harms by its queue (not by one request) is still kept off; with shed it is placed
+    # rather than refused when it meets its deadline nowhere else
+    plan2 = make_plan(
+        [("s", "p", 1, [("t", cfg(5, cid="t"), 10.0), ("l", cfg(3, cid="ls"), 0.0)])], {"t": 15.0, "l": 130.0}
+    )
+    s2 = OnlineScheduler(plan2, overload="shed")
+    got = [s2.assign("l", now=0.0) for _ in range(5)]
+    assert all(x.meets and not x.shed for x in got)
+    assert "may then miss" in got[-1].reason
 
 
 def test_a_model_never_takes_a_shared_servers_room_from_a_tighter_co_hosted_model():
