@@ -463,8 +463,7 @@ class OnlineScheduler:
         harm_meet: Optional[tuple] = None
         harm_slack = -INF
         for g in groups:
-            order = g.order
-            free, s = order[0]
+            free, s = g.order[0]
             backlog = free - now if free > now else 0.0
             start = now + backlog
             if g.batch > 1 and self.tail_n[s] < g.batch and now < self.tail_start[s] + g.sm.batch_wait:
