@@ -98,7 +98,8 @@ class Shared:
     m: list[int] = field(default_factory=list)
     p: list[int] = field(default_factory=list)
     work: list[float] = field(default_factory=list)  # w_j = 1 / capacity, server-s per request
-    resid: list[float] = field(default_factory=list)  # a_j, mean residual work per req/s, s^2
+    resid: list[float] = field(default_factory=list)  # a_j, residual work per call (service.shared_residual), s^2
+    slots: list[int] = field(default_factory=list)  # execution slots of the configuration (C6b: one count per pool)
     budget: list[float] = field(default_factory=list)  # B_j = deadline - rtt - batch wait - S(q), s
     mem: list[float] = field(default_factory=list)  # memory footprint when loaded, MiB
     energy: list[float] = field(default_factory=list)
@@ -282,11 +283,24 @@ def build_candidates(
         sub = sa.take(idx)
         dl_rtt = np.array([e[7] for e in pend])
         rho_all = np.minimum(opts.util_cap, sub.max_utilisation(dl_rtt, opts.util_cap, opts.quantile))
+        # shared servers: a pool's shared servers load configurations of one slot count (C6b in milp.py), so the
+        # residual a_j counts calls of equal share (service.shared_residual with cmin = c_j); if the pool may
+        # load a batching configuration (fits the slice, meets the deadline at zero load, model with demand),
+        # a request may always find the device busy: p_wait = 1, else rho_bar
+        sfit = np.array([bool(e[5]) and workload.models[e[0]].rate_rps > 0 for e in pend])
+        pool_of = np.array([e[1] for e in pend], dtype=np.int64)
+        pw_all = np.full(len(pend), rho_bar)
+        for pi in np.unique(pool_of[sfit & (sub.batch > 1)]).tolist():
+            pw_all[pool_of == pi] = 1.0
+        cmin_all = sub.slots
+        resid_all = sub.shared_residual(cmin_all)
         # shared-server budget B_k of the linear row G * sum a_j x_j <= B_k * sum w_j x_j (service.shared_budget)
-        qb_all = np.where([e[6] > 0 for e in pend], sub.shared_budget(dl_rtt, rho_bar, opts.quantile), 0.0)
+        qb_all = np.where([e[6] > 0 for e in pend], sub.shared_budget(dl_rtt, pw_all, opts.quantile), 0.0)
     # pass 2: candidates per (model, pool)
     groups: dict[tuple[int, int], tuple[list, list]] = {}
-    for (mi, pi, i, ri, fits, sfits, _, _), rho, qbudget in zip(pend, rho_all if pend else [], qb_all if pend else []):
+    for n_, ((mi, pi, i, ri, fits, sfits, _, _), rho, qbudget) in enumerate(
+        zip(pend, rho_all if pend else [], qb_all if pend else [])
+    ):
         qbudget = float(qbudget)
         rec, pool, dem = records[i], pools[pi], workload.models[mi]
         rep = reports[ri]
@@ -331,7 +345,8 @@ def build_candidates(
                     m=mi,
                     p=pi,
                     work=float(sa.work[i]),
-                    resid=float(sa.residual[i]),
+                    resid=float(resid_all[n_]),
+                    slots=int(sa.slots[i]),
                     budget=qbudget,
                     mem=rec.memory_mb or rec.memory_request_mb,
                     energy=epr,
@@ -393,8 +408,8 @@ def _shrink_slices(sh: Shared) -> None:
 def _prune(
     reports: list[Candidate], group: list[dict], *, better: tuple, worse: tuple, res: bool, mark: bool = True
 ) -> list[dict]:
-    """Drop a candidate when another of the same (model, pool) and power mode is at least as good in every
-    respect (``better`` keys larger-is-better, ``worse`` smaller-is-better, resources smaller-is-better).
+    """Drop a candidate when another of the same (model, pool), power mode (and, shared, slot count) is at least
+    as good in every respect (``better`` keys larger-is-better, ``worse`` smaller-is-better, resources smaller-is-better).
 
     Safe: swapping the dominated configuration for the dominating one keeps every constraint
     satisfied and does not raise the objective.  Exact ties keep the first.
@@ -409,7 +424,7 @@ def _prune(
     ge = (V[None, :, :] >= V[:, None, :]).all(axis=2)  # ge[i, j]: j at least as good as i everywhere
     gt = (V[None, :, :] > V[:, None, :]).any(axis=2)
     idx = np.arange(n)
-    modes = np.array([hash(e["mode"]) for e in group])
+    modes = np.array([hash((e["mode"], e.get("slots"))) for e in group])  # C6 and C6b: swaps stay feasible
     same_mode = modes[:, None] == modes[None, :]
     dominated_by = ge & (gt | (idx[None, :] < idx[:, None])) & same_mode & (idx[None, :] != idx[:, None])
     # the relation is transitive, so a candidate with any dominator also has an undominated one

@@ -14,8 +14,9 @@ Notation
   service model's capacity times the largest utilisation whose response quantile meets the
   deadline); ``e_k, e_j`` energy per request (J); ``a_kr`` per-replica resource request, ``b_pr``
   the resources of one shared server (one accelerator and its share of the node, or a whole
-  CPU node); ``w_j`` server-seconds per request, ``a_j`` mean residual work per req/s, ``B_j`` the
-  queueing budget (deadline - RTT - batch wait - service quantile), ``G = G(rho_bar)`` the
+  CPU node); ``w_j`` server-seconds per request, ``a_j`` residual work of one call (s^2; per req/s when
+  batches hold one request, the worst case: ``service.shared_residual``), ``B_j`` the queueing budget
+  (the largest wait scale meeting deadline - RTT, ``service.shared_budget``), ``G = G(rho_bar)`` the
   queueing factor at the shared servers' utilisation cap ``rho_bar`` (see ``service.py``);
   ``mu_j`` memory footprint; ``N_k`` replica bound derived from
   the largest rate the model can be asked to carry (``max_s f_s * alpha_max * lam_m``).
@@ -39,6 +40,9 @@ Constraints
 - C5b ``big[p,r,j]``: ``sum_{servers larger than K_pr/(j+1)} (n_k or sigma_p) - j o_p <= 0`` for j = 1, 2, 3
   (a node holds at most j of them: valid for any packing, and it cuts aggregate solutions that cannot pack)
 - C6 ``mode[k]``, ``smode[j]``: ``y_k - z_{p,h(k)} <= 0``, ``v_j - z_{p,h(j)} <= 0``; ``onemode[p]``: ``sum_h z_ph <= 1``
+- C6b ``sslot[j]``: ``v_j - zc_{p,c(j)} <= 0``; ``oneslot[p]``: ``sum_c zc_pc <= 1``: the configurations a pool's
+  shared servers load have one slot count ``c`` (a call of a larger share than a running one would idle the
+  device while it drains -- lost capacity the linear rows below do not count; ``service.shared_law`` does)
 - S1 ``sutil[p,s]``: ``sum_{j in p} w_j x_{j,s} - rho_bar sigma_p <= 0``          shared utilisation cap
 - S2 ``sload[j,s]``: ``x_{j,s} - f_s lam_m v_j <= 0``                              route only to loaded models
 - S3 ``smem[p]``:    ``sum_{j in p} mu_j v_j <= b_p,mem``                         loaded models fit in memory
@@ -370,8 +374,9 @@ def build_milp(
                 r = b.rows([f"big({pn[p]},{rname},{j})"], -np.inf, 0.0)
                 b.add(np.full(len(big), r), big, 1.0)
                 b.add([r], [io[p]], -float(j))
-    # C6 power modes
+    # C6 power modes, C6b one slot count per pool's shared servers
     _modes(b, c, pk, pj, iy, iv, pn)
+    _slot_classes(b, c, pj, iv, pn)
     # S1-S4 shared servers
     iagg: list[Agg] = []
     if J:
@@ -537,20 +542,32 @@ def _shared_rows(
 
 def _modes(b: Builder, c: Candidates, pk, pj, iy, iv, pn) -> None:
     """C6: one power mode per pool, over dedicated and shared candidates (``default`` is its own mode)."""
-    modes: dict[int, list[str]] = {}
-    for p, h in list(zip(pk.tolist(), c.ded.mode)) + list(zip(pj.tolist(), c.sh.mode)):
-        lst = modes.setdefault(int(p), [])
-        if h not in lst:
-            lst.append(h)
-    pairs = [(p, h) for p, hs in sorted(modes.items()) if len(hs) > 1 for h in hs]
+    _one_per_pool(
+        b, pn, "z", "onemode", [("mode", pk, c.ded.mode, iy, c.ded.records), ("smode", pj, c.sh.mode, iv, c.sh.records)]
+    )
+
+
+def _slot_classes(b: Builder, c: Candidates, pj, iv, pn) -> None:
+    """C6b: the shared configurations loaded on a pool have one slot count (pools offering several)."""
+    _one_per_pool(b, pn, "zc", "oneslot", [("sslot", pj, c.sh.slots, iv, c.sh.records)])
+
+
+def _one_per_pool(b: Builder, pn, var: str, one: str, blocks) -> None:
+    """``x_i - z_{p,h(i)} <= 0`` per candidate and ``sum_h z_ph <= 1`` per pool, for pools whose candidates
+    span several classes ``h``; ``blocks`` = [(row name, pool per candidate, class per candidate, decision
+    columns, records), ...]."""
+    classes: dict[int, list] = {}
+    for _, pp, hh, _, _ in blocks:
+        for p, h in zip(pp.tolist(), hh):
+            lst = classes.setdefault(int(p), [])
+            if h not in lst:
+                lst.append(h)
+    pairs = [(p, h) for p, hs in sorted(classes.items()) if len(hs) > 1 for h in hs]
     if not pairs:
         return
-    iz = b.cols([f"z({pn[p]},{_n(h)})" for p, h in pairs], 0, 1, True)
+    iz = b.cols([f"{var}({pn[p]},{_n(str(h))})" for p, h in pairs], 0, 1, True)
     zi = {pair: iz[i] for i, pair in enumerate(pairs)}
-    for name, pp, hh, cols, labels in (
-        ("mode", pk, c.ded.mode, iy, c.ded.records),
-        ("smode", pj, c.sh.mode, iv, c.sh.records),
-    ):
+    for name, pp, hh, cols, labels in blocks:
         sel = [i for i in range(len(cols)) if (int(pp[i]), hh[i]) in zi]
         if not sel:
             continue
@@ -560,7 +577,7 @@ def _modes(b: Builder, c: Candidates, pk, pj, iy, iv, pn) -> None:
         b.add(r0 + np.arange(len(sel)), cols[sel], 1.0)
         b.add(r0 + np.arange(len(sel)), [zi[(int(pp[i]), hh[i])] for i in sel], -1.0)
     zp = sorted({p for p, _ in pairs})
-    r0 = b.rows([f"onemode({pn[p]})" for p in zp], -np.inf, 1.0)
+    r0 = b.rows([f"{one}({pn[p]})" for p in zp], -np.inf, 1.0)
     at = {p: r0 + i for i, p in enumerate(zp)}
     b.add([at[p] for p, _ in pairs], iz, 1.0)
 

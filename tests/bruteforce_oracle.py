@@ -67,6 +67,7 @@ class Sh:
     mem: float  # footprint
     e: float
     mode: str
+    slots: int = 1  # execution slots (one count per pool's shared servers)
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,9 @@ class Oracle:
                     self.raw_slice[p] = (pool.cpu / k, pool.memory_mb / k, 1.0)
                 else:
                     self.raw_slice[p] = (pool.cpu, pool.memory_mb, 0.0)
+        loadable: dict[int, list] = {}
         for m, dem in enumerate(workload.models):
             for p, pool in enumerate(self.pools):
-                group: list[Sh] = []
                 for rec in profiles.records:
                     if rec.model != dem.model or rec.device != pool.device or rec.architecture != pool.architecture:
                         continue
@@ -128,18 +129,38 @@ class Oracle:
                         self.ded.append(Ded(m, p, rec, rho * sm.capacity, rho, e, need, rec.power_mode))
                     sl = self.raw_slice.get(p)
                     fp = rec.memory_mb or rec.memory_request_mb
-                    B = shared_budget(sm, (dem.deadline_ms - pool.rtt_ms) / 1e3, opts.util_cap, self.q)
                     if (
                         sl is not None
                         and rec.cpu_cores <= sl[0] + FIT
                         and fp <= sl[1] + FIT
                         and rec.accelerators <= sl[2] + FIT
-                        and B > 0
                     ):
-                        group.append(
-                            Sh(m, p, rec, sm.work_per_request, sm.residual_per_request, B, fp, e, rec.power_mode)
+                        loadable.setdefault(p, []).append((m, rec, sm, fp, e, (dem.deadline_ms - pool.rtt_ms) / 1e3))
+        # shared servers (service.py, milp.py C6b): the configurations loaded on a pool's shared servers have one
+        # slot count, so a_j counts calls of equal share (shared_residual with cmin = c_j); a loadable batching
+        # configuration on the pool makes the probability of waiting 1, else rho_bar
+        for p, items in loadable.items():
+            pw = 1.0 if any(sm.batch > 1 for _, _, sm, _, _, _ in items) else opts.util_cap
+            groups: dict[int, list[Sh]] = {}
+            for m, rec, sm, fp, e, budget in items:
+                B = shared_budget(sm, budget, pw, self.q)
+                if B > 0:
+                    groups.setdefault(m, []).append(
+                        Sh(
+                            m,
+                            p,
+                            rec,
+                            sm.work_per_request,
+                            sm.shared_residual(sm.slots),
+                            B,
+                            fp,
+                            e,
+                            rec.power_mode,
+                            sm.slots,
                         )
-                self.sh.extend(_undominated(group))
+                    )
+            for m in sorted(groups):
+                self.sh.extend(_undominated(groups[m]))
         # the shared server's reservation: what its candidates can use, never more than the slice
         self.slice: dict[int, tuple] = {}
         for p, (cpu, mem, acc) in self.raw_slice.items():
@@ -175,6 +196,8 @@ class Oracle:
                     if not ks and not js:
                         continue
                     if js and sum(self.sh[j].mem for j in js) > self.slice[p][1] + 1e-6:
+                        continue
+                    if len({self.sh[j].slots for j in js}) > 1:  # one slot count per pool's shared servers
                         continue
                     items = [self.ded[k].res for k in ks]
                     bound = [math.floor(self.F * self.lam[self.ded[k].m] / self.ded[k].c) + 1 for k in ks]
@@ -429,7 +452,7 @@ def _undominated(group: list[Sh]) -> list[Sh]:
     drop: set[int] = set()
     for i, a in enumerate(group):
         for j, b in enumerate(group):
-            if i == j or j in drop or a.mode != b.mode:
+            if i == j or j in drop or a.mode != b.mode or a.slots != b.slots:
                 continue
             ge = b.B >= a.B and b.w <= a.w and b.a <= a.a and b.e <= a.e and b.mem <= a.mem
             strict = b.B > a.B or b.w < a.w or b.a < a.a or b.e < a.e or b.mem < a.mem or j < i

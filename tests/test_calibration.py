@@ -11,6 +11,8 @@ Checks
 - the simulator itself against exact queueing theory (Pollaczek-Khinchine mean wait of M/G/1, with the
   moments of the durations it drew), so the comparisons below test the formula, not a broken simulator;
 - prediction within 20% of the measured p99 response, per model, in every regime (``|pred/meas - 1| <= 0.2``);
+- never optimistic by more than 20% in any regime, the marked ones included (``pred/meas - 1 >= -0.2``): an
+  optimistic prediction lets the planner load a server past its deadline;
 - deadlines set from the model (deadline = predicted p99 response at the planned rates) are met at 0.8 of the
   planned rates: "no violations" means a violation rate of at most 1% per model -- the p99's own tail,
   which a quantile-based deadline allows by definition.
@@ -20,6 +22,8 @@ the mark was set, so a model fix shows up as an XPASS (and the mark must go).
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pytest
@@ -110,10 +114,16 @@ REGIMES = {
     "shared-batching": ([1, 4], [1, 1]),
     "shared-3-models": ([1, 2, 4], [1, 1, 1]),
 }
-SEEDS = (11, 12)
+SEEDS = (
+    101,
+    102,
+    103,
+    104,
+)  # not looked at while the model was built (it was fitted to nothing; seeds 11-14 were used to compare variants)
 N_PER_MODEL = 15000
 
 
+@functools.cache
 def _errors(regime: str, band: str) -> list[tuple[str, float, float, float]]:
     """[(case, rho, predicted s, measured s)] per seed and model."""
     batches, slots = REGIMES[regime]
@@ -136,25 +146,20 @@ def _fmt(errs) -> str:
     )
 
 
-# Measured when the marks were set (see the module docstring), with the model of planner/service.py (q-quantile
-# of the SUM wait + service; Erlang-C probability of waiting for dedicated multi-slot servers; batching: every
-# request waits for a slot (equilibrium residual) or for its batch to form, plus the full-batch queue). Before
-# that model only 1 of 16 regimes passed (sum of quantiles: +22..+148%, mixed slots -27%). Still off:
-# - dedicated batch 4, 1 slot: conservative (+23..+36%; seeds 101-103: +32..+53%): the exponential tail put on
-#   the slot residual and the full-batch queue is heavier than the real bulk-service tail;
-# - shared, mixed slot counts, high load: NOT conservative (-12..-25%): a whole-device call waits for the device
-#   to drain and blocks smaller calls (FIFO); the residual counted as E[S^2] / (2 b c_j c_min) covers part of it,
-#   the lost device time (drain) is not modelled;
-# - shared with a batching model: a batch-1 model under-predicted (-16..-31%): partially filled batches keep the
-#   device busier than rho = sum x_j / cap_j says; batching models over-predicted (+40..+54%).
-XFAIL = {  # (regime, band) -> per-seed relative errors pred/meas - 1 (per model) and utilisations when measured
-    ("dedicated-b4-c1", "low"): "+25% (rho 0.43), +36% (rho 0.46): batching tail",
-    ("dedicated-b4-c1", "high"): "+31% (rho 0.73), +23% (rho 0.76): batching tail",
-    ("shared-b1-mixed-slots", "high"): "-25%/-22% (rho 0.75), -18%/-12% (rho 0.61): NOT conservative (drain)",
-    ("shared-batching", "low"): "-16%/+40% (rho 0.31), +9%/-31% (rho 0.42): batch-1 model NOT conservative",
-    ("shared-batching", "high"): "+4%/+49% (rho 0.61), +7%/-3% (rho 0.72)",
-    ("shared-3-models", "low"): "-1%/-19%/+26% (rho 0.49), +4%/+27%/+30% (rho 0.46)",
-    ("shared-3-models", "high"): "+6%/+5%/+24% (rho 0.79), +33%/+44%/+54% (rho 0.76)",
+# Measured when the marks were set, with the model of planner/service.py (Gamma fitted to the conditional
+# wait's first two moments; dedicated batching servers: mean batch size from the formation rule, a request
+# finds the device busy w.p. ErlangC at call-level utilisation, then waits the slot residual plus the
+# full-batch queue; shared servers: residual at call level, queue growth at full-batch utilisation, head-of-
+# line drain for mixed slot counts).  Before it (exponential wait, no mean batch size, no drain) 9 of 16
+# regimes passed, two of the misses under-predicting.  Still off, all but one case OVER-predicting:
+# - shared, mixed slot counts: the drain term is crude (seed 102: +20..+47%; seed 104 high: -19%, inside);
+#   plans never co-load mixed slot counts on a shared server (milp.py C6b);
+# - shared with a batching model at high load: the batching model's batches grow with the queue, so the
+#   wait is more regular than the M/G/1 shape (measured SCV ~0.4 vs ~0.9 assumed): conservative.
+XFAIL = {  # (regime, band) -> worst per-seed relative errors pred/meas - 1 (per model) when measured
+    ("shared-b1-mixed-slots", "low"): "+20%/+30% (seed 102), others -9..+5%",
+    ("shared-b1-mixed-slots", "high"): "+42%/+47% (seed 102), -19%/-19% (seed 104)",
+    ("shared-3-models", "high"): "+22%/+27%/+42% (seed 104), others -10..+11%",
 }
 
 
@@ -189,6 +194,13 @@ def test_predicted_p99_within_20_percent(regime, band):
     errs = _errors(regime, band)
     worst = max(abs(p / m - 1) for _, _, p, m in errs)
     assert worst <= TOL, _fmt(errs)
+
+
+@pytest.mark.parametrize("regime,band", [(r, b) for r in REGIMES for b in BANDS])
+def test_prediction_never_optimistic_beyond_20_percent(regime, band):
+    errs = _errors(regime, band)
+    worst = min(p / m - 1 for _, _, p, m in errs)
+    assert worst >= -TOL, _fmt(errs)
 
 
 def test_no_violations_below_0_8_of_planned_rates():

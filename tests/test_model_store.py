@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,19 @@ from synergai.executor.manifests import (
     build,
 )
 from synergai.executor.validate import validate_all
-from synergai.models import InputError
-from tests.test_manifests import REPO, default_plan
+from synergai.models import InputError, Plan
+from tests.test_manifests import REPO
+
+PLAN_FILE = Path(__file__).parent / "data" / "model_store_plan.json"
+
+
+@cache
+def default_plan() -> Plan:
+    """A fixed plan (the default inputs' plan when these tests were written: a Triton group sharing an Orin
+    between three models, dedicated groups, a CPU group served by synergai serve), so the planner's
+    choices do not move what these executor tests look at."""
+    return Plan.model_validate_json(PLAN_FILE.read_text())
+
 
 SHARED = "edge-agx-orin-shared"  # Triton: resnet50, bert, mobilenet-v2 (its CPU model on the CPU backend)
 CPU_GROUP = "mobilenet-v2-cloud-x86-7a8d5a"  # synergai serve

@@ -84,7 +84,9 @@ def check_invariants(plan, profiles, cluster, workload, opts) -> None:
             for a in plan.assignments_of(g.name)
         )
         assert util <= opts.util_cap * (1 + 1e-6) + tol, (g.name, util)
-        if g.shared:  # loaded footprints fit the server's memory
+        if g.shared:  # one slot count per shared server (C6b); loaded footprints fit the server's memory
+            slots = {ServiceModel.of(a.config).slots for a in plan.assignments_of(g.name)}
+            assert len(slots) == 1, (g.name, slots)
             dev = pools[g.pool].device
             mem = 0.0
             for a in plan.assignments_of(g.name):

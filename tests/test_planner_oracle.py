@@ -350,6 +350,22 @@ def test_shared_row_uses_the_loaded_configurations_budget():
     check_invariants(plan, t, c, w)
 
 
+def test_shared_server_loads_one_slot_count():
+    """C6b: a's only configuration runs 2 calls at once (slots = round(1000 req/s * 2 ms) = 2), b's one; on a
+    single-GPU board they cannot share a server (a whole-device call of b would idle half the device while
+    a's calls drain), so one model goes unserved -- and the plan says so instead of sharing."""
+    recs = [
+        _rec("a", "orin", cores=1, gpus=1, thr=1000.0, p50=2.0),
+        _rec("b", "orin", cores=1, gpus=1, thr=200.0, p50=2.0),
+    ]
+    t, c, w = _inputs(recs, [_pool("orin", 1, 8, gpus=1)], [("a", 40.0), ("b", 40.0)])
+    plan = plan_offline(t, c, w, gap=0, options=PlanOptions(headroom=1.0))
+    assert plan.unserved_rate() == pytest.approx(40.0, rel=1e-6)
+    for g in plan.servers:
+        assert len({ServiceModel.of(a.config).slots for a in plan.assignments_of(g.name)}) == 1
+    check_invariants(plan, t, c, w)
+
+
 def test_v1_plan_documents_are_still_read(tmp_path):
     """A v1 plan (no server groups) loads, and consumers see one dedicated group per assignment."""
     import json
