@@ -17,7 +17,8 @@ Servers
     The cost of a decision grows with the number of groups hosting the model, not with servers.
 
 Deadline check (the planner's service model, :mod:`synergai.planner.service`)
-    check  = start + batch_wait + S(q) + RTT      (``fixed_delay(sm, q, rtt)``; S(q) scaled by drift)
+    check  = start + batch_wait + S(q) + RTT      (``fixed_delay(sm, q, rtt)``; S(q) scaled by drift;
+                                                   dedicated batching servers: see below)
     meets  = check <= arrival + deadline;  slack = arrival + deadline - check
     ``q`` is ``check_quantile`` (default 0.99, the planner's quantile; ``"p90"`` and ``"mean"`` are
     accepted for compatibility and mean 0.9 and the mean call).  ``Decision.finish_s`` is the expected
@@ -27,11 +28,13 @@ Deadline check (the planner's service model, :mod:`synergai.planner.service`)
 Batching servers
     On a dedicated server of batch ``b > 1`` the requests of this request's own (forming) batch are
     served in the same call, so they are not waited for twice.  Each server keeps the estimated start of
-    the last batch formed and how many requests it holds: a request joins it while it has fewer than ``b``
-    and has not started (``now < start + batch_wait``: a batch formed on an idle server waits at most the
-    batch wait), and is then estimated to start with it; otherwise it opens a new batch at the end of the
-    queue (``max(now, free[s])``).  ``check`` adds one call.  (On shared servers the other models' work
-    interleaves, so every queued request counts as ahead.)
+    the call of the last batch formed and how many requests it holds: a request joins it while it has
+    fewer than ``b`` and has not started (``now < start``), and is then estimated to start with it;
+    otherwise it opens a new batch, whose call starts when the device has done its queued work and the
+    batch wait is over: ``max(free[s], now + batch_wait)`` -- the batch wait and the wait for the device
+    overlap, as in the service model (one or the other, not their sum).  ``check`` = that start +
+    S(q) + RTT.  (On shared servers the other models' work interleaves, so every queued request counts
+    as ahead and the batch wait is added in full.)
 
 Co-hosted models (shared servers)
     A shared server's slack for model m may belong to a tighter model m' it also hosts.  Every m' has
@@ -154,6 +157,7 @@ class Group:
     work_s: float = 0.0  # server-seconds per request
     mean_s: float = 0.0  # mean call duration
     fixed_s: float = 0.0  # batch wait + S(q) + RTT
+    call_fixed_s: float = 0.0  # S(q) + RTT: after the call starts (dedicated batching servers' check)
     cap_fixed_s: float = 0.0  # batch wait + S(cap quantile) + RTT
     var_rate: float = 0.0  # Var(S) / (slots * E[S]): backlog variance per second of backlog
     inv_share: float = INF
@@ -179,7 +183,8 @@ class Group:
         d = self.drift
         self.work_s = work * d
         self.mean_s = mean * d
-        self.fixed_s = self.sm.batch_wait + svc * d + self.rtt_s
+        self.call_fixed_s = svc * d + self.rtt_s
+        self.fixed_s = self.sm.batch_wait + self.call_fixed_s
         self.cap_fixed_s = self.sm.batch_wait + max(svc, svc_cap) * d + self.rtt_s
         self.var_rate = var_rate * d  # Var scales with d^2, the mean with d
         self.inv_share = 1.0 / self.share if self.share > 0 else INF
@@ -466,9 +471,14 @@ class OnlineScheduler:
             free, s = g.order[0]
             backlog = free - now if free > now else 0.0
             start = now + backlog
-            if g.batch > 1 and self.tail_n[s] < g.batch and now < self.tail_start[s] + g.sm.batch_wait:
-                start = self.tail_start[s]  # joins the batch still forming: served in its call
-            check = start + g.fixed_s
+            if g.batch > 1:
+                if self.tail_n[s] < g.batch and now < self.tail_start[s]:
+                    start = self.tail_start[s]  # joins the batch still forming: served in its call
+                elif start < now + g.sm.batch_wait:
+                    start = now + g.sm.batch_wait  # opens a batch: it waits for the device or its batch wait
+                check = start + g.call_fixed_s
+            else:
+                check = start + g.fixed_s
             slack = due - check
             margin = frac * (dl - g.fixed_s)
             after = backlog + g.work_s  # this server's backlog afterwards
@@ -561,7 +571,10 @@ class OnlineScheduler:
         est = (free_before if free_before > now else now) + g.work_s
         self._move(g.sg, s, est)
         g.sent += 1
-        end = start + (g.sm.batch_wait if free_before <= now else 0.0) + g.mean_s
+        if g.batch > 1:  # start is the call's (batch wait included)
+            end = start + g.mean_s
+        else:
+            end = start + (g.sm.batch_wait if free_before <= now else 0.0) + g.mean_s
         return Decision(
             model,
             s,

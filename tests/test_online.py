@@ -243,11 +243,14 @@ def test_prefers_comfortable_slack_over_plan_share():
 
 def test_batching_server_counts_a_requests_own_batch_once():
     # batch 4 of 40 ms on one slot: 10 ms of server time per request; requests join the batch still forming
-    # (served in its call), and a full batch is waited for
+    # (served in its call), and a full batch is waited for.  start_s is the call's start: the batch wait (half
+    # a median call, 20 ms) and the wait for the device overlap -- one or the other, as in the service model
     plan = make_plan([("b", "p", 1, [("m", cfg(40, batch=4, thr=100.0), 1.0)])], {"m": 1000.0})
     s = OnlineScheduler(plan)
+    bw = s.groups[0].sm.batch_wait
+    assert bw == pytest.approx(0.02)
     starts = [s.assign("m", now=0.0).start_s for _ in range(8)]
-    assert starts == [pytest.approx(0.0)] * 4 + [pytest.approx(0.04)] * 4
+    assert starts == [pytest.approx(bw)] * 4 + [pytest.approx(0.04)] * 4
     # time has passed: the first batch (4 requests) runs until 40 ms, the second is formed and queued
     s.reset()
     for _ in range(4):
@@ -255,13 +258,20 @@ def test_batching_server_counts_a_requests_own_batch_once():
     d5 = s.assign("m", now=0.001)
     d6 = s.assign("m", now=0.002)
     assert d5.start_s == pytest.approx(0.04) and d6.start_s == pytest.approx(0.04)  # not before the first ends
+    # the check is that start + S(q) + RTT: the batch wait is not added on top of the wait for the device
+    g = s.groups[0]
+    assert d5.check_s == pytest.approx(0.04 + g.sm.quantile(0.99) + g.rtt_s)
+    # a batch opened late in the first call waits for its own batch wait past the device's free time
+    s.reset()
+    for _ in range(4):
+        s.assign("m", now=0.0)
+    assert s.assign("m", now=0.03).start_s == pytest.approx(0.05)
     # on an idle server a batch forms for at most the batch wait; a request after that opens a new one
     s.reset()
-    bw = s.groups[0].sm.batch_wait
     a = s.assign("m", now=0.0)
     b = s.assign("m", now=bw / 2)
     c = s.assign("m", now=bw * 1.5)
-    assert a.start_s == b.start_s == 0.0 and c.start_s > 0.0
+    assert a.start_s == b.start_s == pytest.approx(bw) and c.start_s > bw
     # a batch-1 server is unchanged: every queued request is ahead
     one = OnlineScheduler(make_plan([("o", "p", 1, [("m", cfg(10), 1.0)])], {"m": 1000.0}))
     assert [one.assign("m", now=0.0).start_s for _ in range(3)] == [0.0, pytest.approx(0.01), pytest.approx(0.02)]
