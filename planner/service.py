@@ -566,7 +566,8 @@ def _dedicated_law(rho, c, b, w, m1, m2, m3, bw, mu, sig, lo, hi):
 
 def shared_law(loads: Sequence[tuple[ServiceModel, float]], target: ServiceModel, iters: int = 30):
     """(pw, theta, k) of the wait of a request of ``target`` on a shared server carrying ``loads`` (see the
-    module docstring), or None when the server is overloaded."""
+    module docstring; the same for every hosted model: one FIFO queue), or None when the server is
+    overloaded."""
     sms = [sm for sm, _ in loads]
     xs = [float(x) for _, x in loads]
     cmin = min(sm.slots for sm in sms)
