@@ -292,8 +292,7 @@ def build_candidates(
         pw_all = np.full(len(pend), rho_bar)
         for pi in np.unique(pool_of[sfit & (sub.batch > 1)]).tolist():
             pw_all[pool_of == pi] = 1.0
-        cmin_all = sub.slots
-        resid_all = sub.shared_residual(cmin_all)
+        resid_all = sub.shared_residual(sub.slots)
         # shared-server budget B_k of the linear row G * sum a_j x_j <= B_k * sum w_j x_j (service.shared_budget)
         qb_all = np.where([e[6] > 0 for e in pend], sub.shared_budget(dl_rtt, pw_all, opts.quantile), 0.0)
     # pass 2: candidates per (model, pool)

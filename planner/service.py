@@ -259,13 +259,6 @@ class ServiceModel:
             shared_residual(self.mean, self.second_moment, self.work_per_request, self.batch, self.slots, cmin)
         )
 
-    def mean_batch(self, rate: float, extra_s: float = 0.0) -> float:
-        """Mean requests per call at ``rate`` req/s (:func:`mean_batch`; 1 for batch 1)."""
-        if self.batch <= 1 or rate <= 0:
-            return 1.0
-        f = lambda v: np.array([float(v)])  # noqa: E731
-        return float(_mean_batch(f(rate), f(self.batch), f(self.slots), f(self.batch_wait), *_arr(self), f(extra_s))[0])
-
 
 @dataclass
 class ServiceArrays:
@@ -446,7 +439,10 @@ def mean_batch(sm: ServiceModel, rate: float, extra_s: float = 0.0) -> float:
     ``min(b, 1 + Poisson(rate * max(S/c + extra - A, batch_wait)))``, averaged over ``S`` and ``A``
     (Gauss-Legendre).  Requests left over from a full batch are ignored, so the estimate is low at high
     load -- a conservative error (more calls, more device time)."""
-    return sm.mean_batch(rate, extra_s)
+    if sm.batch <= 1 or rate <= 0:
+        return 1.0
+    f = lambda v: np.array([float(v)])  # noqa: E731
+    return float(_mean_batch(f(rate), f(sm.batch), f(sm.slots), f(sm.batch_wait), *_arr(sm), f(extra_s))[0])
 
 
 # -------------------------------------------------------------------- the wait law and the sum's quantile
@@ -583,7 +579,7 @@ def shared_law(loads: Sequence[tuple[ServiceModel, float]], target: ServiceModel
             calls = [x / n for x, n in zip(xs, nb)]
             tot = sum(cl * a for cl, a in zip(calls, A))
             new = [
-                sm.mean_batch(x, (tot - calls[i] * A[i]) / (1.0 - rho_f0)) if sm.batch > 1 else 1.0
+                mean_batch(sm, x, (tot - calls[i] * A[i]) / (1.0 - rho_f0)) if sm.batch > 1 else 1.0
                 for i, (sm, x) in enumerate(loads)
             ]
             nb = [(u + v) / 2.0 for u, v in zip(nb, new)]
@@ -754,14 +750,12 @@ def shared_budget(sm: ServiceModel, budget_s: float, p_wait: float, q: float) ->
     return float(_shared_budget(f(budget_s), f(p_wait), q, f(sm.batch), f(sm.batch_wait), *_arr(sm))[0])
 
 
-def shared_coefficients(
-    models: Sequence[ServiceModel], budget_s: float, rho_bar: float, q: float, cmin: int | None = None
-) -> list[float]:
+def shared_coefficients(models: Sequence[ServiceModel], budget_s: float, rho_bar: float, q: float) -> list[float]:
     """Coefficients ``G(rho_bar) a_j - B / cap_j`` of the linear shared-server deadline condition
     ``sum_j coef_j x_j <= 0`` for a hosted model with shared budget ``B`` (:func:`shared_budget`), s;
-    ``a_j`` with the smallest slot count ``cmin`` of the configurations that may share (default: of ``models``)."""
+    ``a_j`` with the smallest slot count of ``models``."""
     g = g_factor(rho_bar, q)
-    cm = min(sm.slots for sm in models) if cmin is None else cmin
+    cm = min(sm.slots for sm in models)
     return [g * sm.shared_residual(cm) - budget_s * sm.work_per_request for sm in models]
 
 
